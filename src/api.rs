@@ -1,0 +1,600 @@
+//! The Talkover REST client and the shapes of its answers.
+//!
+//! This module knows HTTP and JSON and nothing of metrics: it turns one
+//! request for one page of a webhook's delivery logs into a [`LogPage`] or a
+//! typed [`ApiError`] that says why not.
+
+use std::fmt;
+use std::time::Duration;
+
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, RETRY_AFTER};
+use reqwest::StatusCode;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::Value;
+use url::Url;
+
+use crate::target::Target;
+
+/// The largest `per_page` the API accepts.
+pub const MAX_PER_PAGE: u32 = 100;
+
+/// An API token. Its `Debug` and `Display` never show the secret.
+#[derive(Clone)]
+pub struct Token(String);
+
+impl Token {
+    /// Wraps a token read from the environment or a file; the trailing newline
+    /// a file usually ends with is dropped. `None` if nothing is left.
+    pub fn new(raw: &str) -> Option<Token> {
+        let t = raw.trim_end_matches(['\n', '\r']).trim();
+        (!t.is_empty()).then(|| Token(t.to_string()))
+    }
+
+    /// Replaces every occurrence of the secret in text the server sent back,
+    /// in case a proxy echoes request headers into an error page.
+    fn redact(&self, text: &str) -> String {
+        text.replace(&self.0, "<redacted>")
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// How the client reaches the API.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Base URL, e.g. `https://app.talkover.ai/`.
+    pub base_url: Url,
+    /// Bearer token; `None` only against the demo simulator.
+    pub token: Option<Token>,
+    /// Time allowed for one whole request, body included.
+    pub timeout: Duration,
+    /// Largest response body read before the page is refused.
+    pub max_body_bytes: usize,
+    /// Whether plain `http://` is allowed (the token then travels unencrypted).
+    pub allow_insecure: bool,
+}
+
+/// A client for the delivery-log endpoints.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base_url: Url,
+    auth: Option<HeaderValue>,
+    token: Option<Token>,
+    timeout: Duration,
+    max_body_bytes: usize,
+}
+
+/// Why a page could not be read. Every variant names the request path.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 401 or 403: the token is wrong, rotated or lacks access.
+    #[error("GET {path}: HTTP {status}: the token was refused")]
+    Unauthorized {
+        /// Request path.
+        path: String,
+        /// HTTP status.
+        status: u16,
+    },
+    /// 429: the API asks us to slow down.
+    #[error("GET {path}: HTTP 429: rate limited (retry after {retry_after:?})")]
+    RateLimited {
+        /// Request path.
+        path: String,
+        /// What `Retry-After` asked for, if anything readable.
+        retry_after: Option<Duration>,
+    },
+    /// Any other non-2xx status (including redirects, which are never followed).
+    #[error("GET {path}: HTTP {status}")]
+    Http {
+        /// Request path.
+        path: String,
+        /// HTTP status.
+        status: u16,
+    },
+    /// A 2xx answer whose body is not the documented JSON envelope.
+    #[error("GET {path}: HTTP {status}: invalid response: {detail}")]
+    InvalidResponse {
+        /// Request path.
+        path: String,
+        /// HTTP status.
+        status: u16,
+        /// What was wrong with it.
+        detail: String,
+    },
+    /// A well-formed envelope with `success: false`.
+    #[error("GET {path}: HTTP {status}: API error: {message}")]
+    Api {
+        /// Request path.
+        path: String,
+        /// HTTP status.
+        status: u16,
+        /// The API's message, shortened.
+        message: String,
+    },
+    /// The request or its body took longer than the timeout.
+    #[error("GET {path}: timed out after {timeout:?}")]
+    Timeout {
+        /// Request path.
+        path: String,
+        /// The limit that was hit.
+        timeout: Duration,
+    },
+    /// The connection could not be made or broke.
+    #[error("GET {path}: connection failed: {source}")]
+    Connection {
+        /// Request path.
+        path: String,
+        /// The transport error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The body is larger than `--talkover.max-body-size`.
+    #[error("GET {path}: HTTP {status}: body larger than {limit} bytes")]
+    BodyTooLarge {
+        /// Request path.
+        path: String,
+        /// HTTP status.
+        status: u16,
+        /// The cap.
+        limit: usize,
+    },
+}
+
+impl ApiError {
+    /// The `reason` label of `talkover_exporter_poll_errors_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized { .. } => "unauthorized",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Http { .. } => "http_error",
+            ApiError::InvalidResponse { .. } => "invalid_response",
+            ApiError::Api { .. } => "api_error",
+            ApiError::Timeout { .. } => "timeout",
+            ApiError::Connection { .. } => "connection",
+            ApiError::BodyTooLarge { .. } => "body_too_large",
+        }
+    }
+
+    /// The `outcome` label of `talkover_exporter_api_requests_total`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized { .. } | ApiError::Http { .. } => "http_error",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::InvalidResponse { .. } | ApiError::Api { .. } => "invalid_response",
+            ApiError::Timeout { .. } => "timeout",
+            ApiError::Connection { .. } => "connection_error",
+            ApiError::BodyTooLarge { .. } => "too_large",
+        }
+    }
+
+    /// The HTTP status of the answer, if one came.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            ApiError::Unauthorized { status, .. }
+            | ApiError::Http { status, .. }
+            | ApiError::InvalidResponse { status, .. }
+            | ApiError::Api { status, .. }
+            | ApiError::BodyTooLarge { status, .. } => Some(*status),
+            ApiError::RateLimited { .. } => Some(429),
+            ApiError::Timeout { .. } | ApiError::Connection { .. } => None,
+        }
+    }
+}
+
+/// One page of a webhook's delivery log.
+#[derive(Debug, Clone, Default)]
+pub struct LogPage {
+    /// The entries in the order the API listed them.
+    pub entries: Vec<LogEntry>,
+    /// `pagination.total`: how many entries the log holds (a hint).
+    pub total: Option<u64>,
+}
+
+/// One delivery attempt as the API lists it. Every field is optional because
+/// the API documents none of them as always present; a field of the wrong
+/// type reads as absent rather than failing the page.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogEntry {
+    /// Log entry id: the dedupe key.
+    pub id: Option<String>,
+    /// Event name, e.g. `campaign.started`.
+    pub event: Option<String>,
+    /// 1 for the first try, rising with each retry.
+    pub attempt: Option<i64>,
+    /// `success`, `failed`, `pending`, or anything else.
+    pub status: Option<String>,
+    /// HTTP status the receiver answered; absent on timeouts.
+    pub http_status: Option<i64>,
+    /// How long the attempt took.
+    pub duration_ms: Option<f64>,
+    /// When the receiver got it (RFC 3339).
+    pub delivered_at: Option<String>,
+    /// When the attempt was created (RFC 3339).
+    pub created_at: Option<String>,
+}
+
+/// Parses an API timestamp (RFC 3339) into Unix milliseconds.
+pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+impl Client {
+    /// Builds a client; redirects are never followed so the token cannot be
+    /// carried to another host.
+    pub fn new(opts: ClientOptions) -> Result<Client, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(opts.timeout)
+            .connect_timeout(opts.timeout.min(Duration::from_secs(10)))
+            .https_only(!opts.allow_insecure)
+            .user_agent(concat!("talkover-exporter/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let auth = match &opts.token {
+            Some(t) => {
+                let mut v = HeaderValue::from_str(&format!("Bearer {}", t.0))
+                    .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid"));
+                v.set_sensitive(true);
+                Some(v)
+            }
+            None => None,
+        };
+        Ok(Client {
+            http,
+            base_url: opts.base_url,
+            auth,
+            token: opts.token,
+            timeout: opts.timeout,
+            max_body_bytes: opts.max_body_bytes,
+        })
+    }
+
+    /// Reads page `page` (1-based) of `target`'s delivery log.
+    pub async fn fetch_logs(
+        &self,
+        target: &Target,
+        page: u64,
+        per_page: u32,
+    ) -> Result<LogPage, ApiError> {
+        let path = format!("/{}?page={page}&per_page={per_page}", target.logs_path());
+        let mut url =
+            self.base_url
+                .join(&target.logs_path())
+                .map_err(|e| ApiError::InvalidResponse {
+                    path: path.clone(),
+                    status: 0,
+                    detail: format!("cannot build URL: {e}"),
+                })?;
+        url.query_pairs_mut()
+            .append_pair("page", &page.to_string())
+            .append_pair("per_page", &per_page.to_string());
+
+        let mut req = self.http.get(url);
+        if let Some(auth) = &self.auth {
+            req = req.header(AUTHORIZATION, auth.clone());
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&path, e))?;
+        let status = resp.status();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let retry_after = resp.headers().get(RETRY_AFTER).and_then(parse_retry_after);
+            return Err(ApiError::RateLimited { path, retry_after });
+        }
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(ApiError::Unauthorized {
+                path,
+                status: status.as_u16(),
+            });
+        }
+        if !status.is_success() {
+            return Err(ApiError::Http {
+                path,
+                status: status.as_u16(),
+            });
+        }
+        let body = self.read_capped(&path, resp).await?;
+        self.parse_page(&path, status.as_u16(), &body)
+    }
+
+    /// Reads the body chunk by chunk so that an oversized one is refused
+    /// without ever being held whole.
+    async fn read_capped(
+        &self,
+        path: &str,
+        mut resp: reqwest::Response,
+    ) -> Result<Vec<u8>, ApiError> {
+        let status = resp.status().as_u16();
+        let too_large = || ApiError::BodyTooLarge {
+            path: path.to_string(),
+            status,
+            limit: self.max_body_bytes,
+        };
+        let declared = resp
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body_bytes as u64) {
+            return Err(too_large());
+        }
+        let mut body = Vec::with_capacity(declared.unwrap_or(0) as usize);
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| self.transport_error(path, e))?
+        {
+            if body.len() + chunk.len() > self.max_body_bytes {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    fn parse_page(&self, path: &str, status: u16, body: &[u8]) -> Result<LogPage, ApiError> {
+        let invalid = |detail: String| ApiError::InvalidResponse {
+            path: path.to_string(),
+            status,
+            detail: self.redact(&detail),
+        };
+        let env: Envelope = serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
+        if env.success == Some(false) {
+            let message = env.message.unwrap_or_else(|| "no message".to_string());
+            return Err(ApiError::Api {
+                path: path.to_string(),
+                status,
+                message: self.redact(&shorten(&message, 200)),
+            });
+        }
+        let entries = env
+            .data
+            .ok_or_else(|| invalid("no `data` array".to_string()))?;
+        Ok(LogPage {
+            entries,
+            total: env.pagination.and_then(|p| p.total),
+        })
+    }
+
+    fn transport_error(&self, path: &str, e: reqwest::Error) -> ApiError {
+        if e.is_timeout() {
+            ApiError::Timeout {
+                path: path.to_string(),
+                timeout: self.timeout,
+            }
+        } else {
+            ApiError::Connection {
+                path: path.to_string(),
+                source: e.without_url(),
+            }
+        }
+    }
+
+    fn redact(&self, text: &str) -> String {
+        match &self.token {
+            Some(t) => t.redact(text),
+            None => text.to_string(),
+        }
+    }
+}
+
+fn shorten(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// `Retry-After` is either delay-seconds or an HTTP date.
+fn parse_retry_after(v: &HeaderValue) -> Option<Duration> {
+    let s = v.to_str().ok()?.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(s).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    success: Option<bool>,
+    data: Option<Vec<LogEntry>>,
+    pagination: Option<Pagination>,
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Pagination {
+    #[serde(default, deserialize_with = "lenient_u64")]
+    total: Option<u64>,
+}
+
+fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(as_i64(&Value::deserialize(d)?).and_then(|n| u64::try_from(n).ok()))
+}
+
+fn as_i64(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
+                .map(|f| f as i64)
+        }),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn as_f64(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .filter(|f: &f64| f.is_finite())
+}
+
+fn as_string(v: Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Entries are read field by field so that one hostile entry (wrong types,
+/// not even an object) reads as an entry with missing fields instead of
+/// failing the whole page. Fields we do not use, however large, are skipped
+/// without being built.
+impl<'de> Deserialize<'de> for LogEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(EntryVisitor)
+    }
+}
+
+struct EntryVisitor;
+
+impl<'de> Visitor<'de> for EntryVisitor {
+    type Value = LogEntry;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a log entry")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<LogEntry, A::Error> {
+        let mut e = LogEntry::default();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "id" => e.id = as_string(map.next_value()?),
+                "event" => e.event = as_string(map.next_value()?),
+                "status" => e.status = as_string(map.next_value()?),
+                "attempt" => e.attempt = as_i64(&map.next_value()?),
+                "http_status" => e.http_status = as_i64(&map.next_value()?),
+                "duration_ms" => e.duration_ms = as_f64(&map.next_value()?),
+                "delivered_at" => e.delivered_at = as_string(map.next_value()?),
+                "created_at" => e.created_at = as_string(map.next_value()?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(e)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<LogEntry, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(LogEntry::default())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<LogEntry, E> {
+        Ok(LogEntry::default())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<LogEntry, E> {
+        Ok(LogEntry::default())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<LogEntry, E> {
+        Ok(LogEntry::default())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<LogEntry, E> {
+        Ok(LogEntry::default())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<LogEntry, E> {
+        Ok(LogEntry::default())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<LogEntry, E> {
+        Ok(LogEntry::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(json: &str) -> Result<LogPage, ApiError> {
+        let client = Client::new(ClientOptions {
+            base_url: Url::parse("http://127.0.0.1/").expect("url"),
+            token: Token::new("talq_secret"),
+            timeout: Duration::from_secs(1),
+            max_body_bytes: 1 << 20,
+            allow_insecure: true,
+        })
+        .expect("client");
+        client.parse_page("/x", 200, json.as_bytes())
+    }
+
+    #[test]
+    fn hostile_entries_read_as_missing_fields_not_a_failed_page() {
+        let p = page(
+            r#"{"success":true,"data":[
+                {"id":"a","status":"success","attempt":"2","http_status":null,"duration_ms":-5,"extra":{"x":[1,2]}},
+                "not an object", [1,2], null, 7,
+                {"id":42,"http_status":"oops","duration_ms":"12.5","created_at":{"nested":true}}
+            ],"pagination":{"total":"47"}}"#,
+        )
+        .expect("page parses");
+        assert_eq!(p.total, Some(47));
+        assert_eq!(p.entries.len(), 6);
+        assert_eq!(p.entries[0].id.as_deref(), Some("a"));
+        assert_eq!(p.entries[0].attempt, Some(2));
+        assert_eq!(p.entries[0].http_status, None);
+        assert_eq!(p.entries[0].duration_ms, Some(-5.0));
+        assert_eq!(p.entries[1], LogEntry::default());
+        assert_eq!(p.entries[5].id.as_deref(), Some("42"));
+        assert_eq!(p.entries[5].http_status, None);
+        assert_eq!(p.entries[5].duration_ms, Some(12.5));
+        assert_eq!(p.entries[5].created_at, None);
+    }
+
+    #[test]
+    fn envelope_failures_are_typed_and_redacted() {
+        let e = page(r#"{"success":false,"message":"bad token talq_secret","code":"AUTH"}"#)
+            .expect_err("success:false");
+        assert_eq!(e.reason(), "api_error");
+        assert!(!e.to_string().contains("talq_secret"), "{e}");
+        let e = page("<html>502 Bad Gateway</html>").expect_err("html");
+        assert_eq!(e.reason(), "invalid_response");
+        let e = page(r#"{"success":true,"data":[{"id":"a""#).expect_err("truncated");
+        assert_eq!(e.reason(), "invalid_response");
+        let e = page(r#"{"success":true}"#).expect_err("no data");
+        assert!(e.to_string().contains("no `data` array"), "{e}");
+    }
+
+    #[test]
+    fn token_debug_and_trailing_newline() {
+        let t = Token::new("talq_abc\n").expect("token");
+        assert_eq!(format!("{t:?}"), "Token(<redacted>)");
+        assert!(Token::new("\n").is_none());
+    }
+
+    #[test]
+    fn timestamps_and_retry_after() {
+        assert_eq!(
+            parse_timestamp_ms("2024-01-15T11:00:00Z"),
+            Some(1_705_316_400_000)
+        );
+        assert_eq!(
+            parse_timestamp_ms("2024-01-15T11:00:00.250+00:00"),
+            Some(1_705_316_400_250)
+        );
+        assert_eq!(parse_timestamp_ms("yesterday"), None);
+        assert_eq!(
+            parse_retry_after(&HeaderValue::from_static("7")),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            parse_retry_after(&HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT")),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after(&HeaderValue::from_static("soon")), None);
+    }
+}

@@ -1,0 +1,334 @@
+//! The command line: flags (each also read from an environment variable),
+//! validated once into the typed [`Config`] the rest of the program uses.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use url::Url;
+
+use crate::api::Token;
+use crate::target::Target;
+
+/// The default port, left free by the Prometheus default-port allocations list.
+pub const DEFAULT_PORT: u16 = 9868;
+
+/// Prometheus exporter for Talkover webhook delivery logs.
+#[derive(Debug, Parser)]
+#[command(
+    name = "talkover-exporter",
+    version,
+    about,
+    after_help = "The API token is read from the TALKOVER_TOKEN environment variable or from \
+--talkover.token-file; there is deliberately no flag that takes the token itself."
+)]
+pub struct Cli {
+    /// Base URL of the Talkover API.
+    #[arg(long = "talkover.url", env = "TALKOVER_URL", default_value = "https://app.talkover.ai", value_parser = parse_url)]
+    pub talkover_url: Url,
+
+    /// File holding the API token (a trailing newline is ignored).
+    #[arg(
+        long = "talkover.token-file",
+        env = "TALKOVER_TOKEN_FILE",
+        value_name = "PATH"
+    )]
+    pub token_file: Option<PathBuf>,
+
+    /// Allow a plain http:// API URL (the token then travels unencrypted).
+    #[arg(long = "talkover.allow-insecure", env = "TALKOVER_ALLOW_INSECURE")]
+    pub allow_insecure: bool,
+
+    /// Time allowed for one API request, body included.
+    #[arg(long = "talkover.timeout", env = "TALKOVER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Largest API response body accepted (e.g. 32MiB, 512KiB, 1000000).
+    #[arg(long = "talkover.max-body-size", env = "TALKOVER_MAX_BODY_SIZE", default_value = "32MiB", value_parser = parse_size)]
+    pub max_body_size: usize,
+
+    /// A webhook to watch: campaigns/{campaign_id}/webhooks/{webhook_id} or
+    /// agents/{agent_id}/webhooks/{webhook_id}. Repeatable; the environment
+    /// variable takes a comma-separated list.
+    #[arg(
+        long = "target",
+        env = "TALKOVER_TARGETS",
+        value_delimiter = ',',
+        value_name = "PATH"
+    )]
+    pub targets: Vec<Target>,
+
+    /// Time between two polls of one webhook (e.g. 500ms, 30s, 2m).
+    #[arg(long = "poll.interval", env = "TALKOVER_POLL_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+
+    /// Most pages of 100 entries read per poll of one webhook.
+    #[arg(long = "poll.max-pages", env = "TALKOVER_POLL_MAX_PAGES", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_pages: u32,
+
+    /// Address to serve the landing page, /metrics and health on.
+    #[arg(long = "web.listen-address", env = "TALKOVER_WEB_LISTEN_ADDRESS", default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
+    pub listen_address: SocketAddr,
+
+    /// Path under which to expose metrics.
+    #[arg(long = "web.telemetry-path", env = "TALKOVER_WEB_TELEMETRY_PATH", default_value = "/metrics", value_parser = parse_telemetry_path)]
+    pub telemetry_path: String,
+
+    /// Log level.
+    #[arg(long = "log.level", env = "TALKOVER_LOG_LEVEL", default_value = "info")]
+    pub log_level: LogLevel,
+
+    /// Log format.
+    #[arg(
+        long = "log.format",
+        env = "TALKOVER_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
+    /// Run a built-in simulated Talkover API on loopback and watch its webhooks (no token needed).
+    #[arg(long = "demo", env = "TALKOVER_DEMO")]
+    pub demo: bool,
+
+    /// Where the --demo simulator listens (port 0: any free port).
+    #[arg(
+        long = "demo.listen-address",
+        env = "TALKOVER_DEMO_LISTEN_ADDRESS",
+        default_value = "127.0.0.1:0"
+    )]
+    pub demo_listen_address: SocketAddr,
+}
+
+/// `--log.level` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogLevel {
+    /// Everything, including each page read.
+    Debug,
+    /// Start-up, baselines, backlogs, and failures.
+    Info,
+    /// Failures only.
+    Warn,
+    /// Errors only.
+    Error,
+}
+
+impl LogLevel {
+    /// The `tracing` filter directive.
+    pub fn as_filter(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// `--log.format` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where the delivery logs come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// The real API.
+    Api {
+        /// Base URL.
+        url: Url,
+        /// Bearer token.
+        token: Token,
+        /// Whether `http://` is allowed.
+        allow_insecure: bool,
+    },
+    /// The built-in simulator.
+    Demo {
+        /// Where it listens.
+        listen: SocketAddr,
+    },
+}
+
+/// The validated configuration the library runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// API or demo.
+    pub source: Source,
+    /// Webhooks to watch (in demo mode, added to the simulator's).
+    pub targets: Vec<Target>,
+    /// Poll interval.
+    pub poll_interval: Duration,
+    /// Page budget per poll.
+    pub max_pages: u32,
+    /// Request timeout.
+    pub timeout: Duration,
+    /// Response body cap.
+    pub max_body_size: usize,
+    /// Metrics path.
+    pub telemetry_path: String,
+}
+
+/// A flag whose value is not usable; the message names flag and value.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Cli {
+    /// Checks what clap cannot check alone and reads the token.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let source = if self.demo {
+            Source::Demo {
+                listen: self.demo_listen_address,
+            }
+        } else {
+            if self.targets.is_empty() {
+                return Err(ConfigError(
+                    "no webhook to watch: give --target campaigns/{id}/webhooks/{id} (or TALKOVER_TARGETS), or run --demo".into(),
+                ));
+            }
+            if self.talkover_url.scheme() == "http" && !self.allow_insecure {
+                return Err(ConfigError(format!(
+                    "invalid value '{}' for '--talkover.url': plain http:// would send the token unencrypted; use https:// or add --talkover.allow-insecure",
+                    self.talkover_url
+                )));
+            }
+            Source::Api {
+                url: self.talkover_url,
+                token: read_token(self.token_file.as_deref())?,
+                allow_insecure: self.allow_insecure,
+            }
+        };
+        Ok(Config {
+            source,
+            targets: dedup(self.targets),
+            poll_interval: self.poll_interval,
+            max_pages: self.max_pages,
+            timeout: self.timeout,
+            max_body_size: self.max_body_size,
+            telemetry_path: self.telemetry_path,
+        })
+    }
+}
+
+fn dedup(mut targets: Vec<Target>) -> Vec<Target> {
+    targets.sort();
+    targets.dedup();
+    targets
+}
+
+fn read_token(file: Option<&std::path::Path>) -> Result<Token, ConfigError> {
+    if let Some(path) = file {
+        let raw = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(format!(
+                "invalid value '{}' for '--talkover.token-file': {e}",
+                path.display()
+            ))
+        })?;
+        return Token::new(&raw).ok_or_else(|| {
+            ConfigError(format!(
+                "invalid value '{}' for '--talkover.token-file': the file is empty",
+                path.display()
+            ))
+        });
+    }
+    match std::env::var("TALKOVER_TOKEN") {
+        Ok(raw) => {
+            Token::new(&raw).ok_or_else(|| ConfigError("TALKOVER_TOKEN is set but empty".into()))
+        }
+        Err(_) => Err(ConfigError(
+            "no API token: set TALKOVER_TOKEN or give --talkover.token-file PATH (or run --demo)"
+                .into(),
+        )),
+    }
+}
+
+fn parse_url(s: &str) -> Result<Url, String> {
+    let mut url = Url::parse(s).map_err(|e| e.to_string())?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(
+            "the scheme must be https:// (or http:// with --talkover.allow-insecure)".into(),
+        );
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("credentials do not belong in the URL; use TALKOVER_TOKEN".into());
+    }
+    // A trailing slash makes relative API paths extend the base path.
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 30s, 2m)"))?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num
+        .parse()
+        .map_err(|_| "expected a size such as 32MiB, 512KiB or 1000000".to_string())?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "KB" => 1 << 10,
+        "MiB" | "M" | "MB" => 1 << 20,
+        "GiB" | "G" | "GB" => 1 << 30,
+        other => return Err(format!("unknown unit {other:?} (use B, KiB, MiB or GiB)")),
+    };
+    let bytes = n.checked_mul(mult).ok_or("too large")?;
+    if bytes < 1024 {
+        return Err("must be at least 1KiB".into());
+    }
+    Ok(bytes)
+}
+
+fn parse_telemetry_path(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') || s == "/" || s.starts_with("/-/") || s.contains(['?', '#', ' ']) {
+        return Err("must be a path like /metrics, not / or under /-/".into());
+    }
+    Ok(s.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("32MiB"), Ok(32 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("10").is_err());
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn url_gets_trailing_slash_and_refuses_credentials() {
+        let u = parse_url("http://127.0.0.1:8080/prefix").expect("url");
+        assert_eq!(u.as_str(), "http://127.0.0.1:8080/prefix/");
+        assert!(parse_url("https://user:pw@app.talkover.ai").is_err());
+        assert!(parse_url("ftp://x").is_err());
+    }
+
+    #[test]
+    fn telemetry_path_must_not_shadow_other_routes() {
+        assert!(parse_telemetry_path("/metrics").is_ok());
+        for bad in ["metrics", "/", "/-/healthy"] {
+            assert!(parse_telemetry_path(bad).is_err(), "{bad}");
+        }
+    }
+}

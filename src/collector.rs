@@ -1,0 +1,845 @@
+//! Polling: reads each watched webhook's delivery-log pages, decides which
+//! entries are new, and counts every final attempt exactly once.
+//!
+//! # How counting works
+//!
+//! The log is a list ordered by `created_at` (newest or oldest first: the
+//! order is detected from the timestamps, not assumed). Each entry is known
+//! by its `id`. Per target the collector remembers one plain value,
+//! [`TargetState`]:
+//!
+//! - a *horizon*: every entry created before it has been dealt with;
+//! - the ids of the entries at or after the horizon already dealt with
+//!   (`handled`), so an entry that shows up twice while pages shift is
+//!   recognised;
+//! - the ids seen *in flight* (`pending`), followed until they turn final;
+//! - *gaps*: stretches of the list that a poll could not read within its
+//!   page budget, with where they start, so later polls finish them;
+//! - the counters themselves.
+//!
+//! A poll first reads the newest page and walks towards older pages while
+//! they still hold entries it has not seen (a *top scan*); an idle webhook
+//! costs one request. Then it spends what is left of `--poll.max-pages` on
+//! the oldest gap. After the poll the horizon moves up to ten minutes
+//! (of `created_at` time) behind the newest entry seen, never past a gap,
+//! and `handled` forgets everything below it: memory follows traffic, not
+//! uptime.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::api::{self, ApiError, LogEntry, LogPage};
+use crate::metrics::{
+    AttemptKey, DeliveryCounts, PollStats, Published, TargetSnapshot, ATTEMPT_BUCKETS,
+    DURATION_BUCKETS, LAG_BUCKETS, POLL_BUCKETS,
+};
+use crate::target::Target;
+
+/// How late (in `created_at` time) an entry may still appear in the listing
+/// and be counted: the horizon trails the newest entry seen by this much.
+pub const LATENESS_MS: i64 = 10 * 60 * 1000;
+/// Distinct `event` or `status` label values per target before the rest
+/// are counted as `other`.
+pub const LABEL_VALUES_CAP: usize = 64;
+/// How long an in-flight entry is followed before it is given up as missed.
+pub const PENDING_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Most in-flight entries followed per target.
+pub const PENDING_CAP: usize = 10_000;
+/// Most remembered ids per target; past it the horizon is forced up.
+pub const HANDLED_CAP: usize = 100_000;
+/// Most gaps remembered per target; past it the two newest are merged.
+pub const GAPS_CAP: usize = 16;
+
+/// Statuses that mean "not finished yet": such entries are followed, not counted.
+const IN_FLIGHT: &[&str] = &[
+    "pending",
+    "queued",
+    "scheduled",
+    "in_progress",
+    "processing",
+    "sending",
+    "retrying",
+];
+
+/// Something that serves pages of a webhook's delivery log: the real API
+/// client, or an in-memory model of the API in property tests.
+pub trait PageSource {
+    /// Reads page `page` (1-based) with `per_page` entries.
+    fn fetch_logs(
+        &self,
+        target: &Target,
+        page: u64,
+        per_page: u32,
+    ) -> impl std::future::Future<Output = Result<LogPage, ApiError>> + Send;
+}
+
+impl PageSource for api::Client {
+    async fn fetch_logs(
+        &self,
+        target: &Target,
+        page: u64,
+        per_page: u32,
+    ) -> Result<LogPage, ApiError> {
+        api::Client::fetch_logs(self, target, page, per_page).await
+    }
+}
+
+/// How the collector polls.
+#[derive(Debug, Clone)]
+pub struct PollConfig {
+    /// Time between two polls of one target.
+    pub interval: Duration,
+    /// Most pages read per poll of one target.
+    pub max_pages: u32,
+    /// Entries per page requested.
+    pub per_page: u32,
+}
+
+/// The order in which the API lists entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// Page 1 holds the newest entries (as the documentation's examples).
+    NewestFirst,
+    /// Page 1 holds the oldest entries; new ones land on the last page.
+    OldestFirst,
+}
+
+/// A stretch of the log that a poll could not finish reading.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gap {
+    /// Position (0 = newest) of the first entry not read yet, as of `total_at`.
+    pub rank: u64,
+    /// `pagination.total` when `rank` was measured; arrivals since shift it.
+    pub total_at: u64,
+    /// Entries older than this (Unix ms) were known before the gap formed:
+    /// reaching one means the gap is closed.
+    pub bottom_ms: i64,
+    /// Estimated entries in the gap not read yet.
+    pub unread: u64,
+}
+
+/// An entry seen in flight and followed until it turns final.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pending {
+    /// Its `created_at`, Unix ms.
+    pub created_ms: i64,
+    /// Wall-clock Unix ms when first seen, for giving up on it.
+    pub first_seen_ms: i64,
+}
+
+/// Everything remembered about one target: read position, dedupe memory,
+/// in-flight ids and counters, as one value that can be saved and restored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TargetState {
+    /// Whether the first poll has taken the baseline.
+    pub baselined: bool,
+    /// The listing order, once seen.
+    pub order: Option<Order>,
+    /// `pagination.total` at the last read.
+    pub last_total: Option<u64>,
+    /// Every entry created before this (Unix ms) has been dealt with.
+    pub horizon_ms: i64,
+    /// Newest `created_at` seen (Unix ms).
+    pub newest_ms: i64,
+    /// Ids at or after the horizon already dealt with, and their `created_at`.
+    pub handled: HashMap<String, i64>,
+    /// Ids seen in flight.
+    pub pending: HashMap<String, Pending>,
+    /// Unfinished stretches, newest first.
+    pub gaps: Vec<Gap>,
+    /// The counters.
+    pub counts: DeliveryCounts,
+}
+
+/// Counts how many targets have finished their first poll, for `/-/ready`.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    expected: usize,
+    done: AtomicUsize,
+}
+
+impl Readiness {
+    /// Expects `targets` first polls.
+    pub fn new(targets: usize) -> Readiness {
+        Readiness {
+            expected: targets,
+            done: AtomicUsize::new(0),
+        }
+    }
+
+    /// Whether every target has finished its first poll, whatever its outcome.
+    pub fn is_ready(&self) -> bool {
+        self.done.load(Ordering::Acquire) >= self.expected
+    }
+
+    fn first_poll_done(&self) {
+        self.done.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Polls one target until `shutdown` turns true, publishing after every poll.
+pub async fn run_target<S: PageSource>(
+    target: Target,
+    source: Arc<S>,
+    config: PollConfig,
+    published: Arc<Published>,
+    readiness: Arc<Readiness>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut state = TargetState::default();
+    let mut stats = PollStats::default();
+    let mut failures: u32 = 0;
+    // A little jitter so that many targets do not all fire at the same instant.
+    let mut delay = Duration::from_millis(fastrand::u64(0..250));
+    let mut first = true;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => break,
+        }
+        let started = Instant::now();
+        let result = tokio::select! {
+            r = poll_once(&*source, &target, &config, &mut state, &mut stats) => r,
+            _ = shutdown.changed() => break,
+        };
+        stats
+            .poll_duration
+            .observe(POLL_BUCKETS, started.elapsed().as_secs_f64());
+        delay = match result {
+            Ok(()) => {
+                failures = 0;
+                stats.up = true;
+                stats.last_success = Some(unix_now_ms() as f64 / 1000.0);
+                config.interval
+            }
+            Err(err) => {
+                failures += 1;
+                stats.up = false;
+                *stats.errors.entry(err.reason()).or_default() += 1;
+                warn!(
+                    target = %target,
+                    reason = err.reason(),
+                    http_status = err.http_status(),
+                    error = %err,
+                    "poll failed"
+                );
+                retry_delay(&err, failures, config.interval)
+            }
+        };
+        published.publish(snapshot(&target, &state, &stats));
+        if first {
+            first = false;
+            readiness.first_poll_done();
+        }
+    }
+    debug!(target = %target, "poller stopped");
+}
+
+/// After a failure: honour `Retry-After`, else back off exponentially from
+/// the poll interval (capped at 5 minutes) with jitter, so a failing API is
+/// never hammered.
+fn retry_delay(err: &ApiError, failures: u32, interval: Duration) -> Duration {
+    if let ApiError::RateLimited {
+        retry_after: Some(after),
+        ..
+    } = err
+    {
+        return (*after).max(interval);
+    }
+    let cap = Duration::from_secs(300).max(interval);
+    let base = interval
+        .saturating_mul(1 << failures.saturating_sub(1).min(10))
+        .min(cap);
+    base.mul_f64(1.0 + fastrand::f64() * 0.2).min(cap)
+}
+
+/// What scrapes see of a target.
+pub fn snapshot(target: &Target, state: &TargetState, stats: &PollStats) -> TargetSnapshot {
+    TargetSnapshot {
+        target: target.clone(),
+        counts: state.counts.clone(),
+        stats: stats.clone(),
+        pending: state.pending.len() as u64,
+        backlog: state.gaps.iter().map(|g| g.unread).sum(),
+    }
+}
+
+/// One poll of one target: reads pages and applies them to `state`.
+/// Entries counted before an error stay counted; what was not read is
+/// left for the next poll.
+pub async fn poll_once<S: PageSource>(
+    source: &S,
+    target: &Target,
+    config: &PollConfig,
+    state: &mut TargetState,
+    stats: &mut PollStats,
+) -> Result<(), ApiError> {
+    let mut poll = Poll {
+        source,
+        target,
+        per_page: config.per_page.clamp(1, api::MAX_PER_PAGE),
+        budget: config.max_pages.max(1),
+        state,
+        stats,
+        now_ms: unix_now_ms(),
+        observed: BTreeSet::new(),
+    };
+    let result = poll.run().await;
+    poll.settle();
+    result
+}
+
+/// One page as read, with where it sits in the list.
+struct ReadPage {
+    number: u64,
+    page: LogPage,
+    /// Whether no older page exists.
+    last: bool,
+}
+
+/// What applying one page found.
+struct Applied {
+    /// Entries neither remembered nor below the horizon.
+    unknown: usize,
+    /// Oldest `created_at` on the page (Unix ms), if any entry had one.
+    oldest_ms: Option<i64>,
+}
+
+/// The working set of one poll.
+struct Poll<'a, S> {
+    source: &'a S,
+    target: &'a Target,
+    per_page: u32,
+    budget: u32,
+    state: &'a mut TargetState,
+    stats: &'a mut PollStats,
+    now_ms: i64,
+    /// Pending ids observed during this poll.
+    observed: BTreeSet<String>,
+}
+
+impl<S: PageSource> Poll<'_, S> {
+    async fn run(&mut self) -> Result<(), ApiError> {
+        let first = self.read_newest().await?;
+        if !self.state.baselined {
+            self.take_baseline(&first);
+            return Ok(());
+        }
+        self.top_scan(first).await?;
+        self.gap_scans().await
+    }
+
+    fn order(&self) -> Order {
+        self.state.order.unwrap_or(Order::NewestFirst)
+    }
+
+    fn total(&self) -> u64 {
+        self.state.last_total.unwrap_or(0)
+    }
+
+    /// The page number holding position `rank` (0 = newest entry).
+    fn page_for_rank(&self, rank: u64) -> u64 {
+        let pp = u64::from(self.per_page);
+        match self.order() {
+            Order::NewestFirst => rank / pp + 1,
+            Order::OldestFirst => {
+                let total = self.total();
+                if total == 0 {
+                    1
+                } else {
+                    (total.saturating_sub(1).saturating_sub(rank)) / pp + 1
+                }
+            }
+        }
+    }
+
+    /// Position of the first entry older than everything on page `number`.
+    fn rank_after(&self, number: u64) -> u64 {
+        let pp = u64::from(self.per_page);
+        match self.order() {
+            Order::NewestFirst => number * pp,
+            Order::OldestFirst => self.total().saturating_sub((number - 1) * pp),
+        }
+    }
+
+    fn older(&self, number: u64) -> u64 {
+        match self.order() {
+            Order::NewestFirst => number + 1,
+            Order::OldestFirst => number.saturating_sub(1),
+        }
+    }
+
+    async fn fetch(&mut self, number: u64) -> Result<ReadPage, ApiError> {
+        self.budget = self.budget.saturating_sub(1);
+        let result = self
+            .source
+            .fetch_logs(self.target, number, self.per_page)
+            .await;
+        let key = match &result {
+            Ok(_) => ("success", "200".to_string()),
+            Err(e) => (
+                e.outcome(),
+                e.http_status()
+                    .map_or("none".to_string(), |s| s.to_string()),
+            ),
+        };
+        *self.stats.requests.entry(key).or_default() += 1;
+        let page = result?;
+        if let Some(total) = page.total {
+            self.state.last_total = Some(total);
+        }
+        if let Some(order) = detect_order(&page.entries) {
+            if self.state.order != Some(order) {
+                if self.state.order.is_some() {
+                    warn!(target = %self.target, ?order, "listing order changed");
+                }
+                self.state.order = Some(order);
+            }
+        }
+        let pp = u64::from(self.per_page);
+        let last = match self.order() {
+            Order::NewestFirst => {
+                page.entries.len() < self.per_page as usize
+                    || page.total.is_some_and(|t| number * pp >= t)
+            }
+            Order::OldestFirst => number <= 1 || page.entries.is_empty(),
+        };
+        Ok(ReadPage { number, page, last })
+    }
+
+    /// Reads the page holding the newest entries. With oldest-first order
+    /// that is the last page, whose number depends on a total that may have
+    /// changed: re-read once if the answer shows another page is the newest.
+    async fn read_newest(&mut self) -> Result<ReadPage, ApiError> {
+        let guess = self.page_for_rank(0);
+        let page = self.fetch(guess).await?;
+        let right = self.page_for_rank(0);
+        if right != guess && self.budget > 0 {
+            return self.fetch(right).await;
+        }
+        Ok(page)
+    }
+
+    /// The first poll: what is listed now is history, not news.
+    fn take_baseline(&mut self, first: &ReadPage) {
+        let mut oldest = i64::MAX;
+        for entry in &first.page.entries {
+            let Some(id) = entry_id(entry) else { continue };
+            let created = self.created_ms(entry);
+            oldest = oldest.min(created);
+            self.state.newest_ms = self.state.newest_ms.max(created);
+            if is_final(entry) {
+                self.state.handled.insert(id, created);
+            } else {
+                self.track_pending(id, created);
+            }
+        }
+        // Older pages are baseline too; entries sharing the oldest timestamp
+        // across the page boundary are counted as baseline, not as news.
+        self.state.horizon_ms = if first.last || oldest == i64::MAX {
+            i64::MIN
+        } else {
+            oldest.saturating_add(1)
+        };
+        self.state.baselined = true;
+        info!(
+            target = %self.target,
+            baseline = first.page.entries.len(),
+            total = ?first.page.total,
+            "baseline taken; counting starts with new entries"
+        );
+    }
+
+    /// Walks from the newest page towards older ones while pages still hold
+    /// unseen entries, or pending entries we follow are further down.
+    async fn top_scan(&mut self, first: ReadPage) -> Result<(), ApiError> {
+        let known_top = self.known_top_ms();
+        let total_before = self.state.last_total;
+        // With a backlog, new entries get half the budget and the backlog the rest.
+        let mut budget = if self.state.gaps.is_empty() {
+            self.budget
+        } else {
+            (self.budget / 2).max(1)
+        };
+        let mut page = first;
+        let mut unknown_read = 0u64;
+        loop {
+            let applied = self.apply(&page.page);
+            unknown_read += applied.unknown as u64;
+            if page.last {
+                return Ok(());
+            }
+            let wants_pending = applied
+                .oldest_ms
+                .is_some_and(|oldest| self.unobserved_pending_older_than(oldest));
+            if applied.unknown == 0 && !wants_pending {
+                return Ok(());
+            }
+            if budget == 0 || self.budget == 0 {
+                if applied.unknown > 0 {
+                    let arrivals = self
+                        .total()
+                        .saturating_sub(total_before.unwrap_or(self.total()));
+                    self.open_gap(
+                        page.number,
+                        known_top,
+                        arrivals.saturating_sub(unknown_read),
+                    );
+                }
+                return Ok(());
+            }
+            budget -= 1;
+            let next = self.older(page.number);
+            match self.fetch(next).await {
+                Ok(p) => page = p,
+                Err(e) => {
+                    if applied.unknown > 0 {
+                        self.open_gap(page.number, known_top, 0);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Remembers that the list below page `number` was not read.
+    fn open_gap(&mut self, number: u64, bottom_ms: i64, unread: u64) {
+        let gap = Gap {
+            rank: self.rank_after(number),
+            total_at: self.total(),
+            bottom_ms,
+            unread,
+        };
+        warn!(
+            target = %self.target,
+            rank = gap.rank,
+            estimated_unread = unread,
+            "more new entries than the page budget allows; the rest is read on the next polls"
+        );
+        self.state.gaps.insert(0, gap);
+        if self.state.gaps.len() > GAPS_CAP {
+            // Merge the two newest: the merged gap starts where the newer one
+            // does and ends at the older one's bottom, so the scan re-reads
+            // what lies between and loses nothing.
+            let total = self.total();
+            let newer = self.state.gaps.remove(0);
+            let older = &mut self.state.gaps[0];
+            older.rank = newer.rank + total.saturating_sub(newer.total_at);
+            older.total_at = total;
+            older.unread += newer.unread;
+        }
+    }
+
+    /// Reads the oldest gaps with what is left of the page budget.
+    async fn gap_scans(&mut self) -> Result<(), ApiError> {
+        while self.budget > 0 {
+            let Some(gap) = self.state.gaps.last().cloned() else {
+                return Ok(());
+            };
+            let shift = self.total().saturating_sub(gap.total_at);
+            let mut number = self.page_for_rank(gap.rank + shift);
+            loop {
+                let page = self.fetch(number).await?;
+                let applied = self.apply(&page.page);
+                let closed = page.last || applied.oldest_ms.is_some_and(|o| o < gap.bottom_ms);
+                let gap_mut = self.state.gaps.last_mut();
+                if let Some(g) = gap_mut {
+                    g.unread = g.unread.saturating_sub(applied.unknown as u64);
+                }
+                if closed {
+                    self.state.gaps.pop();
+                    info!(target = %self.target, "caught up with a backlog");
+                    break;
+                }
+                let rank = self.rank_after(page.number);
+                let total = self.total();
+                if let Some(g) = self.state.gaps.last_mut() {
+                    g.rank = rank;
+                    g.total_at = total;
+                }
+                if self.budget == 0 {
+                    return Ok(());
+                }
+                number = self.older(page.number);
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts the page's new final entries and follows its in-flight ones.
+    fn apply(&mut self, page: &LogPage) -> Applied {
+        let mut applied = Applied {
+            unknown: 0,
+            oldest_ms: None,
+        };
+        for entry in &page.entries {
+            let Some(id) = entry_id(entry) else { continue };
+            let created = self.created_ms(entry);
+            applied.oldest_ms = Some(applied.oldest_ms.map_or(created, |o: i64| o.min(created)));
+            self.state.newest_ms = self.state.newest_ms.max(created);
+            if self.state.handled.contains_key(&id) {
+                continue;
+            }
+            if self.state.pending.contains_key(&id) {
+                if is_final(entry) {
+                    self.state.pending.remove(&id);
+                    self.count(entry, created);
+                    self.state.handled.insert(id, created);
+                } else {
+                    self.observed.insert(id);
+                }
+                continue;
+            }
+            if created < self.state.horizon_ms {
+                continue;
+            }
+            applied.unknown += 1;
+            if is_final(entry) {
+                self.count(entry, created);
+                self.state.handled.insert(id, created);
+            } else {
+                self.observed.insert(id.clone());
+                self.track_pending(id, created);
+            }
+        }
+        applied
+    }
+
+    fn track_pending(&mut self, id: String, created_ms: i64) {
+        self.state.pending.entry(id).or_insert(Pending {
+            created_ms,
+            first_seen_ms: self.now_ms,
+        });
+    }
+
+    fn unobserved_pending_older_than(&self, oldest_ms: i64) -> bool {
+        self.state
+            .pending
+            .iter()
+            .any(|(id, p)| p.created_ms < oldest_ms && !self.observed.contains(id))
+    }
+
+    /// The newest `created_at` already dealt with before this poll.
+    fn known_top_ms(&self) -> i64 {
+        self.state
+            .handled
+            .values()
+            .copied()
+            .max()
+            .unwrap_or(self.state.horizon_ms)
+    }
+
+    /// `created_at` in Unix ms; an entry without a readable one is placed
+    /// at the time of the poll so it still sorts and expires sensibly.
+    fn created_ms(&self, entry: &LogEntry) -> i64 {
+        entry
+            .created_at
+            .as_deref()
+            .and_then(api::parse_timestamp_ms)
+            .unwrap_or(self.now_ms)
+    }
+
+    fn count(&mut self, entry: &LogEntry, created_ms: i64) {
+        let created_known = entry
+            .created_at
+            .as_deref()
+            .and_then(api::parse_timestamp_ms)
+            .is_some();
+        record(
+            &mut self.state.counts,
+            entry,
+            created_known.then_some(created_ms),
+        );
+    }
+
+    /// Moves the horizon up, forgets what is below it, and gives up on
+    /// in-flight entries followed for too long. Runs after every poll, failed or not.
+    fn settle(&mut self) {
+        let state = &mut *self.state;
+        let mut horizon = state.newest_ms.saturating_sub(LATENESS_MS);
+        if let Some(lowest) = state.gaps.last() {
+            horizon = horizon.min(lowest.bottom_ms);
+        }
+        if state.handled.len() > HANDLED_CAP {
+            let mut created: Vec<i64> = state.handled.values().copied().collect();
+            created.sort_unstable();
+            let forced = created[created.len() - HANDLED_CAP / 2];
+            warn!(target = %self.target, "dedupe memory full; forgetting the oldest ids");
+            horizon = horizon.max(forced);
+            state.gaps.retain(|g| g.bottom_ms >= forced);
+        }
+        if horizon > state.horizon_ms {
+            state.horizon_ms = horizon;
+            state.handled.retain(|_, c| *c >= horizon);
+        }
+
+        let now = self.now_ms;
+        let timeout = PENDING_TIMEOUT.as_millis() as i64;
+        let before = state.pending.len();
+        state
+            .pending
+            .retain(|_, p| now.saturating_sub(p.first_seen_ms) < timeout);
+        while state.pending.len() > PENDING_CAP {
+            let oldest = state
+                .pending
+                .iter()
+                .min_by_key(|(_, p)| p.created_ms)
+                .map(|(id, _)| id.clone());
+            if let Some(id) = oldest {
+                state.pending.remove(&id);
+            }
+        }
+        let expired = before - state.pending.len();
+        if expired > 0 {
+            *state
+                .counts
+                .missed
+                .entry("pending_expired".into())
+                .or_default() += expired as u64;
+            warn!(
+                target = %self.target,
+                expired,
+                "gave up on in-flight attempts that never turned final"
+            );
+        }
+    }
+}
+
+/// The dedupe key: the entry's id, or for an entry without one a digest of
+/// the fields that do not change as it goes from pending to final.
+fn entry_id(entry: &LogEntry) -> Option<String> {
+    if let Some(id) = &entry.id {
+        return Some(id.clone());
+    }
+    entry.created_at.as_ref()?;
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&entry.event, entry.attempt, &entry.created_at).hash(&mut h);
+    Some(format!("~{:016x}", h.finish()))
+}
+
+/// The listing order, if the page's timestamps show it.
+fn detect_order(entries: &[LogEntry]) -> Option<Order> {
+    let mut times = entries
+        .iter()
+        .filter_map(|e| e.created_at.as_deref().and_then(api::parse_timestamp_ms));
+    let first = times.next()?;
+    let last = times.last()?;
+    match first.cmp(&last) {
+        std::cmp::Ordering::Greater => Some(Order::NewestFirst),
+        std::cmp::Ordering::Less => Some(Order::OldestFirst),
+        std::cmp::Ordering::Equal => None,
+    }
+}
+
+/// Whether an entry's status is final (anything but the in-flight ones).
+pub fn is_final(entry: &LogEntry) -> bool {
+    match &entry.status {
+        Some(s) => !IN_FLIGHT.iter().any(|f| s.eq_ignore_ascii_case(f)),
+        None => true,
+    }
+}
+
+/// Adds one final attempt to the counters.
+pub fn record(counts: &mut DeliveryCounts, entry: &LogEntry, created_ms: Option<i64>) {
+    let status = capped_label(counts, entry.status.as_deref().unwrap_or("unknown"), |k| {
+        &k.status
+    });
+    let event = capped_label(counts, entry.event.as_deref().unwrap_or("unknown"), |k| {
+        &k.event
+    });
+    let code = match entry.http_status {
+        None => "none".to_string(),
+        Some(c @ 100..=599) => c.to_string(),
+        Some(_) => "other".to_string(),
+    };
+    *counts
+        .attempts
+        .entry(AttemptKey {
+            event,
+            status: status.clone(),
+            code,
+        })
+        .or_default() += 1;
+
+    let mut invalid = |field: &str, reason: &str| {
+        *counts
+            .invalid_fields
+            .entry((field.to_string(), reason.to_string()))
+            .or_default() += 1;
+    };
+    match entry.duration_ms {
+        None => invalid("duration_ms", "missing"),
+        Some(d) if d < 0.0 => invalid("duration_ms", "negative"),
+        // Far beyond the 120 s maximum timeout: a unit mix-up or garbage.
+        Some(d) if d > 3_600_000.0 => invalid("duration_ms", "absurd"),
+        Some(d) => counts
+            .duration
+            .entry(status.clone())
+            .or_default()
+            .observe(DURATION_BUCKETS, d / 1000.0),
+    }
+    match entry.attempt {
+        None => invalid("attempt", "missing"),
+        Some(a) if !(1..=1000).contains(&a) => invalid("attempt", "out_of_range"),
+        Some(a) => {
+            if a > 1 {
+                counts.retries += 1;
+            }
+            counts
+                .attempt_number
+                .entry(status.clone())
+                .or_default()
+                .observe(ATTEMPT_BUCKETS, a as f64);
+        }
+    }
+    let delivered = entry.delivered_at.as_deref().map(api::parse_timestamp_ms);
+    match (created_ms, delivered) {
+        (None, _) => invalid("created_at", "unparsable"),
+        (Some(_), None) => {}
+        (Some(_), Some(None)) => invalid("delivered_at", "unparsable"),
+        (Some(c), Some(Some(d))) if d < c => invalid("delivered_at", "before_created"),
+        (Some(c), Some(Some(d))) => counts.lag.observe(LAG_BUCKETS, (d - c) as f64 / 1000.0),
+    }
+    if let Some(c) = created_ms {
+        let t = c as f64 / 1000.0;
+        let last = counts.last_attempt.entry(status).or_insert(t);
+        *last = last.max(t);
+    }
+}
+
+/// Keeps the number of distinct values of one label bounded per target.
+fn capped_label(
+    counts: &DeliveryCounts,
+    value: &str,
+    field: impl Fn(&AttemptKey) -> &String,
+) -> String {
+    let value: String = value.chars().take(128).collect();
+    let mut seen = BTreeSet::new();
+    for key in counts.attempts.keys() {
+        let v = field(key);
+        if *v == value {
+            return value;
+        }
+        seen.insert(v.as_str());
+    }
+    if seen.len() >= LABEL_VALUES_CAP {
+        "other".to_string()
+    } else {
+        value
+    }
+}
+
+/// Wall-clock Unix milliseconds.
+pub fn unix_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

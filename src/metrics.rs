@@ -1,0 +1,517 @@
+//! What is served on `/metrics`: the plain values the collector fills in, and
+//! their rendering in the Prometheus text format.
+//!
+//! Per-webhook series are rendered straight from each target's published
+//! snapshot at scrape time instead of living in registry globals: a target's
+//! counters are one value that the collector can persist and restore as a
+//! unit, and a target that goes away takes its series with it. The process
+//! metrics come from the `prometheus` crate's registry and are appended.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, RwLock};
+
+use prometheus::{Encoder, Registry, TextEncoder};
+use serde::{Deserialize, Serialize};
+
+use crate::target::Target;
+
+/// Buckets of `talkover_webhook_delivery_duration_seconds`: 50 ms up to the
+/// 120 s maximum webhook timeout.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0,
+];
+/// Buckets of `talkover_webhook_delivery_attempt_number`: one per possible
+/// attempt (`max_retries` is at most 10).
+pub const ATTEMPT_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0];
+/// Buckets of `talkover_webhook_delivery_lag_seconds` (created → delivered).
+pub const LAG_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+/// Buckets of `talkover_exporter_poll_duration_seconds`.
+pub const POLL_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// A histogram as plain data: a count per bucket (the last one is `+Inf`)
+/// and the sum. The bucket bounds are the constants above.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    /// Non-cumulative counts, one per bound plus one for `+Inf`.
+    pub buckets: Vec<u64>,
+    /// Sum of observed values.
+    pub sum: f64,
+}
+
+impl Histogram {
+    /// Adds one observation.
+    pub fn observe(&mut self, bounds: &[f64], value: f64) {
+        if self.buckets.len() != bounds.len() + 1 {
+            self.buckets.resize(bounds.len() + 1, 0);
+        }
+        let i = bounds.partition_point(|b| *b < value);
+        self.buckets[i] += 1;
+        self.sum += value;
+    }
+
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+}
+
+/// The label set of one `talkover_webhook_delivery_attempts_total` series.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AttemptKey {
+    /// `event` label.
+    pub event: String,
+    /// `status` label.
+    pub status: String,
+    /// `code` label: the HTTP status, or `none`.
+    pub code: String,
+}
+
+/// Everything counted for one webhook: the values that must never go
+/// backwards, and so the values the state file persists.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryCounts {
+    /// Final attempts by event, status and code.
+    #[serde(with = "map_as_pairs")]
+    pub attempts: BTreeMap<AttemptKey, u64>,
+    /// Attempt durations by status.
+    pub duration: BTreeMap<String, Histogram>,
+    /// Attempt numbers by status.
+    pub attempt_number: BTreeMap<String, Histogram>,
+    /// Attempts with `attempt > 1`.
+    pub retries: u64,
+    /// `delivered_at - created_at`.
+    pub lag: Histogram,
+    /// `created_at` (Unix seconds) of the newest counted attempt, by status.
+    pub last_attempt: BTreeMap<String, f64>,
+    /// Entries that could not be counted, by reason.
+    pub missed: BTreeMap<String, u64>,
+    /// Entry fields left out of a histogram, by `(field, reason)`.
+    #[serde(with = "map_as_pairs")]
+    pub invalid_fields: BTreeMap<(String, String), u64>,
+}
+
+/// Self-observations of one target's polling; reset on restart.
+#[derive(Debug, Clone, Default)]
+pub struct PollStats {
+    /// Whether the last poll succeeded.
+    pub up: bool,
+    /// API requests by outcome and HTTP code.
+    pub requests: BTreeMap<(&'static str, String), u64>,
+    /// Failed polls by reason.
+    pub errors: BTreeMap<&'static str, u64>,
+    /// How long polls took.
+    pub poll_duration: Histogram,
+    /// Unix time of the last successful poll.
+    pub last_success: Option<f64>,
+}
+
+/// What one scrape shows of one target.
+#[derive(Debug, Clone)]
+pub struct TargetSnapshot {
+    /// The webhook.
+    pub target: Target,
+    /// Its counters.
+    pub counts: DeliveryCounts,
+    /// Its polling self-metrics.
+    pub stats: PollStats,
+    /// Attempts seen in flight and not yet final.
+    pub pending: u64,
+    /// Estimated entries listed by the API but not read yet.
+    pub backlog: u64,
+}
+
+/// The snapshots scrapes read, one per target, replaced whole after each
+/// poll. A std lock is enough: nothing awaits while holding it, and a scrape
+/// only clones `Arc`s under it, so rendering never stalls polling.
+#[derive(Debug)]
+pub struct Published {
+    snapshots: RwLock<BTreeMap<Target, Arc<TargetSnapshot>>>,
+    registry: Registry,
+}
+
+impl Default for Published {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Published {
+    /// An empty set, with process metrics registered where the platform has them.
+    pub fn new() -> Published {
+        let registry = Registry::new();
+        #[cfg(target_os = "linux")]
+        {
+            // Registration fails only on a duplicate, which cannot happen here.
+            let _ = registry.register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ));
+        }
+        Published {
+            snapshots: RwLock::default(),
+            registry,
+        }
+    }
+
+    /// Makes `snapshot` what scrapes see of its target.
+    pub fn publish(&self, snapshot: TargetSnapshot) {
+        let mut map = self.snapshots.write().unwrap_or_else(|e| e.into_inner());
+        map.insert(snapshot.target.clone(), Arc::new(snapshot));
+    }
+
+    /// Drops a target's series.
+    pub fn remove(&self, target: &Target) {
+        let mut map = self.snapshots.write().unwrap_or_else(|e| e.into_inner());
+        map.remove(target);
+    }
+
+    /// The current snapshots, in target order.
+    pub fn snapshots(&self) -> Vec<Arc<TargetSnapshot>> {
+        let map = self.snapshots.read().unwrap_or_else(|e| e.into_inner());
+        map.values().cloned().collect()
+    }
+
+    /// Renders the whole `/metrics` body in the text exposition format.
+    pub fn render(&self) -> String {
+        let snaps = self.snapshots();
+        let mut out = String::with_capacity(4096 + snaps.len() * 4096);
+        render_targets(&snaps, &mut out);
+        render_build_info(&mut out);
+        let mut buf = Vec::new();
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .is_ok()
+        {
+            out.push_str(&String::from_utf8_lossy(&buf));
+        }
+        out
+    }
+}
+
+fn render_build_info(out: &mut String) {
+    header(
+        out,
+        "talkover_exporter_build_info",
+        "gauge",
+        "A metric with a constant '1' value labeled by the exporter's version.",
+    );
+    let _ = writeln!(
+        out,
+        "talkover_exporter_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+}
+
+/// Renders every per-target family, each family once with all its series.
+pub fn render_targets(snaps: &[Arc<TargetSnapshot>], out: &mut String) {
+    let fam = |out: &mut String, name, kind, help, f: &dyn Fn(&mut Series<'_>, &TargetSnapshot)| {
+        header(out, name, kind, help);
+        for s in snaps {
+            let mut series = Series::new(out, name, &s.target);
+            f(&mut series, s);
+        }
+    };
+    fam(
+        out,
+        "talkover_up",
+        "gauge",
+        "1 if the last poll of this webhook's delivery logs succeeded, else 0.",
+        &|w, s| w.value(&[], u64::from(s.stats.up)),
+    );
+    fam(out, "talkover_webhook_delivery_attempts_total", "counter", "Delivery attempts that reached a final status, by event, status and HTTP code ('none' when the attempt got no HTTP answer).", &|w, s| {
+        for (k, v) in &s.counts.attempts {
+            w.value(&[("event", &k.event), ("status", &k.status), ("code", &k.code)], *v);
+        }
+    });
+    fam(
+        out,
+        "talkover_webhook_delivery_duration_seconds",
+        "histogram",
+        "Duration of final delivery attempts (duration_ms), by status.",
+        &|w, s| {
+            for (status, h) in &s.counts.duration {
+                w.histogram(&[("status", status)], DURATION_BUCKETS, h);
+            }
+        },
+    );
+    fam(
+        out,
+        "talkover_webhook_delivery_attempt_number",
+        "histogram",
+        "Attempt number of final delivery attempts (1 = first try), by status.",
+        &|w, s| {
+            for (status, h) in &s.counts.attempt_number {
+                w.histogram(&[("status", status)], ATTEMPT_BUCKETS, h);
+            }
+        },
+    );
+    fam(
+        out,
+        "talkover_webhook_delivery_retries_total",
+        "counter",
+        "Final delivery attempts that were retries (attempt > 1).",
+        &|w, s| w.value(&[], s.counts.retries),
+    );
+    fam(
+        out,
+        "talkover_webhook_delivery_lag_seconds",
+        "histogram",
+        "Time from an attempt's creation to its delivery (delivered_at - created_at).",
+        &|w, s| w.histogram(&[], LAG_BUCKETS, &s.counts.lag),
+    );
+    fam(
+        out,
+        "talkover_webhook_last_attempt_timestamp_seconds",
+        "gauge",
+        "created_at of the newest counted attempt, by status, in Unix seconds.",
+        &|w, s| {
+            for (status, t) in &s.counts.last_attempt {
+                w.float(&[("status", status)], *t);
+            }
+        },
+    );
+    fam(
+        out,
+        "talkover_webhook_attempts_pending",
+        "gauge",
+        "Delivery attempts seen in flight (not final yet).",
+        &|w, s| w.value(&[], s.pending),
+    );
+    fam(
+        out,
+        "talkover_exporter_poll_duration_seconds",
+        "histogram",
+        "Time taken by one poll of a webhook's delivery logs.",
+        &|w, s| w.histogram(&[], POLL_BUCKETS, &s.stats.poll_duration),
+    );
+    fam(
+        out,
+        "talkover_exporter_api_requests_total",
+        "counter",
+        "Requests made to the Talkover API, by outcome and HTTP code.",
+        &|w, s| {
+            for ((outcome, code), v) in &s.stats.requests {
+                w.value(&[("outcome", outcome), ("code", code)], *v);
+            }
+        },
+    );
+    fam(
+        out,
+        "talkover_exporter_poll_errors_total",
+        "counter",
+        "Polls that failed, by reason.",
+        &|w, s| {
+            for (reason, v) in &s.stats.errors {
+                w.value(&[("reason", reason)], *v);
+            }
+        },
+    );
+    fam(
+        out,
+        "talkover_exporter_last_successful_poll_timestamp_seconds",
+        "gauge",
+        "Unix time of the last successful poll of this webhook.",
+        &|w, s| {
+            if let Some(t) = s.stats.last_success {
+                w.float(&[], t);
+            }
+        },
+    );
+    fam(
+        out,
+        "talkover_exporter_logs_missed_total",
+        "counter",
+        "Log entries that could not be counted, by reason.",
+        &|w, s| {
+            for (reason, v) in &s.counts.missed {
+                w.value(&[("reason", reason)], *v);
+            }
+        },
+    );
+    fam(
+        out,
+        "talkover_exporter_backlog_entries",
+        "gauge",
+        "Estimated log entries listed by the API but not read yet.",
+        &|w, s| w.value(&[], s.backlog),
+    );
+    fam(out, "talkover_exporter_invalid_fields_total", "counter", "Entry fields left out of a histogram because they were missing or unusable, by field and reason.", &|w, s| {
+        for ((field, reason), v) in &s.counts.invalid_fields {
+            w.value(&[("field", field), ("reason", reason)], *v);
+        }
+    });
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Writes the series of one family for one target.
+struct Series<'a> {
+    out: &'a mut String,
+    name: &'a str,
+    target: &'a Target,
+}
+
+impl<'a> Series<'a> {
+    fn new(out: &'a mut String, name: &'a str, target: &'a Target) -> Self {
+        Series { out, name, target }
+    }
+
+    fn labels(&mut self, suffix: &str, extra: &[(&str, &str)], le: Option<&str>) {
+        let out = &mut *self.out;
+        out.push_str(self.name);
+        out.push_str(suffix);
+        out.push('{');
+        let t = self.target;
+        let base = [
+            ("campaign_id", t.campaign_id()),
+            ("agent_id", t.agent_id()),
+            ("webhook_id", t.webhook_id.as_str()),
+        ];
+        let le = le.map(|v| ("le", v));
+        for (i, (k, v)) in base.iter().chain(extra).chain(le.iter()).enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(k);
+            out.push_str("=\"");
+            escape_into(out, v);
+            out.push('"');
+        }
+        out.push_str("} ");
+    }
+
+    fn value(&mut self, extra: &[(&str, &str)], v: u64) {
+        self.labels("", extra, None);
+        let _ = writeln!(self.out, "{v}");
+    }
+
+    fn float(&mut self, extra: &[(&str, &str)], v: f64) {
+        self.labels("", extra, None);
+        let _ = writeln!(self.out, "{v}");
+    }
+
+    fn histogram(&mut self, extra: &[(&str, &str)], bounds: &[f64], h: &Histogram) {
+        let mut cumulative = 0;
+        for (i, bound) in bounds.iter().enumerate() {
+            cumulative += h.buckets.get(i).copied().unwrap_or(0);
+            let le = bound.to_string();
+            self.labels("_bucket", extra, Some(&le));
+            let _ = writeln!(self.out, "{cumulative}");
+        }
+        let count = h.count();
+        self.labels("_bucket", extra, Some("+Inf"));
+        let _ = writeln!(self.out, "{count}");
+        self.labels("_sum", extra, None);
+        let _ = writeln!(self.out, "{}", h.sum);
+        self.labels("_count", extra, None);
+        let _ = writeln!(self.out, "{count}");
+    }
+}
+
+/// Label values may hold anything the API sent: escape per the text format.
+fn escape_into(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// JSON object keys must be strings; maps keyed by structs or tuples are
+/// stored as lists of pairs instead.
+mod map_as_pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        map: &BTreeMap<K, V>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(d: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_le_inclusive() {
+        let mut h = Histogram::default();
+        for v in [0.05, 0.051, 200.0] {
+            h.observe(DURATION_BUCKETS, v);
+        }
+        assert_eq!(h.buckets[0], 1);
+        assert_eq!(h.buckets[1], 1);
+        assert_eq!(h.buckets[DURATION_BUCKETS.len()], 1);
+        assert_eq!(h.count(), 3);
+    }
+
+    #[test]
+    fn renders_escaped_labels_and_cumulative_buckets() {
+        let target: Target = "agents/a1/webhooks/w1".parse().expect("target");
+        let mut counts = DeliveryCounts::default();
+        counts.attempts.insert(
+            AttemptKey {
+                event: "we\"ird\\\n".into(),
+                status: "success".into(),
+                code: "200".into(),
+            },
+            3,
+        );
+        let mut h = Histogram::default();
+        h.observe(ATTEMPT_BUCKETS, 2.0);
+        h.observe(ATTEMPT_BUCKETS, 3.0);
+        counts.attempt_number.insert("failed".into(), h);
+        let snap = Arc::new(TargetSnapshot {
+            target,
+            counts,
+            stats: PollStats::default(),
+            pending: 0,
+            backlog: 0,
+        });
+        let mut out = String::new();
+        render_targets(&[snap], &mut out);
+        assert!(out.contains(
+            r#"talkover_webhook_delivery_attempts_total{campaign_id="",agent_id="a1",webhook_id="w1",event="we\"ird\\\n",status="success",code="200"} 3"#
+        ), "{out}");
+        assert!(out.contains(r#"talkover_webhook_delivery_attempt_number_bucket{campaign_id="",agent_id="a1",webhook_id="w1",status="failed",le="1"} 0"#));
+        assert!(out.contains(r#"talkover_webhook_delivery_attempt_number_bucket{campaign_id="",agent_id="a1",webhook_id="w1",status="failed",le="3"} 2"#));
+        assert!(out.contains(r#"talkover_webhook_delivery_attempt_number_count{campaign_id="",agent_id="a1",webhook_id="w1",status="failed"} 2"#));
+    }
+
+    #[test]
+    fn counts_round_trip_through_json() {
+        let mut c = DeliveryCounts::default();
+        c.attempts.insert(
+            AttemptKey {
+                event: "e".into(),
+                status: "failed".into(),
+                code: "none".into(),
+            },
+            7,
+        );
+        c.invalid_fields
+            .insert(("duration_ms".into(), "negative".into()), 1);
+        let json = serde_json::to_string(&c).expect("serialize");
+        let back: DeliveryCounts = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!(back, c);
+    }
+}
