@@ -281,6 +281,7 @@ pub async fn poll_once<S: PageSource>(
     state: &mut TargetState,
     stats: &mut PollStats,
 ) -> Result<(), ApiError> {
+    let total_before = state.last_total;
     let mut poll = Poll {
         source,
         target,
@@ -290,6 +291,7 @@ pub async fn poll_once<S: PageSource>(
         stats,
         now_ms: unix_now_ms(),
         observed: BTreeSet::new(),
+        total_before,
     };
     let result = poll.run().await;
     poll.settle();
@@ -323,6 +325,8 @@ struct Poll<'a, S> {
     now_ms: i64,
     /// Pending ids observed during this poll.
     observed: BTreeSet<String>,
+    /// `pagination.total` as the previous poll left it.
+    total_before: Option<u64>,
 }
 
 impl<S: PageSource> Poll<'_, S> {
@@ -461,7 +465,7 @@ impl<S: PageSource> Poll<'_, S> {
     /// unseen entries, or pending entries we follow are further down.
     async fn top_scan(&mut self, first: ReadPage) -> Result<(), ApiError> {
         let known_top = self.known_top_ms();
-        let total_before = self.state.last_total;
+        let total_before = self.total_before;
         // With a backlog, new entries get half the budget and the backlog the rest.
         let mut budget = if self.state.gaps.is_empty() {
             self.budget

@@ -302,6 +302,11 @@ impl Simulator {
         self.lock().faults.push_back(rule);
     }
 
+    /// Drops every queued fault.
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
     /// Faults served so far, by kind.
     pub fn faults_served(&self) -> BTreeMap<String, u64> {
         self.lock().fault_log.clone()
@@ -394,6 +399,23 @@ impl Simulator {
                     *truth.entry((e.event.clone(), status, code)).or_default() += 1;
                 }
                 (t.clone(), truth)
+            })
+            .collect()
+    }
+
+    /// Final retries (`attempt > 1`) with `seq > since`, per webhook.
+    pub fn retries(&self, since: u64) -> BTreeMap<Target, u64> {
+        let st = self.lock();
+        st.logs
+            .iter()
+            .map(|(t, log)| {
+                let n = log
+                    .entries
+                    .iter()
+                    .filter(|e| e.seq > since && e.outcome.is_none() && e.attempt > 1)
+                    .filter(|e| e.hostile != Some(Hostility::NullFields))
+                    .count();
+                (t.clone(), n as u64)
             })
             .collect()
     }

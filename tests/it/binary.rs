@@ -1,0 +1,203 @@
+//! The real binary: help, bad input exits 2 with one clear line, the demo
+//! serves metrics and stops on SIGTERM.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_talkover-exporter");
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("TALKOVER_TOKEN")
+        .env_remove("TALKOVER_TARGETS");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run binary");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// --help lists every flag; --version prints the version.
+#[test]
+fn help_and_version() {
+    let (code, out) = run(&["--help"], &[]);
+    assert_eq!(code, 0);
+    for flag in [
+        "--talkover.url",
+        "--talkover.token-file",
+        "--talkover.allow-insecure",
+        "--target",
+        "--poll.interval",
+        "--poll.max-pages",
+        "--web.listen-address",
+        "--web.telemetry-path",
+        "--log.level",
+        "--log.format",
+        "--demo",
+        "TALKOVER_TOKEN",
+    ] {
+        assert!(out.contains(flag), "--help lacks {flag}");
+    }
+    let (code, out) = run(&["--version"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains(env!("CARGO_PKG_VERSION")));
+}
+
+/// Each bad value exits 2 and names the flag and the value, without a panic.
+#[test]
+fn bad_input_exits_2_naming_flag_and_value() {
+    let t = ["--target", "campaigns/c/webhooks/w"];
+    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, Vec<&str>)> = vec![
+        (
+            vec!["--poll.interval", "soon", "--demo"],
+            vec![],
+            vec!["--poll.interval", "soon"],
+        ),
+        (
+            vec!["--target", "campaigns/c1", "--demo"],
+            vec![],
+            vec!["--target", "campaigns/c1"],
+        ),
+        (
+            vec!["--web.listen-address", "nowhere", "--demo"],
+            vec![],
+            vec!["--web.listen-address", "nowhere"],
+        ),
+        (
+            vec!["--log.format", "xml", "--demo"],
+            vec![],
+            vec!["--log.format", "xml"],
+        ),
+        (
+            vec!["--talkover.url", "ftp://x", "--demo"],
+            vec![],
+            vec!["--talkover.url", "ftp://x"],
+        ),
+        (
+            vec!["--talkover.max-body-size", "lots", "--demo"],
+            vec![],
+            vec!["--talkover.max-body-size", "lots"],
+        ),
+        (
+            t.to_vec(),
+            vec![],
+            vec!["TALKOVER_TOKEN", "--talkover.token-file"],
+        ),
+        (
+            [&t[..], &["--talkover.url", "http://127.0.0.1:1"]].concat(),
+            vec![("TALKOVER_TOKEN", "talq_x")],
+            vec![
+                "--talkover.url",
+                "http://127.0.0.1:1/",
+                "--talkover.allow-insecure",
+            ],
+        ),
+        (
+            [&t[..], &["--talkover.token-file", "/nonexistent/token"]].concat(),
+            vec![],
+            vec!["--talkover.token-file", "/nonexistent/token"],
+        ),
+        (vec![], vec![("TALKOVER_TOKEN", "talq_x")], vec!["--target"]),
+        (
+            vec!["--demo"],
+            vec![("TALKOVER_POLL_INTERVAL", "0s")],
+            vec!["--poll.interval", "0s"],
+        ),
+    ];
+    for (args, env, needles) in cases {
+        let (code, out) = run(&args, &env);
+        assert_eq!(code, 2, "{args:?} {env:?}: {out}");
+        for n in needles {
+            assert!(out.contains(n), "{args:?}: output lacks {n:?}:\n{out}");
+        }
+        assert!(!out.contains("panicked"), "{out}");
+        assert!(!out.contains("talq_x"), "token echoed: {out}");
+    }
+}
+
+/// `--demo` on the default-style flags serves counted traffic and exits
+/// cleanly and promptly on SIGTERM.
+#[test]
+fn demo_serves_metrics_and_stops_on_sigterm() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let mut child = Command::new(BIN)
+        .args([
+            "--demo",
+            "--poll.interval",
+            "300ms",
+            "--web.listen-address",
+            &format!("127.0.0.1:{port}"),
+            "--log.format",
+            "json",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn demo");
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut counted = 0.0;
+    while std::time::Instant::now() < deadline && counted == 0.0 {
+        std::thread::sleep(Duration::from_millis(300));
+        if let Ok(body) = reqwest::blocking_get(&url) {
+            counted = body
+                .lines()
+                .filter(|l| l.starts_with("talkover_webhook_delivery_attempts_total{"))
+                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .sum();
+        }
+    }
+    assert!(counted > 0.0, "demo counted no attempts within 30s");
+    let started = std::time::Instant::now();
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut logs)
+        .expect("logs");
+    let first = logs.lines().next().unwrap_or_default();
+    assert!(
+        first.contains("/metrics"),
+        "first log line should say where /metrics is: {first}"
+    );
+    for line in logs.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+}
+
+mod reqwest {
+    /// A tiny blocking GET over std, to keep this test free of a runtime.
+    pub fn blocking_get(url: &str) -> std::io::Result<String> {
+        use std::io::{Read, Write};
+        let rest = url.trim_start_matches("http://");
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let mut s = std::net::TcpStream::connect(host)?;
+        write!(
+            s,
+            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut body = String::new();
+        s.read_to_string(&mut body)?;
+        Ok(body)
+    }
+}

@@ -1,0 +1,90 @@
+//! The HTTP surface: landing page, health, readiness, and /metrics judged by promtool.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use talkover_exporter::simulator::{Fault, FaultRule, ListOrder};
+use tokio::io::AsyncWriteExt;
+
+use crate::util::*;
+
+const A: &str = "campaigns/cmp-1/webhooks/wh-1";
+const B: &str = "agents/agt-1/webhooks/wh-2";
+
+/// Not ready until every target finished its first poll; healthy all along;
+/// the landing page links to the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn landing_health_and_readiness() {
+    let s = start_sim(31, ListOrder::NewestFirst, &[A, B], quiet_profile()).await;
+    // Hold B's first poll for a while.
+    s.sim.inject(FaultRule {
+        target: Some(B.into()),
+        fault: Fault::Delay { ms: 1500 },
+        count: 1,
+    });
+    let exporter = start_exporter(&s.url, &[A, B], ExporterOptions::default()).await;
+    let (status, body) = exporter.get("/-/ready").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(exporter.get("/-/healthy").await.0, 200);
+    let (status, landing) = exporter.get("/").await;
+    assert_eq!(status, 200);
+    for link in [
+        "href=\"/metrics\"",
+        "href=\"/-/healthy\"",
+        "href=\"/-/ready\"",
+        env!("CARGO_PKG_VERSION"),
+    ] {
+        assert!(landing.contains(link), "landing page lacks {link}");
+    }
+    exporter.wait_ready().await;
+    exporter.stop().await;
+}
+
+/// `promtool check metrics` finds no problem in a scrape full of traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promtool_accepts_the_metrics() {
+    let s = start_sim(32, ListOrder::NewestFirst, &[A, B], quiet_profile()).await;
+    let exporter = start_exporter(&s.url, &[A, B], ExporterOptions::default()).await;
+    exporter.wait_ready().await;
+    for t in s.sim.targets() {
+        s.sim.generate(&t, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let scrape = exporter.scrape().await;
+    assert!(scrape.sum("talkover_webhook_delivery_attempts_total", &[]) > 0.0);
+    assert!(scrape.sum("talkover_exporter_build_info", &[]) == 1.0);
+    assert!(scrape.raw.contains("process_resident_memory_bytes"));
+
+    let promtool = which("promtool").expect("promtool is required: install Debian's `prometheus` package (the README's test command does)");
+    let mut child = tokio::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn promtool");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(scrape.raw.as_bytes()).await.expect("write");
+    drop(stdin);
+    let out = child.wait_with_output().await.expect("promtool");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool check metrics:\n{report}"
+    );
+    exporter.stop().await;
+}
+
+pub fn which(name: &str) -> Option<std::path::PathBuf> {
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real exporter and the real simulator over loopback
+//! HTTP, and the real binary. One test binary so it links once.
+
+mod binary;
+mod counting;
+mod endpoints;
+mod faults;
+mod util;
