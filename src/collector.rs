@@ -735,7 +735,7 @@ fn detect_order(entries: &[LogEntry]) -> Option<Order> {
         .iter()
         .filter_map(|e| e.created_at.as_deref().and_then(api::parse_timestamp_ms));
     let first = times.next()?;
-    let last = times.last()?;
+    let last = times.next_back()?;
     match first.cmp(&last) {
         std::cmp::Ordering::Greater => Some(Order::NewestFirst),
         std::cmp::Ordering::Less => Some(Order::OldestFirst),

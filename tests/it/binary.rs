@@ -53,7 +53,8 @@ fn help_and_version() {
 #[test]
 fn bad_input_exits_2_naming_flag_and_value() {
     let t = ["--target", "campaigns/c/webhooks/w"];
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, Vec<&str>)> = vec![
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
         (
             vec!["--poll.interval", "soon", "--demo"],
             vec![],
