@@ -87,6 +87,10 @@ pub struct Cli {
     )]
     pub log_format: LogFormat,
 
+    /// File that keeps counters and read positions across restarts (off when unset).
+    #[arg(long = "state.file", env = "TALKOVER_STATE_FILE", value_name = "PATH")]
+    pub state_file: Option<PathBuf>,
+
     /// Run a built-in simulated Talkover API on loopback and watch its webhooks (no token needed).
     #[arg(long = "demo", env = "TALKOVER_DEMO")]
     pub demo: bool,
@@ -170,6 +174,8 @@ pub struct Config {
     pub max_body_size: usize,
     /// Metrics path.
     pub telemetry_path: String,
+    /// `--state.file`, if set.
+    pub state_file: Option<PathBuf>,
 }
 
 /// A flag whose value is not usable; the message names flag and value.
@@ -210,6 +216,7 @@ impl Cli {
             timeout: self.timeout,
             max_body_size: self.max_body_size,
             telemetry_path: self.telemetry_path,
+            state_file: self.state_file,
         })
     }
 }

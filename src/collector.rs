@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::api::{self, ApiError, LogEntry, LogPage};
@@ -39,6 +39,7 @@ use crate::metrics::{
     AttemptKey, DeliveryCounts, PollStats, Published, TargetSnapshot, ATTEMPT_BUCKETS,
     DURATION_BUCKETS, LAG_BUCKETS, POLL_BUCKETS,
 };
+use crate::state;
 use crate::target::Target;
 
 /// How late (in `created_at` time) an entry may still appear in the listing
@@ -184,16 +185,48 @@ impl Readiness {
     }
 }
 
-/// Polls one target until `shutdown` turns true, publishing after every poll.
+/// Where a target's state goes after each poll: straight to `/metrics`, or
+/// first through the state file's committer ("commit, then publish").
+#[derive(Debug, Clone)]
+pub struct Sink {
+    /// What scrapes read.
+    pub published: Arc<Published>,
+    /// The committer, when `--state.file` is set.
+    pub commits: Option<mpsc::Sender<state::Pending>>,
+}
+
+impl Sink {
+    async fn submit(&self, target: &Target, state: &TargetState, stats: &PollStats) {
+        let snap = snapshot(target, state, stats);
+        match &self.commits {
+            None => self.published.publish(snap),
+            Some(tx) => {
+                let pending = state::Pending {
+                    target: target.clone(),
+                    bytes: state::encode(state),
+                    snapshot: snap,
+                };
+                if let Err(mpsc::error::SendError(p)) = tx.send(pending).await {
+                    // The committer is gone (shutting down): publishing still matters more.
+                    self.published.publish(p.snapshot);
+                }
+            }
+        }
+    }
+}
+
+/// Polls one target until `shutdown` turns true, starting from `state`
+/// (restored from the state file, or fresh) and handing the state to `sink`
+/// after every poll.
 pub async fn run_target<S: PageSource>(
     target: Target,
     source: Arc<S>,
     config: PollConfig,
-    published: Arc<Published>,
+    mut state: TargetState,
+    sink: Sink,
     readiness: Arc<Readiness>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut state = TargetState::default();
     let mut stats = PollStats::default();
     let mut failures: u32 = 0;
     // A little jitter so that many targets do not all fire at the same instant.
@@ -233,7 +266,7 @@ pub async fn run_target<S: PageSource>(
                 retry_delay(&err, failures, config.interval)
             }
         };
-        published.publish(snapshot(&target, &state, &stats));
+        sink.submit(&target, &state, &stats).await;
         if first {
             first = false;
             readiness.first_poll_done();

@@ -8,6 +8,7 @@
 //! - [`target`]: the identity of a watched webhook.
 //! - [`api`]: the Talkover REST client and its serde models (no metrics).
 //! - [`collector`]: polling, paging and dedupe; per-target state as one value.
+//! - [`state`]: the state file; commits each target's state, then publishes it.
 //! - [`metrics`]: plain counter values and their Prometheus text rendering (no HTTP).
 //! - [`server`]: the axum routes.
 //! - [`simulator`]: a fake Talkover API with fault injection, for `--demo` and tests.
@@ -20,6 +21,7 @@ pub mod collector;
 pub mod metrics;
 pub mod server;
 pub mod simulator;
+pub mod state;
 pub mod target;
 
 use std::future::Future;
@@ -27,15 +29,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::info;
 
 use crate::api::{Client, ClientOptions};
 use crate::cli::{Config, Source};
-use crate::collector::{PollConfig, Readiness};
+use crate::collector::{PollConfig, Readiness, Sink};
 use crate::metrics::Published;
 use crate::server::AppState;
 use crate::simulator::Simulator;
+use crate::state::StateStore;
 
 /// Why the exporter could not run.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +55,9 @@ pub enum Error {
     /// The HTTP client could not be built.
     #[error("building the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    /// The state file could not be opened or created.
+    #[error(transparent)]
+    State(#[from] state::StateError),
 }
 
 /// How long in-flight scrapes may take to finish once shutdown starts.
@@ -110,19 +116,37 @@ pub async fn run(
     })?);
     let published = Arc::new(Published::new());
     let readiness = Arc::new(Readiness::new(targets.len()));
+    let (mut restored, commits, committer) = match &config.state_file {
+        None => (Default::default(), None, None),
+        Some(path) => {
+            let (store, restored) = StateStore::open(path, &targets)?;
+            let (tx, rx) = mpsc::channel(targets.len().clamp(16, 4096));
+            let task = tokio::spawn(state::run_committer(store, rx, published.clone()));
+            (restored, Some(tx), Some(task))
+        }
+    };
+    let sink = Sink {
+        published: published.clone(),
+        commits,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let poll = PollConfig {
         interval: config.poll_interval,
         max_pages: config.max_pages,
         per_page: api::MAX_PER_PAGE,
     };
+    // Restored counters are durable already: scrapes see them before any poll.
+    for (target, state) in &restored {
+        published.publish(collector::snapshot(target, state, &Default::default()));
+    }
     let mut pollers = tokio::task::JoinSet::new();
     for target in &targets {
         pollers.spawn(collector::run_target(
             target.clone(),
             client.clone(),
             poll.clone(),
-            published.clone(),
+            restored.remove(target).unwrap_or_default(),
+            sink.clone(),
             readiness.clone(),
             stop_rx.clone(),
         ));
@@ -157,5 +181,10 @@ pub async fn run(
         _ = bounded => info!("grace period over; closing remaining connections"),
     }
     while pollers.join_next().await.is_some() {}
+    // Every poller has handed over its last state: let the committer finish.
+    drop(sink);
+    if let Some(task) = committer {
+        let _ = task.await;
+    }
     Ok(())
 }

@@ -155,6 +155,11 @@ impl Published {
         }
     }
 
+    /// The registry of global self-metrics, rendered after the per-target families.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Makes `snapshot` what scrapes see of its target.
     pub fn publish(&self, snapshot: TargetSnapshot) {
         let mut map = self.snapshots.write().unwrap_or_else(|e| e.into_inner());

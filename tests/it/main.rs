@@ -5,4 +5,5 @@ mod binary;
 mod counting;
 mod endpoints;
 mod faults;
+mod restart;
 mod util;

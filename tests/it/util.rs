@@ -55,6 +55,7 @@ pub struct ExporterOptions {
     pub max_pages: u32,
     pub timeout: Duration,
     pub max_body_size: usize,
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ExporterOptions {
@@ -65,6 +66,7 @@ impl Default for ExporterOptions {
             max_pages: 10,
             timeout: Duration::from_secs(2),
             max_body_size: 32 << 20,
+            state_file: None,
         }
     }
 }
@@ -85,6 +87,7 @@ pub async fn start_exporter(sim_url: &str, targets: &[&str], opts: ExporterOptio
         timeout: opts.timeout,
         max_body_size: opts.max_body_size,
         telemetry_path: "/metrics".into(),
+        state_file: opts.state_file.clone(),
     };
     let listener = TcpListener::bind("127.0.0.1:0")
         .await

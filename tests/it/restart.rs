@@ -1,0 +1,210 @@
+//! `--state.file`: counters resume across restarts, exactly, and an unusable
+//! file is moved aside rather than trusted or overwritten.
+
+use std::time::Duration;
+
+use talkover_exporter::simulator::{ListOrder, Profile};
+use talkover_exporter::target::Target;
+
+use crate::util::*;
+
+const A: &str = "campaigns/cmp-1/webhooks/wh-1";
+const B: &str = "agents/agt-1/webhooks/wh-2";
+
+fn opts(state: &std::path::Path) -> ExporterOptions {
+    ExporterOptions {
+        state_file: Some(state.to_path_buf()),
+        ..ExporterOptions::default()
+    }
+}
+
+fn total(s: &Scrape) -> f64 {
+    s.sum("talkover_webhook_delivery_attempts_total", &[])
+}
+
+/// Counted before a restart, counted while down, counted after: the totals
+/// equal the simulator's truth since the very first start, with no reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_resume_exactly_across_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state.redb");
+    let s = start_sim(
+        41,
+        ListOrder::NewestFirst,
+        &[A, B],
+        Profile {
+            rate_per_second: 0.0,
+            pending_ratio: 0.3,
+            ..Profile::default()
+        },
+    )
+    .await;
+    for t in s.sim.targets() {
+        s.sim.generate(&t, 120);
+    }
+    s.sim.finish_pending();
+    let exporter = start_exporter(&s.url, &[A, B], opts(&state)).await;
+    exporter.wait_ready().await;
+    let mark = s.sim.mark();
+    for t in s.sim.targets() {
+        s.sim.generate(&t, 90);
+    }
+    // Leave some pending across the restart.
+    wait_for("some counted", Duration::from_secs(10), || async {
+        total(&exporter.scrape().await) > 0.0
+    })
+    .await;
+    let before = total(&exporter.scrape().await);
+    exporter.stop().await;
+
+    // Traffic while the exporter is down, and the pending ones finish.
+    for t in s.sim.targets() {
+        s.sim.generate(&t, 150);
+    }
+    s.sim.finish_pending();
+
+    let exporter = start_exporter(&s.url, &[A, B], opts(&state)).await;
+    let first = total(&exporter.scrape().await);
+    assert!(
+        first >= before,
+        "counter went down across restart: {before} -> {first}"
+    );
+    wait_exact(&exporter, &s.sim, mark).await;
+    exporter.stop().await;
+
+    let bytes = std::fs::read(&state).expect("state file");
+    assert!(
+        !bytes.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
+        "token in the state file"
+    );
+}
+
+/// Targets no longer configured are dropped from the state; new ones start at baseline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconfigured_targets_are_dropped_or_baselined() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state.redb");
+    let s = start_sim(42, ListOrder::NewestFirst, &[A, B], quiet_profile()).await;
+    let (a, b): (Target, Target) = (A.parse().expect("a"), B.parse().expect("b"));
+    let exporter = start_exporter(&s.url, &[A], opts(&state)).await;
+    exporter.wait_ready().await;
+    s.sim.generate(&a, 20);
+    s.sim.finish_pending();
+    wait_for("A counted", Duration::from_secs(10), || async {
+        exporter
+            .scrape()
+            .await
+            .target_value("talkover_webhook_delivery_attempts_total", &a, &[])
+            == 20.0
+    })
+    .await;
+    exporter.stop().await;
+
+    s.sim.generate(&b, 30); // history for B: baseline when B is added
+    let exporter = start_exporter(&s.url, &[B], opts(&state)).await;
+    exporter.wait_ready().await;
+    let scrape = exporter.scrape().await;
+    assert_eq!(
+        scrape.target_value("talkover_webhook_delivery_attempts_total", &b, &[]),
+        0.0,
+        "B's history is baseline"
+    );
+    assert_eq!(
+        scrape.target_value("talkover_up", &a, &[]),
+        0.0,
+        "A is gone"
+    );
+    assert!(
+        !scrape.raw.contains("webhook_id=\"wh-1\""),
+        "A's series are gone"
+    );
+    exporter.stop().await;
+
+    let exporter = start_exporter(&s.url, &[A, B], opts(&state)).await;
+    exporter.wait_ready().await;
+    assert_eq!(
+        exporter
+            .scrape()
+            .await
+            .target_value("talkover_webhook_delivery_attempts_total", &a, &[]),
+        0.0,
+        "A's dropped state does not come back"
+    );
+    exporter.stop().await;
+}
+
+/// Corrupt, foreign and newer-version files are moved aside and the
+/// exporter starts fresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_state_files_are_moved_aside() {
+    let s = start_sim(43, ListOrder::NewestFirst, &[A], quiet_profile()).await;
+    type Make = Box<dyn Fn(&std::path::Path)>;
+    let cases: Vec<(&str, Make)> = vec![
+        (
+            "garbage",
+            Box::new(|p| {
+                std::fs::write(p, b"this is not a database at all, just text\n".repeat(100))
+                    .expect("write")
+            }),
+        ),
+        (
+            "truncated",
+            Box::new(|p| {
+                let db = redb::Database::create(p).expect("create");
+                drop(db);
+                let bytes = std::fs::read(p).expect("read");
+                std::fs::write(p, &bytes[..bytes.len() / 3]).expect("truncate");
+            }),
+        ),
+        (
+            "foreign",
+            Box::new(|p| {
+                let db = redb::Database::create(p).expect("create");
+                let txn = db.begin_write().expect("txn");
+                {
+                    let def: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("other");
+                    txn.open_table(def)
+                        .expect("table")
+                        .insert("x", &1)
+                        .expect("insert");
+                }
+                txn.commit().expect("commit");
+            }),
+        ),
+        (
+            "newer",
+            Box::new(|p| {
+                let db = redb::Database::create(p).expect("create");
+                let txn = db.begin_write().expect("txn");
+                {
+                    let def: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("meta");
+                    let mut t = txn.open_table(def).expect("table");
+                    t.insert("format", "talkover-exporter-state")
+                        .expect("insert");
+                    t.insert("version", "99").expect("insert");
+                }
+                txn.commit().expect("commit");
+            }),
+        ),
+    ];
+    for (name, make) in cases {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("state.redb");
+        make(&state);
+        let original = std::fs::read(&state).expect("read");
+        let exporter = start_exporter(&s.url, &[A], opts(&state)).await;
+        exporter.wait_ready().await;
+        exporter.stop().await;
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".unusable-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{name}: moved aside");
+        assert!(
+            std::fs::read(aside[0].path()).expect("aside") == original,
+            "{name}: not kept intact"
+        );
+        assert!(state.exists(), "{name}: a fresh state file was created");
+    }
+}
