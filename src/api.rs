@@ -44,6 +44,78 @@ impl fmt::Debug for Token {
     }
 }
 
+/// The request budget shared by every target using one token: requests are
+/// spaced to at most `per_second` (with a burst of as many), and a 429 holds
+/// back every target, not only the one that got it.
+#[derive(Debug)]
+pub struct RateLimiter {
+    interval: Duration,
+    burst: Duration,
+    state: std::sync::Mutex<LimiterState>,
+}
+
+#[derive(Debug)]
+struct LimiterState {
+    /// When the next request is due if requests were perfectly spaced (GCRA).
+    next: tokio::time::Instant,
+    /// 429s in a row, for the backoff when no `Retry-After` is given.
+    throttled: u32,
+}
+
+impl RateLimiter {
+    /// A budget of `per_second` requests per second.
+    pub fn new(per_second: f64) -> RateLimiter {
+        let interval = Duration::from_secs_f64(1.0 / per_second.max(0.001));
+        RateLimiter {
+            interval,
+            burst: interval.mul_f64(per_second.max(1.0).floor() - 1.0),
+            state: std::sync::Mutex::new(LimiterState {
+                next: tokio::time::Instant::now(),
+                throttled: 0,
+            }),
+        }
+    }
+
+    /// Waits for this request's turn.
+    pub async fn acquire(&self) {
+        let wait = {
+            // A std lock: nothing awaits while it is held.
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let now = tokio::time::Instant::now();
+            let base = st.next.max(now);
+            st.next = base + self.interval;
+            base.checked_sub(self.burst)
+                .map_or(Duration::ZERO, |at| at.saturating_duration_since(now))
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Holds every request back after a 429: for `Retry-After` if given,
+    /// else for a backoff doubling from one second (capped at a minute, with jitter).
+    pub fn throttled(&self, retry_after: Option<Duration>) -> Duration {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.throttled = st.throttled.saturating_add(1);
+        let pause = retry_after.unwrap_or_else(|| {
+            let base = Duration::from_secs(1u64 << st.throttled.saturating_sub(1).min(6));
+            base.min(Duration::from_secs(60))
+                .mul_f64(1.0 + fastrand::f64() * 0.25)
+        });
+        let until = tokio::time::Instant::now() + pause + self.burst;
+        st.next = st.next.max(until);
+        pause
+    }
+
+    /// A request got through: the 429 backoff starts over.
+    pub fn succeeded(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .throttled = 0;
+    }
+}
+
 /// How the client reaches the API.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -57,6 +129,8 @@ pub struct ClientOptions {
     pub max_body_bytes: usize,
     /// Whether plain `http://` is allowed (the token then travels unencrypted).
     pub allow_insecure: bool,
+    /// Most requests per second, all targets together.
+    pub max_requests_per_second: f64,
 }
 
 /// A client for the delivery-log endpoints.
@@ -68,6 +142,7 @@ pub struct Client {
     token: Option<Token>,
     timeout: Duration,
     max_body_bytes: usize,
+    limiter: std::sync::Arc<RateLimiter>,
 }
 
 /// Why a page could not be read. Every variant names the request path.
@@ -252,6 +327,7 @@ impl Client {
             token: opts.token,
             timeout: opts.timeout,
             max_body_bytes: opts.max_body_bytes,
+            limiter: std::sync::Arc::new(RateLimiter::new(opts.max_requests_per_second)),
         })
     }
 
@@ -275,6 +351,7 @@ impl Client {
             .append_pair("page", &page.to_string())
             .append_pair("per_page", &per_page.to_string());
 
+        self.limiter.acquire().await;
         let mut req = self.http.get(url);
         if let Some(auth) = &self.auth {
             req = req.header(AUTHORIZATION, auth.clone());
@@ -286,8 +363,11 @@ impl Client {
         let status = resp.status();
         if status == StatusCode::TOO_MANY_REQUESTS {
             let retry_after = resp.headers().get(RETRY_AFTER).and_then(parse_retry_after);
+            let pause = self.limiter.throttled(retry_after);
+            tracing::warn!(path = %path, pause = ?pause, "rate limited by the API; holding back every target");
             return Err(ApiError::RateLimited { path, retry_after });
         }
+        self.limiter.succeeded();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(ApiError::Unauthorized {
                 path,
@@ -527,6 +607,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             max_body_bytes: 1 << 20,
             allow_insecure: true,
+            max_requests_per_second: 10.0,
         })
         .expect("client");
         client.parse_page("/x", 200, json.as_bytes())

@@ -48,6 +48,10 @@ pub struct Cli {
     #[arg(long = "talkover.max-body-size", env = "TALKOVER_MAX_BODY_SIZE", default_value = "32MiB", value_parser = parse_size)]
     pub max_body_size: usize,
 
+    /// Most API requests per second, all webhooks together (a 429 slows them all).
+    #[arg(long = "talkover.max-requests-per-second", env = "TALKOVER_MAX_REQUESTS_PER_SECOND", default_value_t = 10.0, value_parser = parse_rate)]
+    pub max_requests_per_second: f64,
+
     /// A webhook to watch: campaigns/{campaign_id}/webhooks/{webhook_id} or
     /// agents/{agent_id}/webhooks/{webhook_id}. Repeatable; the environment
     /// variable takes a comma-separated list.
@@ -172,6 +176,8 @@ pub struct Config {
     pub timeout: Duration,
     /// Response body cap.
     pub max_body_size: usize,
+    /// Request budget shared by all targets.
+    pub max_requests_per_second: f64,
     /// Metrics path.
     pub telemetry_path: String,
     /// `--state.file`, if set.
@@ -215,6 +221,7 @@ impl Cli {
             max_pages: self.max_pages,
             timeout: self.timeout,
             max_body_size: self.max_body_size,
+            max_requests_per_second: self.max_requests_per_second,
             telemetry_path: self.telemetry_path,
             state_file: self.state_file,
         })
@@ -277,6 +284,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("must be greater than zero".into());
     }
     Ok(d)
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 && r <= 100_000.0 => Ok(r),
+        _ => Err("expected a number of requests per second above 0 (e.g. 10, 0.5)".into()),
+    }
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {

@@ -56,6 +56,8 @@ pub const PENDING_CAP: usize = 10_000;
 pub const HANDLED_CAP: usize = 100_000;
 /// Most gaps remembered per target; past it the two newest are merged.
 pub const GAPS_CAP: usize = 16;
+/// Most oversized entries remembered per target.
+const OVERSIZED_CAP: usize = 64;
 
 /// Statuses that mean "not finished yet": such entries are followed, not counted.
 const IN_FLIGHT: &[&str] = &[
@@ -155,6 +157,12 @@ pub struct TargetState {
     pub pending: HashMap<String, Pending>,
     /// Unfinished stretches, newest first.
     pub gaps: Vec<Gap>,
+    /// Ids of the entries just older than entries too large to read even
+    /// alone, so each such entry is counted as missed once.
+    pub oversized: Vec<String>,
+    /// Entries per page that last fit under the body-size cap, if smaller
+    /// than configured; it grows back by doubling after good polls.
+    pub per_page: Option<u32>,
     /// The counters.
     pub counts: DeliveryCounts,
 }
@@ -315,19 +323,30 @@ pub async fn poll_once<S: PageSource>(
     stats: &mut PollStats,
 ) -> Result<(), ApiError> {
     let total_before = state.last_total;
+    let configured = config.per_page.clamp(1, api::MAX_PER_PAGE);
+    let per_page = state
+        .per_page
+        .map_or(configured, |p| p.clamp(1, configured));
     let mut poll = Poll {
         source,
         target,
-        per_page: config.per_page.clamp(1, api::MAX_PER_PAGE),
+        per_page,
         budget: config.max_pages.max(1),
         state,
         stats,
         now_ms: unix_now_ms(),
         observed: BTreeSet::new(),
         total_before,
+        after_oversized: false,
     };
     let result = poll.run().await;
     poll.settle();
+    let shrunk = poll.per_page < per_page;
+    state.per_page = match (&result, shrunk) {
+        (_, true) => Some(poll.per_page),
+        (Ok(()), false) => Some(per_page.saturating_mul(2)).filter(|p| *p < configured),
+        (Err(_), false) => state.per_page,
+    };
     result
 }
 
@@ -337,6 +356,8 @@ struct ReadPage {
     page: LogPage,
     /// Whether no older page exists.
     last: bool,
+    /// The page is one entry too large to read even alone.
+    oversized: bool,
 }
 
 /// What applying one page found.
@@ -360,10 +381,28 @@ struct Poll<'a, S> {
     observed: BTreeSet<String>,
     /// `pagination.total` as the previous poll left it.
     total_before: Option<u64>,
+    /// An oversized entry was skipped; the next page read names it.
+    after_oversized: bool,
 }
 
 impl<S: PageSource> Poll<'_, S> {
+    /// Runs the poll; a page over the body-size cap is read again with
+    /// half as many entries per page, down to one.
     async fn run(&mut self) -> Result<(), ApiError> {
+        loop {
+            match self.run_once().await {
+                Err(ApiError::BodyTooLarge { .. }) if self.per_page > 1 => {
+                    self.per_page /= 2;
+                    // The refused request does not use up the page budget.
+                    self.budget += 1;
+                    debug!(target = %self.target, per_page = self.per_page, "page too large; reading smaller pages");
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn run_once(&mut self) -> Result<(), ApiError> {
         let first = self.read_newest().await?;
         if !self.state.baselined {
             self.take_baseline(&first);
@@ -428,7 +467,28 @@ impl<S: PageSource> Poll<'_, S> {
             ),
         };
         *self.stats.requests.entry(key).or_default() += 1;
-        let page = result?;
+        let pp = u64::from(self.per_page);
+        let page = match result {
+            Err(ApiError::BodyTooLarge { .. }) if self.per_page == 1 => {
+                // One entry too large even alone: step over it.
+                warn!(target = %self.target, page = number, "a log entry is larger than --talkover.max-body-size; it cannot be counted");
+                self.after_oversized = true;
+                let last = match self.order() {
+                    Order::NewestFirst => self.total() <= number * pp,
+                    Order::OldestFirst => number <= 1,
+                };
+                if last {
+                    self.note_oversized(&LogPage::default());
+                }
+                return Ok(ReadPage {
+                    number,
+                    page: LogPage::default(),
+                    last,
+                    oversized: true,
+                });
+            }
+            other => other?,
+        };
         if let Some(total) = page.total {
             self.state.last_total = Some(total);
         }
@@ -440,7 +500,6 @@ impl<S: PageSource> Poll<'_, S> {
                 self.state.order = Some(order);
             }
         }
-        let pp = u64::from(self.per_page);
         let last = match self.order() {
             Order::NewestFirst => {
                 page.entries.len() < self.per_page as usize
@@ -448,7 +507,12 @@ impl<S: PageSource> Poll<'_, S> {
             }
             Order::OldestFirst => number <= 1 || page.entries.is_empty(),
         };
-        Ok(ReadPage { number, page, last })
+        Ok(ReadPage {
+            number,
+            page,
+            last,
+            oversized: false,
+        })
     }
 
     /// Reads the page holding the newest entries. With oldest-first order
@@ -508,7 +572,7 @@ impl<S: PageSource> Poll<'_, S> {
         let mut page = first;
         let mut unknown_read = 0u64;
         loop {
-            let applied = self.apply(&page.page);
+            let applied = self.apply(&page);
             unknown_read += applied.unknown as u64;
             if page.last {
                 return Ok(());
@@ -584,7 +648,7 @@ impl<S: PageSource> Poll<'_, S> {
             let mut number = self.page_for_rank(gap.rank + shift);
             loop {
                 let page = self.fetch(number).await?;
-                let applied = self.apply(&page.page);
+                let applied = self.apply(&page);
                 let closed = page.last || applied.oldest_ms.is_some_and(|o| o < gap.bottom_ms);
                 let gap_mut = self.state.gaps.last_mut();
                 if let Some(g) = gap_mut {
@@ -611,7 +675,18 @@ impl<S: PageSource> Poll<'_, S> {
     }
 
     /// Counts the page's new final entries and follows its in-flight ones.
-    fn apply(&mut self, page: &LogPage) -> Applied {
+    fn apply(&mut self, read: &ReadPage) -> Applied {
+        if read.oversized {
+            // Unreadable, so unknown: scans go on past it.
+            return Applied {
+                unknown: 1,
+                oldest_ms: None,
+            };
+        }
+        let page = &read.page;
+        if self.after_oversized {
+            self.note_oversized(page);
+        }
         let mut applied = Applied {
             unknown: 0,
             oldest_ms: None,
@@ -647,6 +722,31 @@ impl<S: PageSource> Poll<'_, S> {
             }
         }
         applied
+    }
+
+    /// Counts an oversized entry as missed once, recognising it later by
+    /// the id of the entry just older than it (the newest on this page).
+    fn note_oversized(&mut self, page: &LogPage) {
+        self.after_oversized = false;
+        let key = page
+            .entries
+            .iter()
+            .filter_map(|e| Some((self.created_ms(e), entry_id(e)?)))
+            .max()
+            .map(|(_, id)| id)
+            .unwrap_or_default();
+        if !self.state.oversized.contains(&key) {
+            *self
+                .state
+                .counts
+                .missed
+                .entry("too_large".into())
+                .or_default() += 1;
+            self.state.oversized.push(key);
+            if self.state.oversized.len() > OVERSIZED_CAP {
+                self.state.oversized.remove(0);
+            }
+        }
     }
 
     fn track_pending(&mut self, id: String, created_ms: i64) {

@@ -113,6 +113,7 @@ pub async fn run(
         timeout: config.timeout,
         max_body_bytes: config.max_body_size,
         allow_insecure,
+        max_requests_per_second: config.max_requests_per_second,
     })?);
     let published = Arc::new(Published::new());
     let readiness = Arc::new(Readiness::new(targets.len()));

@@ -126,6 +126,8 @@ struct SimEntry {
     /// While pending: what it becomes.
     outcome: Option<Outcome>,
     hostile: Option<Hostility>,
+    /// Padding for this entry alone, beyond the profile's.
+    extra_payload: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -330,6 +332,17 @@ impl Simulator {
         }
     }
 
+    /// Appends one final attempt whose `request_payload` alone is `bytes` large.
+    pub fn generate_oversized(&self, target: &Target, bytes: usize) {
+        let mut st = self.lock();
+        st.new_attempt(target);
+        let now = st.now_ms();
+        if let Some(e) = st.logs.get_mut(target).and_then(|l| l.entries.last_mut()) {
+            finish(e, now);
+            e.extra_payload = bytes;
+        }
+    }
+
     /// Turns every pending entry final.
     pub fn finish_pending(&self) {
         let mut st = self.lock();
@@ -506,24 +519,24 @@ impl SimState {
             Outcome {
                 success,
                 http_status: Some([200, 200, 200, 201, 204][rng.usize(..5)]),
-                duration_ms: 40 + rng.i64(..900),
+                duration_ms: 40 + rng.i64(0..900),
             }
         } else {
             match rng.u32(..10) {
                 0..=1 => Outcome {
                     success,
                     http_status: None,
-                    duration_ms: 30_000 + rng.i64(..50),
+                    duration_ms: 30_000 + rng.i64(0..50),
                 },
                 2 => Outcome {
                     success,
                     http_status: None,
-                    duration_ms: rng.i64(..20),
+                    duration_ms: rng.i64(0..20),
                 },
                 n => Outcome {
                     success,
                     http_status: Some([500, 502, 503, 404, 410, 500, 429][(n - 3) as usize]),
-                    duration_ms: 100 + rng.i64(..8000),
+                    duration_ms: 100 + rng.i64(0..8000),
                 },
             }
         };
@@ -551,6 +564,7 @@ impl SimState {
             delivered_ms: None,
             outcome: Some(outcome),
             hostile,
+            extra_payload: 0,
         };
         if hostile == Some(Hostility::UnknownStatus) {
             entry.outcome = None;
@@ -582,7 +596,7 @@ fn entry_json(e: &SimEntry, target: &Target, payload_bytes: usize) -> Value {
         "http_status": e.http_status,
         "duration_ms": e.duration_ms,
         "created_at": ts(e.created_ms),
-        "request_payload": {"event": e.event, "padding": "x".repeat(payload_bytes)},
+        "request_payload": {"event": e.event, "padding": "x".repeat(payload_bytes + e.extra_payload)},
         "response_headers": {"content-type": "application/json"},
         "response_body": if e.status == "success" { "{\"ok\":true}" } else { "" },
     });

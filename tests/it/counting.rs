@@ -65,6 +65,21 @@ async fn counts_exactly(order: ListOrder) {
             0.0
         );
         assert_eq!(scrape.target_value("talkover_up", &t, &[]), 1.0);
+        let counted = scrape.target_value("talkover_webhook_delivery_attempts_total", &t, &[]);
+        assert_eq!(
+            scrape.target_value("talkover_webhook_delivery_duration_seconds_count", &t, &[]),
+            counted,
+            "every attempt has a usable duration"
+        );
+        assert_eq!(
+            scrape.target_value(
+                "talkover_exporter_invalid_fields_total",
+                &t,
+                &[("field", "duration_ms")]
+            ),
+            0.0
+        );
+        assert!(scrape.target_value("talkover_webhook_delivery_lag_seconds_count", &t, &[]) > 0.0);
     }
     exporter.stop().await;
 }

@@ -205,9 +205,11 @@ async fn redirects_are_not_followed_with_the_token() {
     exporter.stop().await;
 }
 
-/// A body over --talkover.max-body-size is refused, not buffered.
+/// A page over --talkover.max-body-size is refused without being buffered
+/// and read again in smaller pages, so large payloads never block counting;
+/// an entry too large even alone is counted as missed once, not retried forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversized_body_is_refused() {
+async fn oversized_pages_are_split_and_oversized_entries_missed_once() {
     let s = start_sim(
         25,
         ListOrder::NewestFirst,
@@ -230,13 +232,22 @@ async fn oversized_body_is_refused() {
     )
     .await;
     exporter.wait_ready().await;
+    let mark = s.sim.mark();
+    s.sim.generate(&a, 60);
+    s.sim.generate_oversized(&a, 100 << 10);
+    s.sim.generate(&a, 60);
+    s.sim.finish_pending();
+    wait_exact_except(&exporter, &s.sim, mark, 1).await;
+    // Several more polls: the oversized entry stays counted once.
+    tokio::time::sleep(Duration::from_millis(600)).await;
     let scrape = exporter.scrape().await;
-    assert!(
+    assert_eq!(
         scrape.target_value(
-            "talkover_exporter_poll_errors_total",
+            "talkover_exporter_logs_missed_total",
             &a,
-            &[("reason", "body_too_large")]
-        ) > 0.0
+            &[("reason", "too_large")]
+        ),
+        1.0
     );
     assert!(
         scrape.target_value(
@@ -244,6 +255,106 @@ async fn oversized_body_is_refused() {
             &a,
             &[("outcome", "too_large")]
         ) > 0.0
+    );
+    assert_eq!(
+        scrape.target_value("talkover_up", &a, &[]),
+        1.0,
+        "smaller pages succeed"
+    );
+    exporter.stop().await;
+}
+
+/// Waits until the counted total is the truth minus `missing` attempts.
+async fn wait_exact_except(
+    exporter: &Exporter,
+    sim: &talkover_exporter::simulator::Simulator,
+    mark: u64,
+    missing: u64,
+) {
+    wait_for(
+        "counts up to the oversized entry",
+        Duration::from_secs(20),
+        || async {
+            let truth: u64 = sim.truth(mark).values().flat_map(|t| t.values()).sum();
+            let got = exporter
+                .scrape()
+                .await
+                .sum("talkover_webhook_delivery_attempts_total", &[]) as u64;
+            got + missing == truth
+        },
+    )
+    .await;
+}
+
+/// --talkover.max-requests-per-second caps all targets together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_budget_is_shared_by_all_targets() {
+    let names: Vec<String> = (0..6)
+        .map(|i| format!("campaigns/c{i}/webhooks/w{i}"))
+        .collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let s = start_sim(26, ListOrder::NewestFirst, &refs, quiet_profile()).await;
+    let exporter = start_exporter(
+        &s.url,
+        &refs,
+        ExporterOptions {
+            interval: Duration::from_millis(50),
+            max_rps: 5.0,
+            ..ExporterOptions::default()
+        },
+    )
+    .await;
+    let started = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let total: u64 = s.sim.targets().iter().map(|t| s.sim.requests(t)).sum();
+    // 5/s plus a burst of 5; unthrottled, 6 targets every 50 ms would make ~360.
+    let allowed = (5.0 * elapsed + 5.0 + 1.0) as u64;
+    assert!(
+        total <= allowed,
+        "{total} requests in {elapsed:.1}s, budget {allowed}"
+    );
+    assert!(
+        total >= 10,
+        "only {total} requests: the budget should still allow 5/s"
+    );
+    exporter.stop().await;
+}
+
+/// A 429 for one target holds back every target sharing the token for
+/// the Retry-After time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_slows_every_target() {
+    let s = start_sim(27, ListOrder::NewestFirst, &[A, B], quiet_profile()).await;
+    let exporter = start_exporter(&s.url, &[A, B], ExporterOptions::default()).await;
+    exporter.wait_ready().await;
+    let (a, b): (Target, Target) = (A.parse().expect("a"), B.parse().expect("b"));
+    s.sim.inject(FaultRule {
+        target: Some(A.into()),
+        fault: Fault::RateLimit {
+            retry_after: Some("2".into()),
+        },
+        count: 1,
+    });
+    wait_for("the 429", Duration::from_secs(5), || async {
+        exporter.scrape().await.target_value(
+            "talkover_exporter_poll_errors_total",
+            &a,
+            &[("reason", "rate_limited")],
+        ) > 0.0
+    })
+    .await;
+    let before = s.sim.requests(&b);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let during = s.sim.requests(&b) - before;
+    assert!(
+        during <= 1,
+        "B made {during} requests while the API asked everyone to wait"
+    );
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(
+        s.sim.requests(&b) - before > 3,
+        "B resumes after Retry-After"
     );
     exporter.stop().await;
 }

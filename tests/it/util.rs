@@ -56,6 +56,7 @@ pub struct ExporterOptions {
     pub timeout: Duration,
     pub max_body_size: usize,
     pub state_file: Option<std::path::PathBuf>,
+    pub max_rps: f64,
 }
 
 impl Default for ExporterOptions {
@@ -67,6 +68,7 @@ impl Default for ExporterOptions {
             timeout: Duration::from_secs(2),
             max_body_size: 32 << 20,
             state_file: None,
+            max_rps: 1000.0,
         }
     }
 }
@@ -86,6 +88,7 @@ pub async fn start_exporter(sim_url: &str, targets: &[&str], opts: ExporterOptio
         max_pages: opts.max_pages,
         timeout: opts.timeout,
         max_body_size: opts.max_body_size,
+        max_requests_per_second: opts.max_rps,
         telemetry_path: "/metrics".into(),
         state_file: opts.state_file.clone(),
     };

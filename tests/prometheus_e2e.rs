@@ -1,0 +1,701 @@
+//! End-to-end: the real `talkover-exporter --demo` binary scraped by a real
+//! Prometheus that loads `dashboards/prometheus/rules.yml`.
+//!
+//! This proves that, against live exporter output:
+//! - Prometheus scrapes the exporter and loads every rule in `rules.yml`, and
+//!   every rule evaluates without error (health "ok" after an evaluation);
+//! - every recording rule produces data;
+//! - every query of every panel of `dashboards/talkover-webhooks.json`
+//!   (with Grafana's `$__rate_interval` set to 1m and every template variable
+//!   set to *All* = `.*`) parses and returns data;
+//! - once the simulated traffic stops and every pending attempt is final, the
+//!   attempt counters stored by Prometheus equal the exporter's own `/metrics`
+//!   exactly, in total and per webhook (no sample lost or double-counted on
+//!   the way), and agree with the simulator's ground truth.
+//!
+//! Needs `prometheus` on PATH (Debian/Ubuntu: `apt-get install prometheus`);
+//! the test fails, rather than skips, without it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_talkover-exporter");
+const ATTEMPTS: &str = "talkover_webhook_delivery_attempts_total";
+/// How long the demo traffic runs before the queries, so that `rate(…[1m])`
+/// and `rate(…[5m])` have many samples per series.
+const TRAFFIC: Duration = Duration::from_secs(25);
+
+/// (campaign_id, agent_id, webhook_id); an absent label is "".
+type Key = (String, String, String);
+
+/// A child process killed (and reaped) when dropped, even on panic; on panic
+/// it also prints the tail of the child's log.
+struct ChildGuard {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl ChildGuard {
+    fn spawn(name: &'static str, cmd: &mut Command, log: PathBuf) -> ChildGuard {
+        let out = File::create(&log).expect("create log file");
+        let err = out.try_clone().expect("clone log file handle");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({:?}): {e}", cmd.get_program()));
+        ChildGuard { name, child, log }
+    }
+
+    /// Panics (with the log) if the process has already exited.
+    fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "{} exited early with {status}; its log:\n{}",
+                self.name,
+                log_tail(&self.log, 60)
+            );
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- last lines of the {} log ({}) ----\n{}",
+                self.name,
+                self.log.display(),
+                log_tail(&self.log, 40)
+            );
+        }
+    }
+}
+
+/// A temporary directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let path = std::env::temp_dir().join(format!(
+            "talkover-prometheus-e2e-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Distinct free loopback ports (all held until every one is picked).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    let mut ports = [0u16; N];
+    for (port, l) in ports.iter_mut().zip(&listeners) {
+        *port = l.local_addr().expect("local addr").port();
+    }
+    ports
+}
+
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Rule names in `rules.yml`: (recording rules, alerts), in file order.
+fn rule_names(rules_yml: &str) -> (Vec<String>, Vec<String>) {
+    let (mut records, mut alerts) = (Vec::new(), Vec::new());
+    for line in rules_yml.lines() {
+        let line = line.trim_start().trim_start_matches("- ").trim();
+        if let Some(name) = line.strip_prefix("record:") {
+            records.push(name.trim().to_string());
+        } else if let Some(name) = line.strip_prefix("alert:") {
+            alerts.push(name.trim().to_string());
+        }
+    }
+    (records, alerts)
+}
+
+/// Every `targets[].expr` of every panel, at any depth (rows, nested panels),
+/// as (panel title, expr).
+fn dashboard_exprs(node: &Value, title: &str, out: &mut Vec<(String, String)>) {
+    match node {
+        Value::Object(map) => {
+            let title = map.get("title").and_then(Value::as_str).unwrap_or(title);
+            if let Some(Value::Array(targets)) = map.get("targets") {
+                for target in targets {
+                    if let Some(expr) = target.get("expr").and_then(Value::as_str) {
+                        out.push((title.to_string(), expr.to_string()));
+                    }
+                }
+            }
+            for (key, value) in map {
+                if key != "targets" {
+                    dashboard_exprs(value, title, out);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                dashboard_exprs(item, title, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// What Grafana sends with every variable on *All* (`.*`): `$__rate_interval`
+/// (and the other interval globals) become `1m` first, then every `$var` and
+/// `${var}` becomes `.*`.
+fn substitute_variables(expr: &str) -> String {
+    let expr = expr
+        .replace("$__rate_interval", "1m")
+        .replace("${__rate_interval}", "1m")
+        .replace("$__interval", "1m")
+        .replace("$__range", "1m");
+    let mut out = String::with_capacity(expr.len());
+    let mut rest = expr.as_str();
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(inner) = after.strip_prefix('{') {
+            if let Some(end) = inner.find('}') {
+                out.push_str(".*");
+                rest = &inner[end + 1..];
+                continue;
+            }
+        }
+        let name_len = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        if name_len == 0 {
+            out.push('$');
+        } else {
+            out.push_str(".*");
+        }
+        rest = &after[name_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// One sample line of the Prometheus text format: (name, labels, value).
+fn parse_sample(line: &str) -> Option<(String, BTreeMap<String, String>, f64)> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let name_end = line.find(['{', ' '])?;
+    let name = line[..name_end].to_string();
+    let mut labels = BTreeMap::new();
+    let mut rest = &line[name_end..];
+    if let Some(mut body) = rest.strip_prefix('{') {
+        loop {
+            body = body.trim_start_matches([',', ' ']);
+            if let Some(after) = body.strip_prefix('}') {
+                rest = after;
+                break;
+            }
+            let eq = body.find('=')?;
+            let key = body[..eq].trim().to_string();
+            body = body[eq + 1..].trim_start().strip_prefix('"')?;
+            let mut value = String::new();
+            let mut chars = body.char_indices();
+            let end = loop {
+                let (i, c) = chars.next()?;
+                match c {
+                    '"' => break i,
+                    '\\' => match chars.next()?.1 {
+                        'n' => value.push('\n'),
+                        other => value.push(other),
+                    },
+                    other => value.push(other),
+                }
+            };
+            labels.insert(key, value);
+            body = &body[end + 1..];
+        }
+    }
+    let value = rest.split_whitespace().next()?;
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse().ok()?,
+    };
+    Some((name, labels, value))
+}
+
+fn key_of(labels: &BTreeMap<String, String>) -> Key {
+    let get = |k: &str| labels.get(k).cloned().unwrap_or_default();
+    (get("campaign_id"), get("agent_id"), get("webhook_id"))
+}
+
+/// Per-webhook sum of the attempt counter, and the sum of the pending gauge,
+/// from the exporter's own `/metrics`.
+fn exporter_counts(text: &str) -> (BTreeMap<Key, f64>, f64) {
+    let mut attempts = BTreeMap::new();
+    let mut pending = 0.0;
+    for (name, labels, value) in text.lines().filter_map(parse_sample) {
+        if name == ATTEMPTS {
+            *attempts.entry(key_of(&labels)).or_insert(0.0) += value;
+        } else if name == "talkover_webhook_attempts_pending" {
+            pending += value;
+        }
+    }
+    (attempts, pending)
+}
+
+struct Prom {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Prom {
+    async fn get_json(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, String> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .query(query)
+            .send()
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        let status = resp.status();
+        let body = resp.text().await.map_err(|e| format!("GET {path}: {e}"))?;
+        let json: Value = serde_json::from_str(&body)
+            .map_err(|e| format!("GET {path}: HTTP {status}, not JSON ({e}): {body}"))?;
+        if json["status"] != "success" {
+            return Err(format!(
+                "GET {path}: HTTP {status}: {} {}",
+                json["errorType"], json["error"]
+            ));
+        }
+        Ok(json["data"].clone())
+    }
+
+    /// Instant query: the result vector as (labels, value) pairs; a scalar
+    /// result is one pair without labels.
+    async fn query(&self, expr: &str) -> Result<Vec<(BTreeMap<String, String>, f64)>, String> {
+        let data = self.get_json("/api/v1/query", &[("query", expr)]).await?;
+        let parse_value = |v: &Value| -> f64 {
+            v.get(1)
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(f64::NAN)
+        };
+        match data["resultType"].as_str() {
+            Some("vector") => Ok(data["result"]
+                .as_array()
+                .map(|rows| {
+                    rows.iter()
+                        .map(|row| {
+                            let labels = row["metric"]
+                                .as_object()
+                                .map(|m| {
+                                    m.iter()
+                                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").into()))
+                                        .collect()
+                                })
+                                .unwrap_or_default();
+                            (labels, parse_value(&row["value"]))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()),
+            Some("scalar") => Ok(vec![(BTreeMap::new(), parse_value(&data["result"]))]),
+            other => Err(format!("unexpected result type {other:?}: {data}")),
+        }
+    }
+
+    async fn scalar(&self, expr: &str) -> Option<f64> {
+        match self.query(expr).await {
+            Ok(rows) if rows.len() == 1 => Some(rows[0].1),
+            _ => None,
+        }
+    }
+}
+
+async fn get_text(http: &reqwest::Client, url: &str) -> Result<String, String> {
+    let resp = http.get(url).send().await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let body = resp.text().await.map_err(|e| e.to_string())?;
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(format!("HTTP {status}: {body}"))
+    }
+}
+
+async fn post_ok(http: &reqwest::Client, url: &str) {
+    let resp = http
+        .post(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    assert!(
+        resp.status().is_success(),
+        "POST {url}: HTTP {}",
+        resp.status()
+    );
+}
+
+fn fmt_counts(counts: &BTreeMap<Key, f64>) -> String {
+    counts
+        .iter()
+        .map(|((c, a, w), v)| format!("  campaign_id={c:?} agent_id={a:?} webhook_id={w:?}: {v}\n"))
+        .collect()
+}
+
+/// See the file's documentation.
+#[tokio::test]
+async fn prometheus_scrapes_exporter_rules_and_dashboard_queries_have_data() {
+    let started = Instant::now();
+    let prometheus = find_on_path("prometheus").unwrap_or_else(|| {
+        panic!(
+            "`prometheus` is not on PATH: this end-to-end test needs a real Prometheus server. \
+             Install Debian's package: `apt-get install prometheus`"
+        )
+    });
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rules_path = root.join("dashboards/prometheus/rules.yml");
+    let dashboard_path = root.join("dashboards/talkover-webhooks.json");
+    let rules_yml = std::fs::read_to_string(&rules_path).expect("read rules.yml");
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(&dashboard_path).expect("read dashboard JSON"),
+    )
+    .expect("dashboard is JSON");
+    let (records, alerts) = rule_names(&rules_yml);
+    assert!(!records.is_empty(), "no recording rules found in rules.yml");
+
+    // Dropped last: after both children are dead.
+    let tmp = TempDir::new();
+    let [exporter_port, sim_port, prom_port] = free_ports::<3>();
+    let exporter_url = format!("http://127.0.0.1:{exporter_port}");
+    let sim_url = format!("http://127.0.0.1:{sim_port}");
+    let prom = Prom {
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("HTTP client"),
+        base: format!("http://127.0.0.1:{prom_port}"),
+    };
+    let http = prom.http.clone();
+
+    // -- the exporter, with its in-process simulated Talkover API -----------
+    let mut exporter_cmd = Command::new(BIN);
+    exporter_cmd
+        .args(["--demo", "--poll.interval", "1s", "--log.level", "warn"])
+        .args([
+            "--web.listen-address",
+            &format!("127.0.0.1:{exporter_port}"),
+        ])
+        .args(["--demo.listen-address", &format!("127.0.0.1:{sim_port}")]);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("TALKOVER_") {
+            exporter_cmd.env_remove(key);
+        }
+    }
+    let mut exporter = ChildGuard::spawn("exporter", &mut exporter_cmd, tmp.0.join("exporter.log"));
+
+    // -- Prometheus ----------------------------------------------------------
+    let quote = |s: &str| serde_json::to_string(s).expect("quote"); // a valid YAML string
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+         rule_files:\n  - {}\n\
+         scrape_configs:\n  - job_name: talkover\n    static_configs:\n      - targets: [{}]\n",
+        quote(&rules_path.to_string_lossy()),
+        quote(&format!("127.0.0.1:{exporter_port}")),
+    );
+    let config_path = tmp.0.join("prometheus.yml");
+    std::fs::write(&config_path, config).expect("write prometheus.yml");
+    let mut prom_cmd = Command::new(&prometheus);
+    prom_cmd
+        .arg(format!("--config.file={}", config_path.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            tmp.0.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"));
+    let mut prom_child =
+        ChildGuard::spawn("prometheus", &mut prom_cmd, tmp.0.join("prometheus.log"));
+
+    // -- wait for: exporter serving, Prometheus ready, target up, traffic ----
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        exporter.assert_running();
+        if get_text(&http, &format!("{exporter_url}/metrics"))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "exporter /metrics not served within 30s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        prom_child.assert_running();
+        if get_text(&http, &format!("{}/-/ready", prom.base))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "Prometheus not ready within 30s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        exporter.assert_running();
+        prom_child.assert_running();
+        let up = prom.scalar(r#"up{job="talkover"}"#).await;
+        let counted = prom.scalar(&format!("sum({ATTEMPTS})")).await;
+        if up == Some(1.0) && counted.is_some_and(|n| n > 0.0) {
+            break;
+        }
+        let targets = prom.get_json("/api/v1/targets", &[]).await;
+        assert!(
+            Instant::now() < deadline,
+            "within 30s Prometheus did not report up{{job=\"talkover\"}} == 1 (got {up:?}) \
+             with counted attempts (sum = {counted:?}); targets: {targets:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "target up and counting after {:.1}s; letting traffic run {}s",
+        started.elapsed().as_secs_f64(),
+        TRAFFIC.as_secs()
+    );
+    tokio::time::sleep(TRAFFIC).await;
+    exporter.assert_running();
+    prom_child.assert_running();
+
+    // -- rules: all loaded, all evaluated, all healthy -------------------------
+    let data = prom
+        .get_json("/api/v1/rules", &[])
+        .await
+        .expect("/api/v1/rules");
+    let mut loaded = BTreeSet::new();
+    let mut unhealthy = Vec::new();
+    for group in data["groups"].as_array().expect("rules: groups") {
+        for rule in group["rules"].as_array().expect("rules: group rules") {
+            let name = rule["name"].as_str().unwrap_or("?").to_string();
+            let last = rule["lastEvaluation"].as_str().unwrap_or("");
+            if rule["health"] != "ok" || last.is_empty() || last.starts_with("0001-") {
+                unhealthy.push(format!(
+                    "  {name}: health {} lastEvaluation {last:?} lastError {}",
+                    rule["health"], rule["lastError"]
+                ));
+            }
+            loaded.insert(name);
+        }
+    }
+    let expected: BTreeSet<String> = records.iter().chain(&alerts).cloned().collect();
+    assert_eq!(
+        loaded, expected,
+        "Prometheus loaded other rules than rules.yml defines"
+    );
+    assert!(
+        unhealthy.is_empty(),
+        "rules not evaluated or unhealthy:\n{}",
+        unhealthy.join("\n")
+    );
+    eprintln!(
+        "{} recording rules and {} alerts loaded and healthy",
+        records.len(),
+        alerts.len()
+    );
+
+    // -- every recording rule and every dashboard query returns data ----------
+    let mut exprs: Vec<(String, String)> = records
+        .iter()
+        .map(|r| (format!("recording rule {r}"), r.clone()))
+        .collect();
+    let mut panel_exprs = Vec::new();
+    dashboard_exprs(&dashboard, "?", &mut panel_exprs);
+    assert!(
+        !panel_exprs.is_empty(),
+        "no panel queries found in the dashboard"
+    );
+    let n_panel_exprs = panel_exprs.len();
+    exprs.extend(
+        panel_exprs
+            .into_iter()
+            .map(|(title, expr)| (format!("panel {title:?}"), substitute_variables(&expr))),
+    );
+    let mut failures = Vec::new();
+    for (what, expr) in &exprs {
+        match prom.query(expr).await {
+            Err(e) => failures.push(format!("{what}: query failed: {e}\n    {expr}")),
+            Ok(rows) if rows.is_empty() => failures.push(format!("{what}: no data\n    {expr}")),
+            Ok(rows) if rows.iter().all(|(_, v)| v.is_nan()) => {
+                failures.push(format!("{what}: only NaN\n    {expr}"))
+            }
+            Ok(_) => {}
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} queries ({} recording rules, {n_panel_exprs} panel queries) returned no data \
+         after {}s of demo traffic:\n{}",
+        failures.len(),
+        exprs.len(),
+        records.len(),
+        TRAFFIC.as_secs(),
+        failures.join("\n")
+    );
+    eprintln!(
+        "{} recording rules and {n_panel_exprs} panel queries return data",
+        records.len()
+    );
+
+    // -- stop traffic, finish pending, let the exporter converge ---------------
+    post_ok(&http, &format!("{sim_url}/_sim/pause")).await;
+    post_ok(&http, &format!("{sim_url}/_sim/finish-pending")).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // ~3 poll intervals
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut previous: Option<BTreeMap<Key, f64>> = None;
+    let exporter_final = loop {
+        exporter.assert_running();
+        let text = get_text(&http, &format!("{exporter_url}/metrics"))
+            .await
+            .expect("exporter /metrics");
+        let (counts, pending) = exporter_counts(&text);
+        if pending == 0.0 && previous.as_ref() == Some(&counts) {
+            break counts;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "exporter did not converge within 20s of pause + finish-pending: \
+             pending gauge sum {pending}, attempts:\n{}",
+            fmt_counts(&counts)
+        );
+        previous = Some(counts);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    };
+    let exporter_total: f64 = exporter_final.values().sum();
+    assert!(exporter_total > 0.0, "the exporter counted no attempts");
+
+    // -- Prometheus has exactly the exporter's counts -------------------------
+    tokio::time::sleep(Duration::from_secs(4)).await; // >= 2 scrapes after convergence
+    let by_webhook = format!("sum by (campaign_id, agent_id, webhook_id) ({ATTEMPTS})");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (prom_total, prom_counts) = loop {
+        let total = prom.scalar(&format!("sum({ATTEMPTS})")).await;
+        let counts: BTreeMap<Key, f64> = prom
+            .query(&by_webhook)
+            .await
+            .expect("per-webhook query")
+            .iter()
+            .map(|(labels, v)| (key_of(labels), *v))
+            .collect();
+        let matches = total == Some(exporter_total) && counts == exporter_final;
+        // A scrape can lag on a busy machine: give it a few more intervals.
+        if matches || Instant::now() >= deadline {
+            break (total, counts);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let text = get_text(&http, &format!("{exporter_url}/metrics"))
+        .await
+        .expect("exporter /metrics");
+    assert_eq!(
+        exporter_counts(&text).0,
+        exporter_final,
+        "exporter counters changed after convergence (traffic should be paused)"
+    );
+    assert!(
+        prom_total.is_some_and(|n| n > 0.0),
+        "Prometheus sum({ATTEMPTS}) = {prom_total:?}, want > 0"
+    );
+    assert_eq!(
+        prom_total,
+        Some(exporter_total),
+        "Prometheus sum({ATTEMPTS}) differs from the exporter's /metrics"
+    );
+    assert_eq!(
+        prom_counts,
+        exporter_final,
+        "per-webhook attempts differ.\nPrometheus:\n{}exporter /metrics:\n{}",
+        fmt_counts(&prom_counts),
+        fmt_counts(&exporter_final)
+    );
+
+    // -- and the exporter agrees with the simulator's ground truth -------------
+    // truth(since=0) includes the history the exporter took as its baseline
+    // (30 entries per webhook, plus what arrived before the first poll), so
+    // the exporter may count up to that many fewer, never more.
+    let truth: Value = serde_json::from_str(
+        &get_text(&http, &format!("{sim_url}/_sim/truth?since=0"))
+            .await
+            .expect("simulator truth"),
+    )
+    .expect("truth is JSON");
+    let mut truth_counts: BTreeMap<Key, f64> = BTreeMap::new();
+    for (path, rows) in truth.as_object().expect("truth: object") {
+        let parts: Vec<&str> = path.split('/').collect();
+        let key = match parts.as_slice() {
+            ["campaigns", c, "webhooks", w] => (c.to_string(), String::new(), w.to_string()),
+            ["agents", a, "webhooks", w] => (String::new(), a.to_string(), w.to_string()),
+            _ => panic!("unexpected truth key {path:?}"),
+        };
+        let n: f64 = rows
+            .as_array()
+            .expect("truth rows")
+            .iter()
+            .filter_map(|r| r["count"].as_f64())
+            .sum();
+        truth_counts.insert(key, n);
+    }
+    assert_eq!(
+        truth_counts.keys().collect::<Vec<_>>(),
+        exporter_final.keys().collect::<Vec<_>>(),
+        "the exporter and the simulator know different webhooks"
+    );
+    for (key, &counted) in &exporter_final {
+        let truth = truth_counts[key];
+        assert!(
+            counted <= truth && truth - counted <= 40.0,
+            "webhook {key:?}: exporter counted {counted} attempts, the simulator made {truth} \
+             final attempts of which at most ~35 were baseline history"
+        );
+    }
+
+    eprintln!(
+        "Prometheus and exporter agree: {exporter_total} attempts over {} webhooks \
+         (simulator: {} final attempts, history included); test took {:.1}s",
+        exporter_final.len(),
+        truth_counts.values().sum::<f64>(),
+        started.elapsed().as_secs_f64()
+    );
+}
