@@ -416,6 +416,23 @@ impl Simulator {
             .collect()
     }
 
+    /// Entries with hostile fields and `seq > since`, by kind.
+    pub fn hostile(&self, since: u64) -> BTreeMap<String, u64> {
+        let st = self.lock();
+        let mut out = BTreeMap::new();
+        for e in st
+            .logs
+            .values()
+            .flat_map(|l| &l.entries)
+            .filter(|e| e.seq > since)
+        {
+            if let Some(h) = e.hostile {
+                *out.entry(format!("{h:?}")).or_default() += 1;
+            }
+        }
+        out
+    }
+
     /// Final retries (`attempt > 1`) with `seq > since`, per webhook.
     pub fn retries(&self, since: u64) -> BTreeMap<Target, u64> {
         let st = self.lock();

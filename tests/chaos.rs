@@ -1,0 +1,394 @@
+//! The proof of exactness: a randomized run (fixed seeds, bounded time) in
+//! which the simulator injects every kind of fault at random while
+//! generating traffic with pending entries, retries, hostile entries and a
+//! burst larger than the page budget, and the real exporter binary is
+//! restarted twice with a state file, once with SIGTERM and once with
+//! SIGKILL in the middle of a poll. `/metrics` is scraped throughout. After
+//! traffic stops and the exporter converges, every counter must equal the
+//! simulator's ground truth, and no scrape may ever have seen a counter go
+//! down.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use talkover_exporter::simulator::{Fault, FaultRule, ListOrder, Profile, Simulator};
+use talkover_exporter::target::Target;
+use tokio::net::TcpListener;
+
+const BIN: &str = env!("CARGO_BIN_EXE_talkover-exporter");
+const TOKEN: &str = "talq_chaos_secret_9f8e7d6c5b4a";
+const TARGETS: [&str; 3] = [
+    "campaigns/cmp-a/webhooks/wh-1",
+    "campaigns/cmp-b/webhooks/wh-2",
+    "agents/agt-c/webhooks/wh-3",
+];
+
+/// Series name + labels → value, for counters only.
+type Counters = BTreeMap<String, f64>;
+
+struct Exporter {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn spawn_exporter(
+    sim_url: &str,
+    port: u16,
+    state: &std::path::Path,
+    log: &std::path::Path,
+) -> Exporter {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "--talkover.url",
+        sim_url,
+        "--talkover.allow-insecure",
+        "--talkover.timeout",
+        "1s",
+        "--poll.interval",
+        "200ms",
+        "--talkover.max-requests-per-second",
+        "200",
+        "--web.listen-address",
+        &format!("127.0.0.1:{port}"),
+        "--log.level",
+        "debug",
+    ])
+    .arg("--state.file")
+    .arg(state)
+    .env("TALKOVER_TOKEN", TOKEN)
+    .env_remove("TALKOVER_TARGETS")
+    .stdout(Stdio::null())
+    .stderr(log);
+    for t in TARGETS {
+        cmd.args(["--target", t]);
+    }
+    Exporter {
+        child: cmd.spawn().expect("spawn exporter"),
+        port,
+    }
+}
+
+async fn scrape(port: u16) -> Option<String> {
+    let resp = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?;
+    resp.text().await.ok()
+}
+
+async fn ready(port: u16) -> bool {
+    matches!(reqwest::get(format!("http://127.0.0.1:{port}/-/ready")).await, Ok(r) if r.status() == 200)
+}
+
+fn counters(text: &str) -> Counters {
+    text.lines()
+        .filter(|l| {
+            l.starts_with("talkover_webhook_delivery_attempts_total{")
+                || l.starts_with("talkover_webhook_delivery_retries_total{")
+        })
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+fn attempts_of(c: &Counters, t: &Target) -> BTreeMap<(String, String, String), u64> {
+    let mut out = BTreeMap::new();
+    let prefix = format!(
+        "talkover_webhook_delivery_attempts_total{{campaign_id=\"{}\",agent_id=\"{}\",webhook_id=\"{}\",",
+        t.campaign_id(),
+        t.agent_id(),
+        t.webhook_id
+    );
+    for (k, v) in c {
+        let Some(rest) = k.strip_prefix(&prefix) else {
+            continue;
+        };
+        let label = |name: &str| {
+            let start = rest.find(&format!("{name}=\""))? + name.len() + 2;
+            let end = rest[start..].find('"')? + start;
+            Some(rest[start..end].to_string())
+        };
+        if let (Some(e), Some(s), Some(c)) = (label("event"), label("status"), label("code")) {
+            *out.entry((e, s, c)).or_default() += *v as u64;
+        }
+    }
+    out
+}
+
+async fn wait_until<F: std::future::Future<Output = bool>>(
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + limit;
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Watches every scrape for a counter that went down, across restarts too.
+#[derive(Default)]
+struct Watch {
+    last: Counters,
+    decreases: Vec<String>,
+    scrapes: u64,
+    served: String,
+}
+
+async fn run_chaos(seed: u64, order: ListOrder) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state.redb");
+    let log = dir.path().join("exporter.log");
+    let sim = Simulator::new(seed, Some(TOKEN.to_string()), order);
+    let targets: Vec<Target> = TARGETS.iter().map(|t| t.parse().expect("target")).collect();
+    let profile = Profile {
+        rate_per_second: 0.0,
+        pending_ratio: 0.3,
+        success_ratio: 0.7,
+        hostile_ratio: 0.1,
+        ..Profile::default()
+    };
+    for t in &targets {
+        sim.add_webhook(t.clone(), profile.clone());
+        sim.generate(t, 150);
+    }
+    sim.finish_pending();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sim");
+    let sim_url = format!("http://{}/", listener.local_addr().expect("addr"));
+    tokio::spawn(sim.clone().serve(listener));
+
+    let port = free_port();
+    let mut exporter = spawn_exporter(&sim_url, port, &state, &log);
+    wait_until("first start ready", Duration::from_secs(30), || ready(port)).await;
+    let mark = sim.mark();
+
+    let watch = Arc::new(Mutex::new(Watch::default()));
+    let current_port = Arc::new(std::sync::atomic::AtomicU16::new(port));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scraper = {
+        let (watch, current_port, stop) = (watch.clone(), current_port.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let port = current_port.load(std::sync::atomic::Ordering::Relaxed);
+                if let Some(text) = scrape(port).await {
+                    let now = counters(&text);
+                    let mut guard = watch.lock().expect("watch");
+                    let w = &mut *guard;
+                    w.scrapes += 1;
+                    for (k, v) in &now {
+                        if let Some(prev) = w.last.get(k) {
+                            if v < prev {
+                                w.decreases.push(format!("{k}: {prev} -> {v}"));
+                            }
+                        }
+                    }
+                    w.last.extend(now);
+                    // Enough of what was served to search it for the token.
+                    if w.served.len() < 8 << 20 {
+                        w.served.push_str(&text);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let faults = [
+        Fault::Status { status: 500 },
+        Fault::Status { status: 502 },
+        Fault::Status { status: 503 },
+        Fault::RateLimit {
+            retry_after: Some("1".into()),
+        },
+        Fault::RateLimit { retry_after: None },
+        Fault::Html,
+        Fault::Truncated,
+        Fault::SuccessFalse,
+        Fault::Delay { ms: 1500 },
+        Fault::Reset,
+    ];
+    let mut restarts = 0;
+    let started = Instant::now();
+    let run_for = Duration::from_secs(24);
+    let mut step = 0u32;
+    while started.elapsed() < run_for {
+        step += 1;
+        for t in &targets {
+            sim.generate(t, rng.usize(0..12));
+        }
+        if rng.f64() < 0.3 {
+            sim.finish_pending();
+        }
+        if rng.f64() < 0.25 {
+            sim.inject(FaultRule {
+                target: rng
+                    .bool()
+                    .then(|| TARGETS[rng.usize(0..TARGETS.len())].to_string()),
+                fault: faults[rng.usize(0..faults.len())].clone(),
+                count: rng.u32(1..3),
+            });
+        }
+        if step == 40 {
+            // A burst larger than the page budget (10 pages of 100).
+            sim.generate(&targets[0], 2500);
+        }
+        if step == 60 {
+            // SIGTERM: graceful; traffic continues while it is down.
+            let pid = exporter.child.id().to_string();
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .expect("kill");
+            let t = Instant::now();
+            let status = exporter.child.wait().expect("wait");
+            assert!(status.success(), "SIGTERM exit: {status:?}");
+            assert!(
+                t.elapsed() < Duration::from_secs(6),
+                "SIGTERM took {:?}",
+                t.elapsed()
+            );
+            for t in &targets {
+                sim.generate(t, 40);
+            }
+            let port = free_port();
+            current_port.store(port, std::sync::atomic::Ordering::Relaxed);
+            exporter = spawn_exporter(&sim_url, port, &state, &log);
+            restarts += 1;
+        }
+        if step == 110 {
+            // SIGKILL in the middle of a poll: every target's next request hangs.
+            for t in TARGETS {
+                sim.inject(FaultRule {
+                    target: Some(t.into()),
+                    fault: Fault::Delay { ms: 800 },
+                    count: 1,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(450)).await;
+            exporter.child.kill().expect("SIGKILL");
+            exporter.child.wait().expect("wait");
+            for t in &targets {
+                sim.generate(t, 40);
+            }
+            let port = free_port();
+            current_port.store(port, std::sync::atomic::Ordering::Relaxed);
+            exporter = spawn_exporter(&sim_url, port, &state, &log);
+            restarts += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(restarts, 2, "the run was too short for both restarts");
+
+    // Traffic stops; everything in flight finishes; the API heals.
+    sim.clear_faults();
+    sim.finish_pending();
+    let port = current_port.load(std::sync::atomic::Ordering::Relaxed);
+    let truth = sim.truth(mark);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut got = Counters::new();
+    loop {
+        if let Some(text) = scrape(port).await {
+            got = counters(&text);
+            if targets.iter().all(|t| attempts_of(&got, t) == truth[t]) {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    scraper.await.expect("scraper");
+
+    let (mut lost, mut double, mut generated) = (0u64, 0u64, 0u64);
+    for t in &targets {
+        let mine = attempts_of(&got, t);
+        for (k, want) in &truth[t] {
+            generated += want;
+            let have = mine.get(k).copied().unwrap_or(0);
+            lost += want.saturating_sub(have);
+            double += have.saturating_sub(*want);
+        }
+        for (k, have) in &mine {
+            if !truth[t].contains_key(k) {
+                double += have;
+            }
+        }
+    }
+    let w = watch.lock().expect("watch");
+    let faults_served: u64 = sim.faults_served().values().sum();
+    println!(
+        "chaos[{order:?} seed {seed}]: attempts generated {generated}, faults {faults_served} {:?}, hostile {:?}, restarts {restarts}, lost {lost}, double-counted {double}, decreases {}, scrapes {}",
+        sim.faults_served(),
+        sim.hostile(mark),
+        w.decreases.len(),
+        w.scrapes
+    );
+    let logs = std::fs::read_to_string(&log).unwrap_or_default();
+    let state_bytes = std::fs::read(&state).expect("state file");
+    assert!(!logs.contains(TOKEN), "token in the logs");
+    assert!(!w.served.contains(TOKEN), "token on /metrics");
+    assert!(
+        !state_bytes
+            .windows(TOKEN.len())
+            .any(|x| x == TOKEN.as_bytes()),
+        "token in the state file"
+    );
+    assert!(!logs.contains("panicked"), "the exporter panicked:\n{logs}");
+    assert!(
+        w.decreases.is_empty(),
+        "counters went down: {:?}",
+        w.decreases
+    );
+    assert!(w.scrapes > 50, "too few scrapes ({})", w.scrapes);
+    assert_eq!(
+        (lost, double),
+        (0, 0),
+        "lost or double-counted attempts; last log lines:\n{}",
+        tail(&logs, 40)
+    );
+    drop(exporter);
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Newest-first listing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_newest_first() {
+    run_chaos(20261124, ListOrder::NewestFirst).await;
+}
+
+/// Oldest-first listing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_oldest_first() {
+    run_chaos(7, ListOrder::OldestFirst).await;
+}
