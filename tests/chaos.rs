@@ -30,7 +30,6 @@ type Counters = BTreeMap<String, f64>;
 
 struct Exporter {
     child: Child,
-    port: u16,
 }
 
 impl Drop for Exporter {
@@ -85,7 +84,6 @@ fn spawn_exporter(
     }
     Exporter {
         child: cmd.spawn().expect("spawn exporter"),
-        port,
     }
 }
 
