@@ -649,14 +649,26 @@ impl<S: PageSource> Poll<'_, S> {
             loop {
                 let page = self.fetch(number).await?;
                 let applied = self.apply(&page);
-                let closed = page.last || applied.oldest_ms.is_some_and(|o| o < gap.bottom_ms);
+                let reached_known = applied.oldest_ms.is_some_and(|o| o < gap.bottom_ms);
                 let gap_mut = self.state.gaps.last_mut();
                 if let Some(g) = gap_mut {
                     g.unread = g.unread.saturating_sub(applied.unknown as u64);
                 }
-                if closed {
-                    self.state.gaps.pop();
-                    info!(target = %self.target, "caught up with a backlog");
+                if reached_known || page.last {
+                    let gone = self.state.gaps.pop().map_or(0, |g| g.unread);
+                    if !reached_known && gone > 0 {
+                        // The list ended before the entries known before the
+                        // gap: the API dropped the rest before we read it.
+                        *self
+                            .state
+                            .counts
+                            .missed
+                            .entry("retention".into())
+                            .or_default() += gone;
+                        warn!(target = %self.target, missed = gone, "log entries expired before they could be read (estimate)");
+                    } else {
+                        info!(target = %self.target, "caught up with a backlog");
+                    }
                     break;
                 }
                 let rank = self.rank_after(page.number);

@@ -254,3 +254,65 @@ async fn hostile_entries_are_counted_and_reported() {
     }
     exporter.stop().await;
 }
+
+/// Entries the API drops (retention) before a backlog reaches them are
+/// counted as missed, never silently: counted plus missed covers the burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_expired_before_read_are_counted_as_missed() {
+    let s = start_sim(
+        17,
+        ListOrder::NewestFirst,
+        &[A],
+        Profile {
+            pending_ratio: 0.0,
+            ..busy_profile()
+        },
+    )
+    .await;
+    let a: Target = A.parse().expect("target");
+    let exporter = start_exporter(
+        &s.url,
+        &[A],
+        ExporterOptions {
+            max_pages: 2,
+            interval: Duration::from_millis(400),
+            ..ExporterOptions::default()
+        },
+    )
+    .await;
+    exporter.wait_ready().await;
+    s.sim.generate(&a, 1200);
+    wait_for("backlog", Duration::from_secs(10), || async {
+        exporter
+            .scrape()
+            .await
+            .target_value("talkover_exporter_backlog_entries", &a, &[])
+            > 0.0
+    })
+    .await;
+    // Retention drops the oldest entries: the unread end of the burst (and the baseline-free history).
+    s.sim.expire_oldest(&a, 700);
+    wait_for("backlog resolved", Duration::from_secs(20), || async {
+        exporter
+            .scrape()
+            .await
+            .target_value("talkover_exporter_backlog_entries", &a, &[])
+            == 0.0
+    })
+    .await;
+    let scrape = exporter.scrape().await;
+    let counted = scrape.target_value("talkover_webhook_delivery_attempts_total", &a, &[]);
+    let missed = scrape.target_value(
+        "talkover_exporter_logs_missed_total",
+        &a,
+        &[("reason", "retention")],
+    );
+    eprintln!("retention: counted {counted}, missed {missed} of 1200");
+    assert!(missed > 0.0, "expired entries must show as missed");
+    assert!(counted <= 1200.0 && counted >= 500.0, "counted {counted}");
+    assert!(
+        ((counted + missed) - 1200.0).abs() <= 100.0,
+        "counted {counted} + missed {missed} should cover the 1200 (estimate)"
+    );
+    exporter.stop().await;
+}

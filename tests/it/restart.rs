@@ -208,3 +208,46 @@ async fn unusable_state_files_are_moved_aside() {
         assert!(state.exists(), "{name}: a fresh state file was created");
     }
 }
+
+/// An idle poll changes nothing and so writes nothing to the state file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_polls_do_not_rewrite_the_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state.redb");
+    let s = start_sim(44, ListOrder::NewestFirst, &[A, B], quiet_profile()).await;
+    let exporter = start_exporter(&s.url, &[A, B], opts(&state)).await;
+    exporter.wait_ready().await;
+    let a: Target = A.parse().expect("a");
+    s.sim.generate(&a, 5);
+    s.sim.finish_pending();
+    wait_for("counted", Duration::from_secs(10), || async {
+        exporter
+            .scrape()
+            .await
+            .target_value("talkover_webhook_delivery_attempts_total", &a, &[])
+            == 5.0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let commits = |s: &Scrape| {
+        s.sum(
+            "talkover_exporter_state_commits_total",
+            &[("result", "success")],
+        )
+    };
+    let before = commits(&exporter.scrape().await);
+    // About ten idle poll cycles.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let after = exporter.scrape().await;
+    assert!(before >= 1.0);
+    assert_eq!(
+        commits(&after),
+        before,
+        "idle polls wrote to the state file"
+    );
+    assert!(
+        after.target_value("talkover_exporter_api_requests_total", &a, &[]) > 5.0,
+        "polling went on"
+    );
+    exporter.stop().await;
+}
