@@ -309,7 +309,7 @@ async fn entries_expired_before_read_are_counted_as_missed() {
     );
     eprintln!("retention: counted {counted}, missed {missed} of 1200");
     assert!(missed > 0.0, "expired entries must show as missed");
-    assert!(counted <= 1200.0 && counted >= 500.0, "counted {counted}");
+    assert!((500.0..=1200.0).contains(&counted), "counted {counted}");
     assert!(
         ((counted + missed) - 1200.0).abs() <= 100.0,
         "counted {counted} + missed {missed} should cover the 1200 (estimate)"
