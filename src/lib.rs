@@ -117,7 +117,15 @@ pub async fn run(
     })?);
     let published = Arc::new(Published::new());
     let readiness = Arc::new(Readiness::new(targets.len()));
-    let (mut restored, commits, committer) = match &config.state_file {
+    let state_file = match (&config.source, &config.state_file) {
+        // The demo's simulated account is new on every start: nothing to resume.
+        (Source::Demo { .. }, Some(path)) => {
+            info!(path = %path.display(), "demo: not using the state file");
+            None
+        }
+        (_, path) => path.as_ref(),
+    };
+    let (mut restored, commits, committer) = match state_file {
         None => (Default::default(), None, None),
         Some(path) => {
             let (store, restored) = StateStore::open(path, &targets)?;

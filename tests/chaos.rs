@@ -321,6 +321,7 @@ async fn run_chaos(seed: u64, order: ListOrder) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let commit_p99 = scrape(port).await.map(|t| commit_quantile(&t, 0.99)).unwrap_or_default();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     scraper.await.expect("scraper");
 
@@ -342,7 +343,7 @@ async fn run_chaos(seed: u64, order: ListOrder) {
     let w = watch.lock().expect("watch");
     let faults_served: u64 = sim.faults_served().values().sum();
     println!(
-        "chaos[{order:?} seed {seed}]: attempts generated {generated}, faults {faults_served} {:?}, hostile {:?}, restarts {restarts}, lost {lost}, double-counted {double}, decreases {}, scrapes {}",
+        "chaos[{order:?} seed {seed}]: attempts generated {generated}, faults {faults_served} {:?}, hostile {:?}, restarts {restarts}, lost {lost}, double-counted {double}, decreases {}, scrapes {}, state commit p99 <= {commit_p99}",
         sim.faults_served(),
         sim.hostile(mark),
         w.decreases.len(),
@@ -372,6 +373,23 @@ async fn run_chaos(seed: u64, order: ListOrder) {
         tail(&logs, 40)
     );
     drop(exporter);
+}
+
+/// The smallest bucket bound holding quantile `q` of the state commit durations.
+fn commit_quantile(text: &str, q: f64) -> String {
+    let buckets: Vec<(String, f64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("talkover_exporter_state_commit_duration_seconds_bucket{le=\""))
+        .filter_map(|l| {
+            let (le, rest) = l.split_once('"')?;
+            Some((le.to_string(), rest.rsplit_once(' ')?.1.parse().ok()?))
+        })
+        .collect();
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    buckets
+        .iter()
+        .find(|(_, n)| *n >= q * total)
+        .map_or("?".into(), |(le, _)| format!("{le}s"))
 }
 
 fn tail(s: &str, n: usize) -> String {
