@@ -23,3 +23,6 @@ cargo test --locked --all-targets
 
 echo "== rules and dashboard"
 bash dashboards/check.sh
+
+echo "== deployment artifacts (Dockerfile, Kubernetes, compose)"
+bash deploy/check.sh
