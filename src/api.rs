@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, RETRY_AFTER};
 use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
 
-use crate::target::Target;
+use crate::target::{Scope, Target};
 
 /// The largest `per_page` the API accepts.
 pub const MAX_PER_PAGE: u32 = 100;
@@ -294,6 +295,41 @@ pub struct LogEntry {
     pub created_at: Option<String>,
 }
 
+/// A campaign or agent, as the listing endpoints show it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Owner {
+    /// Campaign or agent id.
+    #[serde(deserialize_with = "id_string")]
+    pub id: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A webhook, as the listing endpoints show it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct WebhookInfo {
+    /// Webhook id.
+    #[serde(deserialize_with = "id_string")]
+    pub id: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Whether deliveries are on; a webhook without the field counts as enabled.
+    #[serde(default = "enabled_default")]
+    pub enabled: bool,
+}
+
+fn enabled_default() -> bool {
+    true
+}
+
+/// Ids may come as strings or numbers.
+fn id_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    as_string(Value::deserialize(d)?)
+        .ok_or_else(|| de::Error::custom("id is not a string or number"))
+}
+
 /// Parses an API timestamp (RFC 3339) into Unix milliseconds.
 pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
@@ -338,19 +374,59 @@ impl Client {
         page: u64,
         per_page: u32,
     ) -> Result<LogPage, ApiError> {
-        let path = format!("/{}?page={page}&per_page={per_page}", target.logs_path());
-        let mut url =
-            self.base_url
-                .join(&target.logs_path())
-                .map_err(|e| ApiError::InvalidResponse {
-                    path: path.clone(),
-                    status: 0,
-                    detail: format!("cannot build URL: {e}"),
-                })?;
+        let (entries, total) = self.get_page(&target.logs_path(), page, per_page).await?;
+        Ok(LogPage { entries, total })
+    }
+
+    /// Every campaign (or agent) of the account, through all listing pages.
+    pub async fn list_owners(&self, scope: Scope) -> Result<Vec<Owner>, ApiError> {
+        self.get_all(&format!("api/v1/{}", scope.segment())).await
+    }
+
+    /// Every webhook of one campaign or agent, through all listing pages.
+    pub async fn list_webhooks(
+        &self,
+        scope: Scope,
+        owner_id: &str,
+    ) -> Result<Vec<WebhookInfo>, ApiError> {
+        self.get_all(&format!("api/v1/{}/{owner_id}/webhooks", scope.segment()))
+            .await
+    }
+
+    /// Pages through a listing endpoint until a short or empty page.
+    async fn get_all<T: DeserializeOwned>(&self, rel: &str) -> Result<Vec<T>, ApiError> {
+        let mut all = Vec::new();
+        for page in 1.. {
+            let (items, total) = self.get_page::<T>(rel, page, MAX_PER_PAGE).await?;
+            let short = items.len() < MAX_PER_PAGE as usize;
+            all.extend(items);
+            // A bound, in case an API keeps answering full pages forever.
+            if short || total.is_some_and(|t| all.len() as u64 >= t) || page >= 10_000 {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
+    /// One page of any endpoint answering the `{success, data, pagination}` envelope.
+    async fn get_page<T: DeserializeOwned>(
+        &self,
+        rel: &str,
+        page: u64,
+        per_page: u32,
+    ) -> Result<(Vec<T>, Option<u64>), ApiError> {
+        let path = format!("/{rel}?page={page}&per_page={per_page}");
+        let mut url = self
+            .base_url
+            .join(rel)
+            .map_err(|e| ApiError::InvalidResponse {
+                path: path.clone(),
+                status: 0,
+                detail: format!("cannot build URL: {e}"),
+            })?;
         url.query_pairs_mut()
             .append_pair("page", &page.to_string())
             .append_pair("per_page", &per_page.to_string());
-
         self.limiter.acquire().await;
         let mut req = self.http.get(url);
         if let Some(auth) = &self.auth {
@@ -381,7 +457,7 @@ impl Client {
             });
         }
         let body = self.read_capped(&path, resp).await?;
-        self.parse_page(&path, status.as_u16(), &body)
+        self.parse_envelope(&path, status.as_u16(), &body)
     }
 
     /// Reads the body chunk by chunk so that an oversized one is refused
@@ -419,13 +495,18 @@ impl Client {
         Ok(body)
     }
 
-    fn parse_page(&self, path: &str, status: u16, body: &[u8]) -> Result<LogPage, ApiError> {
+    fn parse_envelope<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        status: u16,
+        body: &[u8],
+    ) -> Result<(Vec<T>, Option<u64>), ApiError> {
         let invalid = |detail: String| ApiError::InvalidResponse {
             path: path.to_string(),
             status,
             detail: self.redact(&detail),
         };
-        let env: Envelope = serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
+        let env: Envelope<T> = serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
         if env.success == Some(false) {
             let message = env.message.unwrap_or_else(|| "no message".to_string());
             return Err(ApiError::Api {
@@ -434,13 +515,10 @@ impl Client {
                 message: self.redact(&shorten(&message, 200)),
             });
         }
-        let entries = env
+        let items = env
             .data
             .ok_or_else(|| invalid("no `data` array".to_string()))?;
-        Ok(LogPage {
-            entries,
-            total: env.pagination.and_then(|p| p.total),
-        })
+        Ok((items, env.pagination.and_then(|p| p.total)))
     }
 
     fn transport_error(&self, path: &str, e: reqwest::Error) -> ApiError {
@@ -486,9 +564,10 @@ fn parse_retry_after(v: &HeaderValue) -> Option<Duration> {
 }
 
 #[derive(Deserialize)]
-struct Envelope {
+#[serde(bound = "T: Deserialize<'de>")]
+struct Envelope<T> {
     success: Option<bool>,
-    data: Option<Vec<LogEntry>>,
+    data: Option<Vec<T>>,
     pagination: Option<Pagination>,
     message: Option<String>,
 }
@@ -610,7 +689,9 @@ mod tests {
             max_requests_per_second: 10.0,
         })
         .expect("client");
-        client.parse_page("/x", 200, json.as_bytes())
+        client
+            .parse_envelope("/x", 200, json.as_bytes())
+            .map(|(entries, total)| LogPage { entries, total })
     }
 
     #[test]

@@ -9,7 +9,8 @@ use clap::{Parser, ValueEnum};
 use url::Url;
 
 use crate::api::Token;
-use crate::target::Target;
+use crate::discovery::{Filters, Pattern, Shard};
+use crate::target::{Scope, Target};
 
 /// The default port, left free by the Prometheus default-port allocations list.
 pub const DEFAULT_PORT: u16 = 9868;
@@ -63,12 +64,68 @@ pub struct Cli {
     )]
     pub targets: Vec<Target>,
 
+    /// Discover webhooks through the API's listing endpoints: campaigns,
+    /// agents, or both (repeatable; the environment variable takes a
+    /// comma-separated list).
+    #[arg(long = "discover", env = "TALKOVER_DISCOVER", value_delimiter = ',', value_name = "KIND", value_parser = parse_scope)]
+    pub discover: Vec<Scope>,
+
+    /// How often discovery lists campaigns, agents and webhooks again [default: 5m].
+    #[arg(long = "discover.interval", env = "TALKOVER_DISCOVER_INTERVAL", value_parser = parse_duration)]
+    pub discover_interval: Option<Duration>,
+
+    /// Watch only discovered webhooks matching this pattern (`*`, `?`) on
+    /// their id, owner id, name or path. Repeatable.
+    #[arg(
+        long = "discover.include",
+        env = "TALKOVER_DISCOVER_INCLUDE",
+        value_delimiter = ',',
+        value_name = "PATTERN"
+    )]
+    pub include: Vec<String>,
+
+    /// Do not watch discovered webhooks matching this pattern. Repeatable.
+    #[arg(
+        long = "discover.exclude",
+        env = "TALKOVER_DISCOVER_EXCLUDE",
+        value_delimiter = ',',
+        value_name = "PATTERN"
+    )]
+    pub exclude: Vec<String>,
+
+    /// YAML file with targets and discovery settings (flags override it).
+    #[arg(
+        long = "config.file",
+        env = "TALKOVER_CONFIG_FILE",
+        value_name = "PATH"
+    )]
+    pub config_file: Option<PathBuf>,
+
+    /// How long the series of a webhook that disappeared (or was disabled)
+    /// stay on /metrics.
+    #[arg(long = "target.stale-after", env = "TALKOVER_TARGET_STALE_AFTER", default_value = "1h", value_parser = parse_duration)]
+    pub stale_after: Duration,
+
+    /// This replica's index (0-based) when webhooks are split across replicas.
+    #[arg(
+        long = "shard.index",
+        env = "TALKOVER_SHARD_INDEX",
+        default_value_t = 0
+    )]
+    pub shard_index: u32,
+
+    /// Number of replicas sharing the webhooks; each watches those whose
+    /// stable hash falls in its shard.
+    #[arg(long = "shard.count", env = "TALKOVER_SHARD_COUNT", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub shard_count: u32,
+
     /// Time between two polls of one webhook (e.g. 500ms, 30s, 2m).
     #[arg(long = "poll.interval", env = "TALKOVER_POLL_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub poll_interval: Duration,
 
-    /// Most pages of 100 entries read per poll of one webhook.
-    #[arg(long = "poll.max-pages", env = "TALKOVER_POLL_MAX_PAGES", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    /// Most pages of 100 entries read per poll of one webhook (at least 2:
+    /// one for new entries, one for a backlog).
+    #[arg(long = "poll.max-pages", env = "TALKOVER_POLL_MAX_PAGES", default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=1000))]
     pub max_pages: u32,
 
     /// Address to serve the landing page, /metrics and health on.
@@ -182,6 +239,45 @@ pub struct Config {
     pub telemetry_path: String,
     /// `--state.file`, if set.
     pub state_file: Option<PathBuf>,
+    /// Scopes to discover (none: only the static targets).
+    pub discover: Vec<Scope>,
+    /// Time between discoveries.
+    pub discover_interval: Duration,
+    /// Include/exclude filters for discovered webhooks.
+    pub filters: Filters,
+    /// This replica's shard.
+    pub shard: Shard,
+    /// Grace period before a vanished webhook's series are removed.
+    pub stale_after: Duration,
+}
+
+/// `--config.file`: an alternative to flags for large setups.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Webhooks to watch, as `--target` takes them.
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// Discovery settings.
+    #[serde(default)]
+    pub discovery: FileDiscovery,
+}
+
+/// The `discovery:` section of `--config.file`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDiscovery {
+    /// `campaigns` and/or `agents`.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// e.g. `5m`.
+    pub interval: Option<String>,
+    /// Patterns to keep.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Patterns to drop.
+    #[serde(default)]
+    pub exclude: Vec<String>,
 }
 
 /// A flag whose value is not usable; the message names flag and value.
@@ -190,16 +286,26 @@ pub struct Config {
 pub struct ConfigError(pub String);
 
 impl Cli {
-    /// Checks what clap cannot check alone and reads the token.
-    pub fn into_config(self) -> Result<Config, ConfigError> {
+    /// Checks what clap cannot check alone, merges `--config.file` under the
+    /// flags, and reads the token.
+    pub fn into_config(mut self) -> Result<Config, ConfigError> {
+        if let Some(path) = self.config_file.clone() {
+            self.merge_file(&path)?;
+        }
+        if self.shard_index >= self.shard_count {
+            return Err(ConfigError(format!(
+                "invalid value '{}' for '--shard.index': must be below --shard.count ({})",
+                self.shard_index, self.shard_count
+            )));
+        }
         let source = if self.demo {
             Source::Demo {
                 listen: self.demo_listen_address,
             }
         } else {
-            if self.targets.is_empty() {
+            if self.targets.is_empty() && self.discover.is_empty() {
                 return Err(ConfigError(
-                    "no webhook to watch: give --target campaigns/{id}/webhooks/{id} (or TALKOVER_TARGETS), or run --demo".into(),
+                    "no webhook to watch: give --target campaigns/{id}/webhooks/{id} (or TALKOVER_TARGETS), --discover campaigns/agents, or run --demo".into(),
                 ));
             }
             if self.talkover_url.scheme() == "http" && !self.allow_insecure {
@@ -224,14 +330,76 @@ impl Cli {
             max_requests_per_second: self.max_requests_per_second,
             telemetry_path: self.telemetry_path,
             state_file: self.state_file,
+            discover: dedup(self.discover),
+            discover_interval: self.discover_interval.unwrap_or(Duration::from_secs(300)),
+            filters: Filters {
+                include: self.include.iter().map(|p| Pattern::new(p)).collect(),
+                exclude: self.exclude.iter().map(|p| Pattern::new(p)).collect(),
+            },
+            shard: Shard {
+                index: self.shard_index,
+                count: self.shard_count,
+            },
+            stale_after: self.stale_after,
         })
+    }
+
+    /// Fills what the flags left unset from the file; flags win.
+    fn merge_file(&mut self, path: &std::path::Path) -> Result<(), ConfigError> {
+        let bad = |detail: String| {
+            ConfigError(format!(
+                "invalid value '{}' for '--config.file': {detail}",
+                path.display()
+            ))
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let file: FileConfig = serde_norway::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        if self.targets.is_empty() {
+            self.targets = file
+                .targets
+                .iter()
+                .map(|t| t.parse::<Target>().map_err(|e| bad(e.to_string())))
+                .collect::<Result<_, _>>()?;
+        }
+        let d = file.discovery;
+        if self.discover.is_empty() {
+            self.discover = d
+                .scopes
+                .iter()
+                .map(|s| parse_scope(s).map_err(|e| bad(format!("discovery.scopes: {e}"))))
+                .collect::<Result<_, _>>()?;
+        }
+        if self.discover_interval.is_none() {
+            self.discover_interval = d
+                .interval
+                .as_deref()
+                .map(|i| {
+                    parse_duration(i).map_err(|e| bad(format!("discovery.interval {i:?}: {e}")))
+                })
+                .transpose()?;
+        }
+        if self.include.is_empty() {
+            self.include = d.include;
+        }
+        if self.exclude.is_empty() {
+            self.exclude = d.exclude;
+        }
+        Ok(())
     }
 }
 
-fn dedup(mut targets: Vec<Target>) -> Vec<Target> {
-    targets.sort();
-    targets.dedup();
-    targets
+fn parse_scope(s: &str) -> Result<Scope, String> {
+    match s.trim() {
+        "campaigns" => Ok(Scope::Campaign),
+        "agents" => Ok(Scope::Agent),
+        _ => Err("expected campaigns or agents".into()),
+    }
+}
+
+fn dedup<T: Ord>(mut items: Vec<T>) -> Vec<T> {
+    items.sort();
+    items.dedup();
+    items
 }
 
 fn read_token(file: Option<&std::path::Path>) -> Result<Token, ConfigError> {

@@ -26,7 +26,6 @@
 //! uptime.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -56,6 +55,8 @@ pub const PENDING_CAP: usize = 10_000;
 pub const HANDLED_CAP: usize = 100_000;
 /// Most gaps remembered per target; past it the two newest are merged.
 pub const GAPS_CAP: usize = 16;
+/// Good polls at a reduced page size before a larger one is tried.
+pub const PAGE_GROWTH_POLLS: u32 = 50;
 /// Most oversized entries remembered per target.
 const OVERSIZED_CAP: usize = 64;
 
@@ -121,6 +122,8 @@ pub struct Gap {
     pub rank: u64,
     /// `pagination.total` when `rank` was measured; arrivals since shift it.
     pub total_at: u64,
+    /// Entries in the gap were created at or before this (Unix ms).
+    pub top_ms: i64,
     /// Entries older than this (Unix ms) were known before the gap formed:
     /// reaching one means the gap is closed.
     pub bottom_ms: i64,
@@ -163,33 +166,60 @@ pub struct TargetState {
     /// Entries per page that last fit under the body-size cap, if smaller
     /// than configured; it grows back by doubling after good polls.
     pub per_page: Option<u32>,
+    /// Good polls since the page size last shrank or grew.
+    pub per_page_good: u32,
     /// The counters.
     pub counts: DeliveryCounts,
 }
 
-/// Counts how many targets have finished their first poll, for `/-/ready`.
+/// What `/-/ready` waits for: the first discovery (if any) and the first
+/// poll of every target known so far, whatever their outcome.
 #[derive(Debug, Default)]
 pub struct Readiness {
-    expected: usize,
-    done: AtomicUsize,
+    /// A std lock: held only for set operations, never across an await.
+    waiting: std::sync::Mutex<Waiting>,
+}
+
+#[derive(Debug, Default)]
+struct Waiting {
+    discovery: bool,
+    first_polls: BTreeSet<Target>,
 }
 
 impl Readiness {
-    /// Expects `targets` first polls.
-    pub fn new(targets: usize) -> Readiness {
+    /// Readiness that also waits for a first discovery when `discovery` is set.
+    pub fn new(discovery: bool) -> Readiness {
         Readiness {
-            expected: targets,
-            done: AtomicUsize::new(0),
+            waiting: std::sync::Mutex::new(Waiting {
+                discovery,
+                first_polls: BTreeSet::new(),
+            }),
         }
     }
 
-    /// Whether every target has finished its first poll, whatever its outcome.
-    pub fn is_ready(&self) -> bool {
-        self.done.load(Ordering::Acquire) >= self.expected
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn first_poll_done(&self) {
-        self.done.fetch_add(1, Ordering::AcqRel);
+    /// Whether everything waited for has happened.
+    pub fn is_ready(&self) -> bool {
+        let w = self.waiting();
+        !w.discovery && w.first_polls.is_empty()
+    }
+
+    /// The first discovery has run.
+    pub fn discovery_done(&self) {
+        self.waiting().discovery = false;
+    }
+
+    /// A new target: wait for its first poll.
+    pub fn expect(&self, target: &Target) {
+        self.waiting().first_polls.insert(target.clone());
+    }
+
+    /// A target finished its first poll, or is no longer watched.
+    pub fn forget(&self, target: &Target) {
+        self.waiting().first_polls.remove(target);
     }
 }
 
@@ -200,7 +230,7 @@ pub struct Sink {
     /// What scrapes read.
     pub published: Arc<Published>,
     /// The committer, when `--state.file` is set.
-    pub commits: Option<mpsc::Sender<state::Pending>>,
+    pub commits: Option<mpsc::Sender<state::Change>>,
 }
 
 impl Sink {
@@ -214,18 +244,29 @@ impl Sink {
                     bytes: state::encode(state),
                     snapshot: snap,
                 };
-                if let Err(mpsc::error::SendError(p)) = tx.send(pending).await {
+                if let Err(mpsc::error::SendError(state::Change::Save(p))) =
+                    tx.send(state::Change::Save(Box::new(pending))).await
+                {
                     // The committer is gone (shutting down): publishing still matters more.
                     self.published.publish(p.snapshot);
                 }
             }
         }
     }
+
+    /// A target is gone for good: its series leave `/metrics`, its row the state file.
+    pub async fn forget(&self, target: &Target) {
+        self.published.remove(target);
+        if let Some(tx) = &self.commits {
+            let _ = tx.send(state::Change::Forget(target.clone())).await;
+        }
+    }
 }
 
 /// Polls one target until `shutdown` turns true, starting from `state`
 /// (restored from the state file, or fresh) and handing the state to `sink`
-/// after every poll.
+/// after every poll. Returns the state, so a target that comes back soon
+/// after being dropped can continue where it was.
 pub async fn run_target<S: PageSource>(
     target: Target,
     source: Arc<S>,
@@ -234,11 +275,14 @@ pub async fn run_target<S: PageSource>(
     sink: Sink,
     readiness: Arc<Readiness>,
     mut shutdown: watch::Receiver<bool>,
-) {
+) -> TargetState {
     let mut stats = PollStats::default();
     let mut failures: u32 = 0;
-    // A little jitter so that many targets do not all fire at the same instant.
-    let mut delay = Duration::from_millis(fastrand::u64(0..250));
+    let mut idle_polls: u32 = 0;
+    // Targets start at a stable offset spread over (at most 10 s of) the
+    // interval, so thousands of them do not all poll at the same instant.
+    let spread = config.interval.min(Duration::from_secs(10));
+    let mut delay = spread.mul_f64(target.spread_fraction());
     let mut first = true;
     loop {
         tokio::select! {
@@ -246,6 +290,7 @@ pub async fn run_target<S: PageSource>(
             _ = shutdown.changed() => break,
         }
         let started = Instant::now();
+        let before = progress(&state);
         let result = tokio::select! {
             r = poll_once(&*source, &target, &config, &mut state, &mut stats) => r,
             _ = shutdown.changed() => break,
@@ -258,7 +303,14 @@ pub async fn run_target<S: PageSource>(
                 failures = 0;
                 stats.up = true;
                 stats.last_success = Some(unix_now_ms() as f64 / 1000.0);
-                config.interval
+                let quiet =
+                    progress(&state) == before && state.pending.is_empty() && state.gaps.is_empty();
+                idle_polls = if quiet {
+                    idle_polls.saturating_add(1)
+                } else {
+                    0
+                };
+                adaptive_delay(config.interval, idle_polls)
             }
             Err(err) => {
                 failures += 1;
@@ -277,10 +329,27 @@ pub async fn run_target<S: PageSource>(
         sink.submit(&target, &state, &stats).await;
         if first {
             first = false;
-            readiness.first_poll_done();
+            readiness.forget(&target);
         }
     }
     debug!(target = %target, "poller stopped");
+    state
+}
+
+/// What changes when a poll finds something: the newest entry and the counts.
+fn progress(state: &TargetState) -> (i64, u64) {
+    (state.newest_ms, state.counts.attempts.values().sum())
+}
+
+/// Adaptive polling: a webhook with nothing new for ten polls in a row is
+/// polled half as often, then a quarter as often after twenty, and so on,
+/// but never less often than every two minutes (or the interval, if longer);
+/// anything new brings it back to the configured interval.
+pub fn adaptive_delay(interval: Duration, idle_polls: u32) -> Duration {
+    let slowest = interval.max(Duration::from_secs(120));
+    interval
+        .saturating_mul(1 << (idle_polls / 10).min(16))
+        .min(slowest)
 }
 
 /// After a failure: honour `Retry-After`, else back off exponentially from
@@ -331,22 +400,32 @@ pub async fn poll_once<S: PageSource>(
         source,
         target,
         per_page,
-        budget: config.max_pages.max(1),
+        // One page for new entries, one for a backlog, at the least.
+        budget: config.max_pages.max(2),
         state,
         stats,
         now_ms: unix_now_ms(),
         observed: BTreeSet::new(),
         total_before,
         after_oversized: false,
+        new_this_poll: Default::default(),
+        unknown_total: 0,
     };
     let result = poll.run().await;
     poll.settle();
     let shrunk = poll.per_page < per_page;
-    state.per_page = match (&result, shrunk) {
-        (_, true) => Some(poll.per_page),
-        (Ok(()), false) => Some(per_page.saturating_mul(2)).filter(|p| *p < configured),
-        (Err(_), false) => state.per_page,
-    };
+    if shrunk {
+        state.per_page = Some(poll.per_page);
+        state.per_page_good = 0;
+    } else if result.is_ok() && state.per_page.is_some() {
+        // Try a larger page only now and then: each try that is still too
+        // large costs a refused request.
+        state.per_page_good += 1;
+        if state.per_page_good >= PAGE_GROWTH_POLLS {
+            state.per_page_good = 0;
+            state.per_page = Some(per_page.saturating_mul(2)).filter(|p| *p < configured);
+        }
+    }
     result
 }
 
@@ -364,6 +443,9 @@ struct ReadPage {
 struct Applied {
     /// Entries neither remembered nor below the horizon.
     unknown: usize,
+    /// Entries already dealt with (or followed) before this poll began: the
+    /// page reaches ground an earlier poll covered.
+    known: usize,
     /// Oldest `created_at` on the page (Unix ms), if any entry had one.
     oldest_ms: Option<i64>,
 }
@@ -383,6 +465,10 @@ struct Poll<'a, S> {
     total_before: Option<u64>,
     /// An oversized entry was skipped; the next page read names it.
     after_oversized: bool,
+    /// Ids first seen in this poll.
+    new_this_poll: std::collections::HashSet<String>,
+    /// Unknown entries found in this poll.
+    unknown_total: u64,
 }
 
 impl<S: PageSource> Poll<'_, S> {
@@ -403,12 +489,17 @@ impl<S: PageSource> Poll<'_, S> {
     }
 
     async fn run_once(&mut self) -> Result<(), ApiError> {
-        let first = self.read_newest().await?;
+        let known_top = self.known_top_ms();
+        let (first, stray) = self.read_newest().await?;
         if !self.state.baselined {
             self.take_baseline(&first);
             return Ok(());
         }
-        self.top_scan(first).await?;
+        if let Some(stray) = stray {
+            // Read anyway; its entries are as real as any.
+            self.apply(&stray);
+        }
+        self.top_scan(first, known_top).await?;
         self.gap_scans().await
     }
 
@@ -518,14 +609,15 @@ impl<S: PageSource> Poll<'_, S> {
     /// Reads the page holding the newest entries. With oldest-first order
     /// that is the last page, whose number depends on a total that may have
     /// changed: re-read once if the answer shows another page is the newest.
-    async fn read_newest(&mut self) -> Result<ReadPage, ApiError> {
+    /// Also returns the first guess when it turned out not to be the newest page.
+    async fn read_newest(&mut self) -> Result<(ReadPage, Option<ReadPage>), ApiError> {
         let guess = self.page_for_rank(0);
         let page = self.fetch(guess).await?;
         let right = self.page_for_rank(0);
         if right != guess && self.budget > 0 {
-            return self.fetch(right).await;
+            return Ok((self.fetch(right).await?, Some(page)));
         }
-        Ok(page)
+        Ok((page, None))
     }
 
     /// The first poll: what is listed now is history, not news.
@@ -544,7 +636,12 @@ impl<S: PageSource> Poll<'_, S> {
         }
         // Older pages are baseline too; entries sharing the oldest timestamp
         // across the page boundary are counted as baseline, not as news.
-        self.state.horizon_ms = if first.last || oldest == i64::MAX {
+        let pp = u64::from(self.per_page);
+        let only_page = match first.page.total {
+            Some(total) => total <= pp,
+            None => first.page.entries.len() < self.per_page as usize,
+        };
+        self.state.horizon_ms = if only_page || oldest == i64::MAX {
             i64::MIN
         } else {
             oldest.saturating_add(1)
@@ -560,40 +657,45 @@ impl<S: PageSource> Poll<'_, S> {
 
     /// Walks from the newest page towards older ones while pages still hold
     /// unseen entries, or pending entries we follow are further down.
-    async fn top_scan(&mut self, first: ReadPage) -> Result<(), ApiError> {
-        let known_top = self.known_top_ms();
-        let total_before = self.total_before;
-        // With a backlog, new entries get half the budget and the backlog the rest.
+    async fn top_scan(&mut self, first: ReadPage, known_top: i64) -> Result<(), ApiError> {
+        // Entries that arrived since the last poll (those arriving while this
+        // poll reads are found by the next one).
+        let arrivals = self
+            .total()
+            .saturating_sub(self.total_before.unwrap_or(self.total()));
+        // With a backlog, half of what is left goes to new entries, the rest
+        // (at least one page) to the backlog.
         let mut budget = if self.state.gaps.is_empty() {
             self.budget
         } else {
-            (self.budget / 2).max(1)
+            self.budget / 2
         };
         let mut page = first;
-        let mut unknown_read = 0u64;
         loop {
             let applied = self.apply(&page);
-            unknown_read += applied.unknown as u64;
             if page.last {
                 return Ok(());
             }
-            let wants_pending = applied
+            // Only an entry known before this poll began proves the scan has
+            // reached old ground: entries counted earlier in this same poll
+            // may have been pushed down a page by arrivals, with more news below.
+            let reached_known = applied.known > 0;
+            let pending_below = applied
                 .oldest_ms
-                .is_some_and(|oldest| self.unobserved_pending_older_than(oldest));
-            if applied.unknown == 0 && !wants_pending {
+                .and_then(|oldest| self.oldest_unobserved_pending_below(oldest))
+                // A gap reaching that deep will find it anyway.
+                .filter(|p| !self.state.gaps.iter().any(|g| g.bottom_ms <= *p));
+            if reached_known && pending_below.is_none() {
                 return Ok(());
             }
+            let bottom = pending_below.map_or(known_top, |p| p.min(known_top));
             if budget == 0 || self.budget == 0 {
-                if applied.unknown > 0 {
-                    let arrivals = self
-                        .total()
-                        .saturating_sub(total_before.unwrap_or(self.total()));
-                    self.open_gap(
-                        page.number,
-                        known_top,
-                        arrivals.saturating_sub(unknown_read),
-                    );
-                }
+                let unread = if reached_known {
+                    0
+                } else {
+                    arrivals.saturating_sub(self.unknown_total)
+                };
+                self.open_gap(page.number, applied.oldest_ms, bottom, unread);
                 return Ok(());
             }
             budget -= 1;
@@ -601,20 +703,20 @@ impl<S: PageSource> Poll<'_, S> {
             match self.fetch(next).await {
                 Ok(p) => page = p,
                 Err(e) => {
-                    if applied.unknown > 0 {
-                        self.open_gap(page.number, known_top, 0);
-                    }
+                    self.open_gap(page.number, applied.oldest_ms, bottom, 0);
                     return Err(e);
                 }
             }
         }
     }
 
-    /// Remembers that the list below page `number` was not read.
-    fn open_gap(&mut self, number: u64, bottom_ms: i64, unread: u64) {
+    /// Remembers that the list below page `number` was not read: entries
+    /// created between `bottom_ms` and the oldest one read (`top_ms`).
+    fn open_gap(&mut self, number: u64, top_ms: Option<i64>, bottom_ms: i64, unread: u64) {
         let gap = Gap {
             rank: self.rank_after(number),
             total_at: self.total(),
+            top_ms: top_ms.unwrap_or(i64::MAX),
             bottom_ms,
             unread,
         };
@@ -634,6 +736,7 @@ impl<S: PageSource> Poll<'_, S> {
             let older = &mut self.state.gaps[0];
             older.rank = newer.rank + total.saturating_sub(newer.total_at);
             older.total_at = total;
+            older.top_ms = newer.top_ms;
             older.unread += newer.unread;
         }
     }
@@ -650,13 +753,10 @@ impl<S: PageSource> Poll<'_, S> {
                 let page = self.fetch(number).await?;
                 let applied = self.apply(&page);
                 let reached_known = applied.oldest_ms.is_some_and(|o| o < gap.bottom_ms);
-                let gap_mut = self.state.gaps.last_mut();
-                if let Some(g) = gap_mut {
-                    g.unread = g.unread.saturating_sub(applied.unknown as u64);
-                }
                 if reached_known || page.last {
                     let gone = self.state.gaps.pop().map_or(0, |g| g.unread);
-                    if !reached_known && gone > 0 {
+                    // Only a list that once held older entries can have lost some.
+                    if !reached_known && gone > 0 && gap.bottom_ms > i64::MIN {
                         // The list ended before the entries known before the
                         // gap: the API dropped the rest before we read it.
                         *self
@@ -676,6 +776,9 @@ impl<S: PageSource> Poll<'_, S> {
                 if let Some(g) = self.state.gaps.last_mut() {
                     g.rank = rank;
                     g.total_at = total;
+                    if let Some(oldest) = applied.oldest_ms {
+                        g.top_ms = g.top_ms.min(oldest);
+                    }
                 }
                 if self.budget == 0 {
                     return Ok(());
@@ -692,6 +795,7 @@ impl<S: PageSource> Poll<'_, S> {
             // Unreadable, so unknown: scans go on past it.
             return Applied {
                 unknown: 1,
+                known: 0,
                 oldest_ms: None,
             };
         }
@@ -701,6 +805,7 @@ impl<S: PageSource> Poll<'_, S> {
         }
         let mut applied = Applied {
             unknown: 0,
+            known: 0,
             oldest_ms: None,
         };
         for entry in &page.entries {
@@ -708,6 +813,12 @@ impl<S: PageSource> Poll<'_, S> {
             let created = self.created_ms(entry);
             applied.oldest_ms = Some(applied.oldest_ms.map_or(created, |o: i64| o.min(created)));
             self.state.newest_ms = self.state.newest_ms.max(created);
+            let seen = self.state.handled.contains_key(&id) || self.state.pending.contains_key(&id);
+            if (seen && !self.new_this_poll.contains(&id))
+                || (!seen && created < self.state.horizon_ms)
+            {
+                applied.known += 1;
+            }
             if self.state.handled.contains_key(&id) {
                 continue;
             }
@@ -725,6 +836,13 @@ impl<S: PageSource> Poll<'_, S> {
                 continue;
             }
             applied.unknown += 1;
+            self.unknown_total += 1;
+            self.new_this_poll.insert(id.clone());
+            for gap in self.state.gaps.iter_mut() {
+                if (gap.bottom_ms..=gap.top_ms).contains(&created) {
+                    gap.unread = gap.unread.saturating_sub(1);
+                }
+            }
             if is_final(entry) {
                 self.count(entry, created);
                 self.state.handled.insert(id, created);
@@ -768,11 +886,15 @@ impl<S: PageSource> Poll<'_, S> {
         });
     }
 
-    fn unobserved_pending_older_than(&self, oldest_ms: i64) -> bool {
+    /// The oldest `created_at` of followed entries not seen yet in this poll
+    /// that lie below a page whose oldest entry is `oldest_ms`.
+    fn oldest_unobserved_pending_below(&self, oldest_ms: i64) -> Option<i64> {
         self.state
             .pending
             .iter()
-            .any(|(id, p)| p.created_ms < oldest_ms && !self.observed.contains(id))
+            .filter(|(id, p)| p.created_ms < oldest_ms && !self.observed.contains(*id))
+            .map(|(_, p)| p.created_ms)
+            .min()
     }
 
     /// The newest `created_at` already dealt with before this poll.
@@ -782,7 +904,8 @@ impl<S: PageSource> Poll<'_, S> {
             .values()
             .copied()
             .max()
-            .unwrap_or(self.state.horizon_ms)
+            .unwrap_or(i64::MIN)
+            .max(self.state.horizon_ms)
     }
 
     /// `created_at` in Unix ms; an entry without a readable one is placed
@@ -831,21 +954,32 @@ impl<S: PageSource> Poll<'_, S> {
 
         let now = self.now_ms;
         let timeout = PENDING_TIMEOUT.as_millis() as i64;
-        let before = state.pending.len();
-        state
+        let mut given_up: Vec<(String, i64)> = state
             .pending
-            .retain(|_, p| now.saturating_sub(p.first_seen_ms) < timeout);
-        while state.pending.len() > PENDING_CAP {
-            let oldest = state
+            .iter()
+            .filter(|(_, p)| now.saturating_sub(p.first_seen_ms) >= timeout)
+            .map(|(id, p)| (id.clone(), p.created_ms))
+            .collect();
+        if state.pending.len() - given_up.len() > PENDING_CAP {
+            let mut by_age: Vec<(i64, String)> = state
                 .pending
                 .iter()
-                .min_by_key(|(_, p)| p.created_ms)
-                .map(|(id, _)| id.clone());
-            if let Some(id) = oldest {
-                state.pending.remove(&id);
+                .filter(|(_, p)| now.saturating_sub(p.first_seen_ms) < timeout)
+                .map(|(id, p)| (p.created_ms, id.clone()))
+                .collect();
+            by_age.sort_unstable();
+            let excess = by_age.len() - PENDING_CAP;
+            given_up.extend(by_age.into_iter().take(excess).map(|(c, id)| (id, c)));
+        }
+        // Given-up entries count as dealt with: if they turn final later,
+        // they are not counted on top of being counted as missed.
+        for (id, created) in &given_up {
+            state.pending.remove(id);
+            if *created >= state.horizon_ms {
+                state.handled.insert(id.clone(), *created);
             }
         }
-        let expired = before - state.pending.len();
+        let expired = given_up.len();
         if expired > 0 {
             *state
                 .counts

@@ -7,7 +7,9 @@
 //! - [`cli`]: flags and environment, validated into a [`cli::Config`].
 //! - [`target`]: the identity of a watched webhook.
 //! - [`api`]: the Talkover REST client and its serde models (no metrics).
+//! - [`discovery`]: which webhooks to watch (static, discovered, filtered, sharded).
 //! - [`collector`]: polling, paging and dedupe; per-target state as one value.
+//! - [`fleet`]: one poller per watched webhook, started, stopped and retired.
 //! - [`state`]: the state file; commits each target's state, then publishes it.
 //! - [`metrics`]: plain counter values and their Prometheus text rendering (no HTTP).
 //! - [`server`]: the axum routes.
@@ -18,6 +20,8 @@
 pub mod api;
 pub mod cli;
 pub mod collector;
+pub mod discovery;
+pub mod fleet;
 pub mod metrics;
 pub mod server;
 pub mod simulator;
@@ -28,17 +32,22 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::{BTreeMap, BTreeSet};
 use tokio::net::TcpListener;
+
 use tokio::sync::{mpsc, watch};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::api::{Client, ClientOptions};
 use crate::cli::{Config, Source};
 use crate::collector::{PollConfig, Readiness, Sink};
+use crate::discovery::DiscoveryMetrics;
+use crate::fleet::Fleet;
 use crate::metrics::Published;
 use crate::server::AppState;
 use crate::simulator::Simulator;
 use crate::state::StateStore;
+use crate::target::{Target, WebhookMeta};
 
 /// Why the exporter could not run.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +78,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let (base_url, token, allow_insecure, mut targets) = match &config.source {
+    let (base_url, token, allow_insecure, mut static_targets) = match &config.source {
         Source::Api {
             url,
             token,
@@ -81,31 +90,13 @@ pub async fn run(
             config.targets.clone(),
         ),
         Source::Demo { listen } => {
-            let sim = Simulator::demo();
-            let sim_listener = TcpListener::bind(listen)
-                .await
-                .map_err(|source| Error::Io {
-                    what: format!("binding the demo simulator to {listen}"),
-                    source,
-                })?;
-            let addr = sim_listener.local_addr().map_err(|source| Error::Io {
-                what: "reading the demo simulator address".into(),
-                source,
-            })?;
-            info!(url = %format!("http://{addr}/"), "demo: simulated Talkover API started");
-            let mut targets = sim.targets();
+            let (url, mut targets) = start_demo(*listen).await?;
             targets.extend(config.targets.iter().cloned());
-            tokio::spawn(sim.clone().drive());
-            tokio::spawn(sim.serve(sim_listener));
-            let url = url::Url::parse(&format!("http://{addr}/")).map_err(|e| Error::Io {
-                what: "building the demo URL".into(),
-                source: std::io::Error::other(e),
-            })?;
             (url, None, true, targets)
         }
     };
-    targets.sort();
-    targets.dedup();
+    static_targets.retain(|t| config.shard.owns(t));
+    let static_targets: BTreeSet<Target> = static_targets.into_iter().collect();
 
     let client = Arc::new(Client::new(ClientOptions {
         base_url,
@@ -116,7 +107,8 @@ pub async fn run(
         max_requests_per_second: config.max_requests_per_second,
     })?);
     let published = Arc::new(Published::new());
-    let readiness = Arc::new(Readiness::new(targets.len()));
+    let readiness = Arc::new(Readiness::new(!config.discover.is_empty()));
+
     let state_file = match (&config.source, &config.state_file) {
         // The demo's simulated account is new on every start: nothing to resume.
         (Source::Demo { .. }, Some(path)) => {
@@ -125,42 +117,47 @@ pub async fn run(
         }
         (_, path) => path.as_ref(),
     };
-    let (mut restored, commits, committer) = match state_file {
-        None => (Default::default(), None, None),
+    let (restored, commits, committer) = match state_file {
+        None => (BTreeMap::new(), None, None),
         Some(path) => {
-            let (store, restored) = StateStore::open(path, &targets)?;
-            let (tx, rx) = mpsc::channel(targets.len().clamp(16, 4096));
+            // With discovery the set of webhooks is not known yet: keep every
+            // stored state until its webhook's grace period decides.
+            let fixed = config.discover.is_empty().then_some(&static_targets);
+            let (store, restored) = StateStore::open(path, fixed)?;
+            let (tx, rx) = mpsc::channel(4096);
             let task = tokio::spawn(state::run_committer(store, rx, published.clone()));
             (restored, Some(tx), Some(task))
         }
-    };
-    let sink = Sink {
-        published: published.clone(),
-        commits,
-    };
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let poll = PollConfig {
-        interval: config.poll_interval,
-        max_pages: config.max_pages,
-        per_page: api::MAX_PER_PAGE,
     };
     // Restored counters are durable already: scrapes see them before any poll.
     for (target, state) in &restored {
         published.publish(collector::snapshot(target, state, &Default::default()));
     }
-    let mut pollers = tokio::task::JoinSet::new();
-    for target in &targets {
-        pollers.spawn(collector::run_target(
-            target.clone(),
-            client.clone(),
-            poll.clone(),
-            restored.remove(target).unwrap_or_default(),
-            sink.clone(),
-            readiness.clone(),
-            stop_rx.clone(),
-        ));
-    }
-    info!(targets = targets.len(), "watching webhooks");
+    let fleet = Fleet::new(
+        client.clone(),
+        PollConfig {
+            interval: config.poll_interval,
+            max_pages: config.max_pages,
+            per_page: api::MAX_PER_PAGE,
+        },
+        Sink {
+            published: published.clone(),
+            commits,
+        },
+        readiness.clone(),
+        config.stale_after,
+        restored,
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let supervisor = tokio::spawn(supervise(
+        fleet,
+        client,
+        static_targets,
+        config.clone(),
+        published.clone(),
+        readiness.clone(),
+        stop_rx,
+    ));
 
     let app = server::router(AppState {
         published,
@@ -189,11 +186,103 @@ pub async fn run(
         r = served => r?,
         _ = bounded => info!("grace period over; closing remaining connections"),
     }
-    while pollers.join_next().await.is_some() {}
-    // Every poller has handed over its last state: let the committer finish.
-    drop(sink);
+    // The supervisor stops every poller; they hand their last states to the
+    // committer, which finishes once the last sender is gone.
+    let _ = supervisor.await;
     if let Some(task) = committer {
         let _ = task.await;
     }
     Ok(())
+}
+
+/// Starts the demo's simulated API; returns its URL and webhooks.
+async fn start_demo(listen: std::net::SocketAddr) -> Result<(url::Url, Vec<Target>), Error> {
+    let sim = Simulator::demo();
+    let sim_listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| Error::Io {
+            what: format!("binding the demo simulator to {listen}"),
+            source,
+        })?;
+    let addr = sim_listener.local_addr().map_err(|source| Error::Io {
+        what: "reading the demo simulator address".into(),
+        source,
+    })?;
+    info!(url = %format!("http://{addr}/"), "demo: simulated Talkover API started");
+    let targets = sim.targets();
+    tokio::spawn(sim.clone().drive());
+    tokio::spawn(sim.serve(sim_listener));
+    let url = url::Url::parse(&format!("http://{addr}/")).map_err(|e| Error::Io {
+        what: "building the demo URL".into(),
+        source: std::io::Error::other(e),
+    })?;
+    Ok((url, targets))
+}
+
+/// Keeps the fleet in line with what should be watched: the static targets
+/// plus, every `--discover.interval`, what discovery finds (enabled,
+/// allowed by the filters, in this shard). Sweeps retired webhooks each second.
+async fn supervise(
+    mut fleet: Fleet<Client>,
+    client: Arc<Client>,
+    static_targets: BTreeSet<Target>,
+    config: Config,
+    published: Arc<Published>,
+    readiness: Arc<Readiness>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let metrics = DiscoveryMetrics::register(&published);
+    let discovering = !config.discover.is_empty();
+    let mut discovered: BTreeMap<Target, WebhookMeta> = BTreeMap::new();
+    let mut next_discovery = tokio::time::Instant::now();
+    let mut sweep = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        if discovering && tokio::time::Instant::now() >= next_discovery {
+            next_discovery = tokio::time::Instant::now() + config.discover_interval;
+            let found = tokio::select! {
+                found = discovery::discover(&client, &config.discover) => found,
+                _ = stop.changed() => break,
+            };
+            match found {
+                Ok(found) => {
+                    metrics.record_success(found.len());
+                    discovered = found
+                        .into_iter()
+                        .filter(|(t, meta)| config.shard.owns(t) && config.filters.allows(t, meta))
+                        .collect();
+                    info!(webhooks = discovered.len(), "discovery listed webhooks");
+                }
+                Err(err) => {
+                    metrics.record_failure(err.reason());
+                    warn!(reason = err.reason(), error = %err, "discovery failed; keeping the webhooks found before");
+                }
+            }
+            for (target, meta) in &discovered {
+                published.set_info(target, meta.clone());
+            }
+            let wanted: BTreeSet<Target> = static_targets
+                .iter()
+                .cloned()
+                .chain(
+                    discovered
+                        .iter()
+                        .filter(|(_, m)| m.enabled)
+                        .map(|(t, _)| t.clone()),
+                )
+                .collect();
+            fleet.reconcile(&wanted).await;
+            readiness.discovery_done();
+        } else if !discovering && fleet.watched() == 0 && !static_targets.is_empty() {
+            fleet.reconcile(&static_targets).await;
+            info!(targets = static_targets.len(), "watching webhooks");
+        }
+        metrics.targets.set(fleet.watched() as i64);
+        let until_discovery = next_discovery.saturating_duration_since(tokio::time::Instant::now());
+        tokio::select! {
+            _ = sweep.tick() => fleet.sweep().await,
+            _ = tokio::time::sleep(until_discovery), if discovering => {}
+            _ = stop.changed() => break,
+        }
+    }
+    fleet.shutdown().await;
 }

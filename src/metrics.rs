@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use prometheus::{Encoder, Registry, TextEncoder};
 use serde::{Deserialize, Serialize};
 
-use crate::target::Target;
+use crate::target::{Target, WebhookMeta};
 
 /// Buckets of `talkover_webhook_delivery_duration_seconds`: 50 ms up to the
 /// 120 s maximum webhook timeout.
@@ -129,6 +129,7 @@ pub struct TargetSnapshot {
 #[derive(Debug)]
 pub struct Published {
     snapshots: RwLock<BTreeMap<Target, Arc<TargetSnapshot>>>,
+    info: RwLock<BTreeMap<Target, WebhookMeta>>,
     registry: Registry,
 }
 
@@ -151,6 +152,7 @@ impl Published {
         }
         Published {
             snapshots: RwLock::default(),
+            info: RwLock::default(),
             registry,
         }
     }
@@ -170,6 +172,17 @@ impl Published {
     pub fn remove(&self, target: &Target) {
         let mut map = self.snapshots.write().unwrap_or_else(|e| e.into_inner());
         map.remove(target);
+        drop(map);
+        self.info
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(target);
+    }
+
+    /// Records a webhook's name and state, shown while it has series.
+    pub fn set_info(&self, target: &Target, meta: WebhookMeta) {
+        let mut map = self.info.write().unwrap_or_else(|e| e.into_inner());
+        map.insert(target.clone(), meta);
     }
 
     /// The current snapshots, in target order.
@@ -182,6 +195,7 @@ impl Published {
     pub fn render(&self) -> String {
         let snaps = self.snapshots();
         let mut out = String::with_capacity(4096 + snaps.len() * 4096);
+        self.render_info(&snaps, &mut out);
         render_targets(&snaps, &mut out);
         render_build_info(&mut out);
         let mut buf = Vec::new();
@@ -192,6 +206,25 @@ impl Published {
             out.push_str(&String::from_utf8_lossy(&buf));
         }
         out
+    }
+}
+
+impl Published {
+    fn render_info(&self, snaps: &[Arc<TargetSnapshot>], out: &mut String) {
+        header(
+            out,
+            "talkover_webhook_info",
+            "gauge",
+            "Always 1: the name and enabled state of each watched webhook, for joins with group_left.",
+        );
+        let info = self.info.read().unwrap_or_else(|e| e.into_inner());
+        let unknown = WebhookMeta::default();
+        for s in snaps {
+            let meta = info.get(&s.target).unwrap_or(&unknown);
+            let enabled = if meta.enabled { "true" } else { "false" };
+            Series::new(out, "talkover_webhook_info", &s.target)
+                .value(&[("name", &meta.name), ("enabled", enabled)], 1);
+        }
     }
 }
 

@@ -156,6 +156,10 @@ struct WebhookLog {
     /// Fractional attempts carried between ticks.
     carry: f64,
     requests: u64,
+    /// Shown by the webhook listing endpoints.
+    name: String,
+    /// A disabled webhook is listed with `enabled: false`.
+    disabled: bool,
 }
 
 #[derive(Debug)]
@@ -169,6 +173,7 @@ struct SimState {
     last_ms: i64,
     paused: bool,
     fault_log: BTreeMap<String, u64>,
+    listing_requests: u64,
 }
 
 /// Ground truth: final attempts by `(event, status, code)`.
@@ -194,6 +199,7 @@ impl Simulator {
                 last_ms: 0,
                 paused: false,
                 fault_log: BTreeMap::new(),
+                listing_requests: 0,
             })),
         }
     }
@@ -263,13 +269,39 @@ impl Simulator {
 
     /// Adds a webhook with the given traffic profile.
     pub fn add_webhook(&self, target: Target, profile: Profile) {
+        let name = format!("{} hook", target.webhook_id);
         self.lock().logs.insert(
             target,
             WebhookLog {
                 profile,
+                name,
                 ..WebhookLog::default()
             },
         );
+    }
+
+    /// Deletes a webhook and its log.
+    pub fn remove_webhook(&self, target: &Target) {
+        self.lock().logs.remove(target);
+    }
+
+    /// Enables or disables a webhook (as `PATCH …/toggle` does).
+    pub fn set_enabled(&self, target: &Target, enabled: bool) {
+        if let Some(log) = self.lock().logs.get_mut(target) {
+            log.disabled = !enabled;
+        }
+    }
+
+    /// Renames a webhook.
+    pub fn set_name(&self, target: &Target, name: &str) {
+        if let Some(log) = self.lock().logs.get_mut(target) {
+            log.name = name.to_string();
+        }
+    }
+
+    /// Requests served by the listing endpoints (campaigns, agents, webhooks).
+    pub fn listing_requests(&self) -> u64 {
+        self.lock().listing_requests
     }
 
     /// Every webhook the simulator serves.
@@ -472,6 +504,8 @@ impl Simulator {
                 "/api/v1/{scope}/{owner}/webhooks/{webhook}/logs",
                 get(list_logs),
             )
+            .route("/api/v1/{scope}", get(list_owners))
+            .route("/api/v1/{scope}/{owner}/webhooks", get(list_webhooks))
             .route("/_sim/pause", post(pause))
             .route("/_sim/resume", post(resume))
             .route("/_sim/finish-pending", post(finish_pending))
@@ -820,6 +854,150 @@ impl SimState {
         *self.fault_log.entry(kind).or_default() += 1;
         Some(fault)
     }
+}
+
+fn scope_of(segment: &str) -> Option<Scope> {
+    match segment {
+        "campaigns" => Some(Scope::Campaign),
+        "agents" => Some(Scope::Agent),
+        _ => None,
+    }
+}
+
+/// Serves one page of `items` in the API's envelope.
+fn paged(items: Vec<Value>, q: &PageQuery) -> Response {
+    let page: usize = match q.page.as_deref().map(str::parse).unwrap_or(Ok(1)) {
+        Ok(p) if p >= 1 => p,
+        _ => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "page must be >= 1",
+                "VALIDATION",
+            )
+        }
+    };
+    let per_page: usize = match q.per_page.as_deref().map(str::parse).unwrap_or(Ok(25)) {
+        Ok(n) if (1..=100).contains(&n) => n,
+        _ => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "per_page must be between 1 and 100",
+                "VALIDATION",
+            )
+        }
+    };
+    let total = items.len();
+    let data: Vec<Value> = items
+        .into_iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .collect();
+    let body = json!({
+        "success": true,
+        "data": data,
+        "pagination": {"current_page": page, "per_page": per_page, "total": total, "last_page": total.div_ceil(per_page).max(1)},
+    });
+    json_response(body.to_string())
+}
+
+impl SimState {
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        given == Some(format!("Bearer {token}").as_str())
+    }
+}
+
+/// `GET /api/v1/campaigns` and `GET /api/v1/agents`.
+async fn list_owners(
+    State(sim): State<Simulator>,
+    Path(scope): Path<String>,
+    Query(q): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let mut st = sim.lock();
+    if !st.authorized(&headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Invalid or missing token",
+            "UNAUTHORIZED",
+        );
+    }
+    let Some(scope) = scope_of(&scope) else {
+        return error(StatusCode::NOT_FOUND, "not found", "NOT_FOUND");
+    };
+    st.listing_requests += 1;
+    let mut owners: Vec<&str> = st
+        .logs
+        .keys()
+        .filter(|t| t.scope == scope)
+        .map(|t| t.owner_id.as_str())
+        .collect();
+    owners.dedup();
+    let items = owners
+        .into_iter()
+        .map(
+            |id| json!({"id": id, "name": format!("{} {id}", scope.segment()), "status": "active"}),
+        )
+        .collect();
+    paged(items, &q)
+}
+
+/// `GET /api/v1/{campaigns|agents}/{id}/webhooks`.
+async fn list_webhooks(
+    State(sim): State<Simulator>,
+    Path((scope, owner)): Path<(String, String)>,
+    Query(q): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let mut st = sim.lock();
+    if !st.authorized(&headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Invalid or missing token",
+            "UNAUTHORIZED",
+        );
+    }
+    let Some(scope) = scope_of(&scope) else {
+        return error(StatusCode::NOT_FOUND, "not found", "NOT_FOUND");
+    };
+    st.listing_requests += 1;
+    let owner_key = match scope {
+        Scope::Campaign => "campaign_id",
+        Scope::Agent => "agent_id",
+    };
+    let items: Vec<Value> = st
+        .logs
+        .iter()
+        .filter(|(t, _)| t.scope == scope && t.owner_id == owner)
+        .map(|(t, log)| {
+            json!({
+                "id": t.webhook_id,
+                owner_key: t.owner_id,
+                "name": log.name,
+                "webhook_url": format!("https://example.invalid/{}", t.webhook_id),
+                "events": log.profile.events,
+                "enabled": !log.disabled,
+                "timeout": 30,
+                "max_retries": log.profile.max_retries,
+                "include_call_events": false,
+                "created_at": "2024-01-15T11:00:00Z",
+            })
+        })
+        .collect();
+    if items.is_empty()
+        && !st
+            .logs
+            .keys()
+            .any(|t| t.scope == scope && t.owner_id == owner)
+    {
+        return error(StatusCode::NOT_FOUND, "not found", "NOT_FOUND");
+    }
+    paged(items, &q)
 }
 
 async fn pause(State(sim): State<Simulator>) -> StatusCode {

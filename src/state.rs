@@ -11,7 +11,7 @@
 //!
 //! [redb]: https://docs.rs/redb
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -88,11 +88,12 @@ pub struct StateStore {
 impl StateStore {
     /// Opens `path`, or creates it. A file that cannot be used is reported in
     /// one line, moved aside (never overwritten) and replaced by a fresh one.
-    /// Returns the stored states of the `wanted` targets; stored targets not
-    /// wanted any more are dropped.
+    /// Returns the stored states; with `wanted` (a fixed set of targets),
+    /// stored targets not in it are dropped. Without it (discovery decides
+    /// later) they are kept until their grace period ends.
     pub fn open(
         path: &Path,
-        wanted: &[Target],
+        wanted: Option<&BTreeSet<Target>>,
     ) -> Result<(StateStore, BTreeMap<Target, TargetState>), StateError> {
         let (store, mut states) = match Self::open_existing(path) {
             Ok(found) => found,
@@ -107,11 +108,14 @@ impl StateStore {
                 Self::open_existing(path)?
             }
         };
-        let stale: Vec<Target> = states
-            .keys()
-            .filter(|t| !wanted.contains(t))
-            .cloned()
-            .collect();
+        let stale: Vec<Target> = match wanted {
+            Some(wanted) => states
+                .keys()
+                .filter(|t| !wanted.contains(*t))
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
         if !stale.is_empty() {
             info!(
                 dropped = stale.len(),
@@ -292,6 +296,24 @@ fn aside_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// What the committer is asked to do for one target.
+#[derive(Debug)]
+pub enum Change {
+    /// Commit this state, then publish its snapshot.
+    Save(Box<Pending>),
+    /// The target is gone for good: delete its row.
+    Forget(Target),
+}
+
+impl Change {
+    fn target(&self) -> &Target {
+        match self {
+            Change::Save(p) => &p.target,
+            Change::Forget(t) => t,
+        }
+    }
+}
+
 /// One target's state after a poll, on its way to being committed and published.
 #[derive(Debug)]
 pub struct Pending {
@@ -368,60 +390,57 @@ const BATCH_WINDOW: Duration = Duration::from_millis(50);
 /// sender is gone; then it commits what is left and returns.
 pub async fn run_committer(
     store: StateStore,
-    mut rx: mpsc::Receiver<Pending>,
+    mut rx: mpsc::Receiver<Change>,
     published: Arc<Published>,
 ) {
-    let store = Arc::new(store);
-    let metrics = CommitMetrics::register(&published);
-    // Digest of what is durable per target, so unchanged states are not rewritten.
-    let mut committed: HashMap<Target, u64> = HashMap::new();
-    // States whose commit failed, retried with the next batch.
-    let mut retry: BTreeMap<Target, Pending> = BTreeMap::new();
-    let mut failures: u32 = 0;
+    let mut committer = Committer {
+        store: Arc::new(store),
+        metrics: CommitMetrics::register(&published),
+        published,
+        committed: HashMap::new(),
+        retry: BTreeMap::new(),
+        failures: 0,
+    };
     loop {
-        let first = if retry.is_empty() {
+        let first = if committer.retry.is_empty() {
             rx.recv().await
         } else {
-            let backoff = Duration::from_millis(500u64 << failures.min(6));
+            let backoff = Duration::from_millis(500u64 << committer.failures.min(6));
             tokio::select! {
-                p = rx.recv() => p,
-                _ = tokio::time::sleep(backoff) => None.or_else(|| retry.pop_first().map(|(_, p)| p)),
+                c = rx.recv() => c,
+                _ = tokio::time::sleep(backoff) => committer.retry.pop_first().map(|(_, c)| c),
             }
         };
         let Some(first) = first else {
             break;
         };
-        let mut batch: BTreeMap<Target, Pending> = std::mem::take(&mut retry);
-        batch.insert(first.target.clone(), first);
+        let mut batch = std::mem::take(&mut committer.retry);
+        batch.insert(first.target().clone(), first);
         let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
-        while let Ok(Some(p)) = tokio::time::timeout_at(deadline, rx.recv()).await {
-            batch.insert(p.target.clone(), p);
+        while let Ok(Some(c)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            // A newer change for a target replaces an older one in the batch.
+            batch.insert(c.target().clone(), c);
         }
-        failures = commit_batch(
-            &store,
-            batch,
-            &mut committed,
-            &mut retry,
-            &published,
-            &metrics,
-            failures,
-        )
-        .await;
+        committer.commit(batch).await;
     }
-    if !retry.is_empty() {
-        let batch = std::mem::take(&mut retry);
-        commit_batch(
-            &store,
-            batch,
-            &mut committed,
-            &mut retry,
-            &published,
-            &metrics,
-            failures,
-        )
-        .await;
+    if !committer.retry.is_empty() {
+        let batch = std::mem::take(&mut committer.retry);
+        committer.commit(batch).await;
     }
     info!("state committer stopped");
+}
+
+/// The committer's working state.
+struct Committer {
+    store: Arc<StateStore>,
+    metrics: CommitMetrics,
+    published: Arc<Published>,
+    /// Digest of what is durable per target, so unchanged states are not rewritten.
+    committed: HashMap<Target, u64>,
+    /// Changes whose commit failed, retried with the next batch.
+    retry: BTreeMap<Target, Change>,
+    /// Failed commits in a row.
+    failures: u32,
 }
 
 fn digest(bytes: &[u8]) -> u64 {
@@ -430,67 +449,78 @@ fn digest(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
-/// Commits one batch; returns the new count of consecutive failures.
-async fn commit_batch(
-    store: &Arc<StateStore>,
-    batch: BTreeMap<Target, Pending>,
-    committed: &mut HashMap<Target, u64>,
-    retry: &mut BTreeMap<Target, Pending>,
-    published: &Published,
-    metrics: &CommitMetrics,
-    failures: u32,
-) -> u32 {
-    let changed: Vec<(Target, Vec<u8>)> = batch
-        .values()
-        .filter(|p| committed.get(&p.target) != Some(&digest(&p.bytes)))
-        .map(|p| (p.target.clone(), p.bytes.clone()))
-        .collect();
-    if changed.is_empty() {
-        for p in batch.into_values() {
-            published.publish(p.snapshot);
+impl Committer {
+    /// Commits one batch in one transaction, then publishes its snapshots.
+    async fn commit(&mut self, batch: BTreeMap<Target, Change>) {
+        let mut changed: Vec<(Target, Vec<u8>)> = Vec::new();
+        let mut removed: Vec<Target> = Vec::new();
+        for change in batch.values() {
+            match change {
+                Change::Save(p) if self.committed.get(&p.target) != Some(&digest(&p.bytes)) => {
+                    changed.push((p.target.clone(), p.bytes.clone()));
+                }
+                Change::Save(_) => {}
+                Change::Forget(t) => removed.push(t.clone()),
+            }
         }
-        return failures;
+        if changed.is_empty() && removed.is_empty() {
+            self.publish(batch);
+            return;
+        }
+        let started = Instant::now();
+        let store = self.store.clone();
+        let (to_write, to_remove) = (changed.clone(), removed.clone());
+        let result = tokio::task::spawn_blocking(move || store.commit(&to_write, &to_remove))
+            .await
+            .unwrap_or_else(|e| {
+                Err(StateError::Io {
+                    path: self.store.path.clone(),
+                    detail: format!("commit task failed: {e}"),
+                })
+            });
+        self.metrics
+            .duration
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(()) => {
+                self.metrics.commits.with_label_values(&["success"]).inc();
+                self.metrics
+                    .last_success
+                    .set(crate::collector::unix_now_ms() / 1000);
+                if self.failures > 0 {
+                    info!("state file commits work again");
+                }
+                self.failures = 0;
+                for (target, bytes) in &changed {
+                    self.committed.insert(target.clone(), digest(bytes));
+                }
+                for target in &removed {
+                    self.committed.remove(target);
+                }
+                self.publish(batch);
+            }
+            Err(err) => {
+                self.metrics.commits.with_label_values(&["failure"]).inc();
+                if self.failures == 0 {
+                    warn!(error = %err, "state file commit failed; counting and publishing go on, restart exactness is at risk until commits work again");
+                }
+                self.failures = self.failures.saturating_add(1);
+                // Alerting matters more than restart exactness: publish anyway, retry the commit.
+                for (target, change) in batch {
+                    if let Change::Save(p) = &change {
+                        self.published.publish(p.snapshot.clone());
+                    }
+                    self.retry.insert(target, change);
+                }
+            }
+        }
     }
-    let started = Instant::now();
-    let writer = store.clone();
-    let to_write = changed.clone();
-    let result = tokio::task::spawn_blocking(move || writer.commit(&to_write, &[]))
-        .await
-        .unwrap_or_else(|e| {
-            Err(StateError::Io {
-                path: store.path.clone(),
-                detail: format!("commit task failed: {e}"),
-            })
-        });
-    metrics.duration.observe(started.elapsed().as_secs_f64());
-    match result {
-        Ok(()) => {
-            metrics.commits.with_label_values(&["success"]).inc();
-            metrics
-                .last_success
-                .set(crate::collector::unix_now_ms() / 1000);
-            if failures > 0 {
-                info!("state file commits work again");
+
+    fn publish(&self, batch: BTreeMap<Target, Change>) {
+        for change in batch.into_values() {
+            if let Change::Save(p) = change {
+                self.published.publish(p.snapshot);
             }
-            for (target, bytes) in &changed {
-                committed.insert(target.clone(), digest(bytes));
-            }
-            for p in batch.into_values() {
-                published.publish(p.snapshot);
-            }
-            0
-        }
-        Err(err) => {
-            metrics.commits.with_label_values(&["failure"]).inc();
-            if failures == 0 {
-                warn!(error = %err, "state file commit failed; counting and publishing go on, restart exactness is at risk until commits work again");
-            }
-            // Alerting matters more than restart exactness: publish anyway, retry the commit.
-            for p in batch.into_values() {
-                published.publish(p.snapshot.clone());
-                retry.insert(p.target.clone(), p);
-            }
-            failures.saturating_add(1)
         }
     }
 }

@@ -53,6 +53,21 @@ impl Target {
         }
     }
 
+    /// A stable 64-bit hash of the webhook's path (FNV-1a): the same on every
+    /// machine and version, so shards and poll offsets never move.
+    pub fn stable_hash(&self) -> u64 {
+        self.to_string()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+            })
+    }
+
+    /// Where in `[0, 1)` of the poll interval this webhook's polls fall.
+    pub fn spread_fraction(&self) -> f64 {
+        (self.stable_hash() % 10_000) as f64 / 10_000.0
+    }
+
     /// The API path of this webhook's delivery logs, relative to the base URL.
     pub fn logs_path(&self) -> String {
         format!("api/v1/{self}/logs")
@@ -68,6 +83,24 @@ impl fmt::Display for Target {
             self.owner_id,
             self.webhook_id
         )
+    }
+}
+
+/// What the listing endpoints say about a webhook, for `talkover_webhook_info`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookMeta {
+    /// Display name (empty if unknown).
+    pub name: String,
+    /// Whether deliveries are on. Disabled webhooks are listed but not polled.
+    pub enabled: bool,
+}
+
+impl Default for WebhookMeta {
+    fn default() -> Self {
+        WebhookMeta {
+            name: String::new(),
+            enabled: true,
+        }
     }
 }
 
@@ -125,6 +158,13 @@ mod tests {
         let t: Target = "agents/a1/webhooks/w1".parse().expect("valid");
         assert_eq!((t.campaign_id(), t.agent_id()), ("", "a1"));
         assert_eq!(t.logs_path(), "api/v1/agents/a1/webhooks/w1/logs");
+    }
+
+    #[test]
+    fn stable_hash_is_fixed_forever() {
+        // Changing this moves webhooks between shards: never do it silently.
+        let t: Target = "campaigns/c1/webhooks/w1".parse().expect("target");
+        assert_eq!(t.stable_hash(), 0x2a0b_7e4e_9d4b_ac5e);
     }
 
     #[test]

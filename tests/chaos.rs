@@ -321,7 +321,10 @@ async fn run_chaos(seed: u64, order: ListOrder) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let commit_p99 = scrape(port).await.map(|t| commit_quantile(&t, 0.99)).unwrap_or_default();
+    let commit_p99 = scrape(port)
+        .await
+        .map(|t| commit_quantile(&t, 0.99))
+        .unwrap_or_default();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     scraper.await.expect("scraper");
 
@@ -379,7 +382,9 @@ async fn run_chaos(seed: u64, order: ListOrder) {
 fn commit_quantile(text: &str, q: f64) -> String {
     let buckets: Vec<(String, f64)> = text
         .lines()
-        .filter_map(|l| l.strip_prefix("talkover_exporter_state_commit_duration_seconds_bucket{le=\""))
+        .filter_map(|l| {
+            l.strip_prefix("talkover_exporter_state_commit_duration_seconds_bucket{le=\"")
+        })
         .filter_map(|l| {
             let (le, rest) = l.split_once('"')?;
             Some((le.to_string(), rest.rsplit_once(' ')?.1.parse().ok()?))

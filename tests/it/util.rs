@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use talkover_exporter::api::Token;
 use talkover_exporter::cli::{Config, Source};
+use talkover_exporter::discovery::{Filters, Shard};
 use talkover_exporter::simulator::{ListOrder, Profile, Simulator, Truth};
-use talkover_exporter::target::Target;
+use talkover_exporter::target::{Scope, Target};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -57,6 +58,11 @@ pub struct ExporterOptions {
     pub max_body_size: usize,
     pub state_file: Option<std::path::PathBuf>,
     pub max_rps: f64,
+    pub discover: Vec<Scope>,
+    pub discover_interval: Duration,
+    pub filters: Filters,
+    pub shard: Shard,
+    pub stale_after: Duration,
 }
 
 impl Default for ExporterOptions {
@@ -69,6 +75,11 @@ impl Default for ExporterOptions {
             max_body_size: 32 << 20,
             state_file: None,
             max_rps: 1000.0,
+            discover: Vec::new(),
+            discover_interval: Duration::from_secs(300),
+            filters: Filters::default(),
+            shard: Shard::default(),
+            stale_after: Duration::from_secs(3600),
         }
     }
 }
@@ -91,6 +102,11 @@ pub async fn start_exporter(sim_url: &str, targets: &[&str], opts: ExporterOptio
         max_requests_per_second: opts.max_rps,
         telemetry_path: "/metrics".into(),
         state_file: opts.state_file.clone(),
+        discover: opts.discover.clone(),
+        discover_interval: opts.discover_interval,
+        filters: opts.filters.clone(),
+        shard: opts.shard,
+        stale_after: opts.stale_after,
     };
     let listener = TcpListener::bind("127.0.0.1:0")
         .await

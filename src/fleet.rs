@@ -1,0 +1,174 @@
+//! The running pollers: one per watched webhook. Starts pollers for new
+//! webhooks, stops those no longer watched, and removes a stopped webhook's
+//! series (and its row in the state file) once it has been gone for
+//! `--target.stale-after`; a webhook that comes back sooner resumes its state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::info;
+
+use crate::collector::{run_target, PageSource, PollConfig, Readiness, Sink, TargetState};
+use crate::target::Target;
+
+/// A poller and how to stop it.
+#[derive(Debug)]
+struct Running {
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<TargetState>,
+}
+
+/// A webhook no longer watched, kept until its grace period ends.
+#[derive(Debug)]
+struct Retired {
+    since: Instant,
+    /// Its poller, until it has handed back its state.
+    stopping: Option<JoinHandle<TargetState>>,
+    state: Option<TargetState>,
+}
+
+/// The set of pollers.
+#[derive(Debug)]
+pub struct Fleet<S> {
+    source: Arc<S>,
+    poll: PollConfig,
+    sink: Sink,
+    readiness: Arc<Readiness>,
+    stale_after: Duration,
+    running: BTreeMap<Target, Running>,
+    retired: BTreeMap<Target, Retired>,
+}
+
+impl<S: PageSource + Send + Sync + 'static> Fleet<S> {
+    /// An empty fleet. `restored` states (from the state file) wait as
+    /// retired until their webhook is watched again or their grace ends.
+    pub fn new(
+        source: Arc<S>,
+        poll: PollConfig,
+        sink: Sink,
+        readiness: Arc<Readiness>,
+        stale_after: Duration,
+        restored: BTreeMap<Target, TargetState>,
+    ) -> Fleet<S> {
+        let now = Instant::now();
+        let retired = restored
+            .into_iter()
+            .map(|(t, state)| {
+                let r = Retired {
+                    since: now,
+                    stopping: None,
+                    state: Some(state),
+                };
+                (t, r)
+            })
+            .collect();
+        Fleet {
+            source,
+            poll,
+            sink,
+            readiness,
+            stale_after,
+            running: BTreeMap::new(),
+            retired,
+        }
+    }
+
+    /// Webhooks being polled.
+    pub fn watched(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Starts pollers for `wanted` webhooks not running, stops the others.
+    pub async fn reconcile(&mut self, wanted: &BTreeSet<Target>) {
+        let gone: Vec<Target> = self
+            .running
+            .keys()
+            .filter(|t| !wanted.contains(*t))
+            .cloned()
+            .collect();
+        for target in gone {
+            if let Some(r) = self.running.remove(&target) {
+                let _ = r.stop.send(true);
+                self.readiness.forget(&target);
+                info!(target = %target, "no longer watched; series kept for the grace period");
+                self.retired.insert(
+                    target,
+                    Retired {
+                        since: Instant::now(),
+                        stopping: Some(r.handle),
+                        state: None,
+                    },
+                );
+            }
+        }
+        for target in wanted {
+            if self.running.contains_key(target) {
+                continue;
+            }
+            let state = match self.retired.remove(target) {
+                Some(mut r) => match r.stopping.take() {
+                    Some(handle) => handle.await.unwrap_or_default(),
+                    None => r.state.unwrap_or_default(),
+                },
+                None => TargetState::default(),
+            };
+            self.start(target.clone(), state);
+        }
+    }
+
+    fn start(&mut self, target: Target, state: TargetState) {
+        let (stop, stopped) = watch::channel(false);
+        self.readiness.expect(&target);
+        let handle = tokio::spawn(run_target(
+            target.clone(),
+            self.source.clone(),
+            self.poll.clone(),
+            state,
+            self.sink.clone(),
+            self.readiness.clone(),
+            stopped,
+        ));
+        self.running.insert(target, Running { stop, handle });
+    }
+
+    /// Collects states from stopped pollers and drops webhooks whose grace
+    /// period is over: their series leave `/metrics` and the state file.
+    pub async fn sweep(&mut self) {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        for (target, r) in self.retired.iter_mut() {
+            if r.stopping.as_ref().is_some_and(|h| h.is_finished()) {
+                if let Some(handle) = r.stopping.take() {
+                    r.state = handle.await.ok();
+                }
+            }
+            if now.duration_since(r.since) >= self.stale_after && r.stopping.is_none() {
+                expired.push(target.clone());
+            }
+        }
+        for target in expired {
+            self.retired.remove(&target);
+            self.sink.forget(&target).await;
+            info!(target = %target, "gone longer than --target.stale-after; its series are removed");
+        }
+    }
+
+    /// Stops every poller and waits for them to hand over their last state.
+    pub async fn shutdown(self) {
+        for r in self.running.values() {
+            let _ = r.stop.send(true);
+        }
+        for (_, r) in self.running {
+            let _ = r.handle.await;
+        }
+        for (_, r) in self.retired {
+            if let Some(h) = r.stopping {
+                let _ = h.await;
+            }
+        }
+    }
+}
