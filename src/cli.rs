@@ -521,3 +521,69 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod config_file_tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec!["talkover-exporter", "--demo"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv)
+            .expect("flags parse")
+            .into_config()
+    }
+
+    #[test]
+    fn file_fills_what_flags_leave_unset_and_flags_win() {
+        let dir = std::env::temp_dir().join(format!("talkover-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("config.yml");
+        std::fs::write(
+            &path,
+            "targets:\n  - campaigns/c1/webhooks/w1\ndiscovery:\n  scopes: [campaigns, agents]\n  interval: 2m\n  include: [\"prod-*\"]\n  exclude: [\"*-test\"]\n",
+        )
+        .expect("write");
+        let p = path.to_str().expect("utf-8 path");
+        let c = parse(&["--config.file", p]).expect("valid");
+        assert_eq!(c.targets.len(), 1);
+        assert_eq!(c.discover, vec![Scope::Campaign, Scope::Agent]);
+        assert_eq!(c.discover_interval, Duration::from_secs(120));
+        assert_eq!(c.filters.include, vec![Pattern::new("prod-*")]);
+        let c = parse(&[
+            "--config.file",
+            p,
+            "--discover",
+            "agents",
+            "--discover.interval",
+            "10s",
+        ])
+        .expect("valid");
+        assert_eq!(c.discover, vec![Scope::Agent]);
+        assert_eq!(c.discover_interval, Duration::from_secs(10));
+
+        std::fs::write(&path, "targets: []\ndiscovery:\n  scopez: [campaigns]\n").expect("write");
+        let err = parse(&["--config.file", p])
+            .expect_err("unknown key")
+            .to_string();
+        assert!(
+            err.contains("--config.file") && err.contains("scopez"),
+            "{err}"
+        );
+        std::fs::write(&path, "targets: [\"campaigns/c1\"]\n").expect("write");
+        let err = parse(&["--config.file", p])
+            .expect_err("bad target")
+            .to_string();
+        assert!(err.contains("campaigns/c1"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn shard_index_must_be_below_count() {
+        let err = parse(&["--shard.index", "3", "--shard.count", "3"])
+            .expect_err("bad shard")
+            .to_string();
+        assert!(err.contains("--shard.index") && err.contains('3'), "{err}");
+        assert!(parse(&["--shard.index", "2", "--shard.count", "3"]).is_ok());
+    }
+}

@@ -6,4 +6,5 @@ mod counting;
 mod endpoints;
 mod faults;
 mod restart;
+mod scale;
 mod util;
