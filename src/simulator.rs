@@ -511,6 +511,7 @@ impl Simulator {
             .route("/_sim/finish-pending", post(finish_pending))
             .route("/_sim/truth", get(truth))
             .route("/_sim/fault", post(fault))
+            .route("/_sim/success-ratio", post(success_ratio))
             .with_state(self)
     }
 }
@@ -1034,6 +1035,28 @@ async fn truth(State(sim): State<Simulator>, Query(q): Query<TruthQuery>) -> Jso
         })
         .collect();
     Json(Value::Object(map))
+}
+
+#[derive(Deserialize)]
+struct SuccessRatio {
+    target: String,
+    success_ratio: f64,
+}
+
+/// `POST /_sim/success-ratio {"target": "campaigns/…/webhooks/…", "success_ratio": 0.0}`:
+/// makes a webhook's attempts succeed that often from now on (0 = every attempt fails).
+async fn success_ratio(State(sim): State<Simulator>, Json(req): Json<SuccessRatio>) -> StatusCode {
+    let Ok(target) = req.target.parse::<Target>() else {
+        return StatusCode::UNPROCESSABLE_ENTITY;
+    };
+    let mut st = sim.lock();
+    match st.logs.get_mut(&target) {
+        Some(log) => {
+            log.profile.success_ratio = req.success_ratio.clamp(0.0, 1.0);
+            StatusCode::NO_CONTENT
+        }
+        None => StatusCode::NOT_FOUND,
+    }
 }
 
 async fn fault(State(sim): State<Simulator>, Json(rule): Json<FaultRule>) -> StatusCode {
