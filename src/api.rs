@@ -45,6 +45,118 @@ impl fmt::Debug for Token {
     }
 }
 
+/// Where the token comes from.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    /// A fixed token (from `TALKOVER_TOKEN`).
+    Token(Token),
+    /// A file read again whenever it changes (`--talkover.token-file`), so
+    /// a rotated token (a Kubernetes Secret updated in place) is picked up
+    /// without a restart.
+    File(std::path::PathBuf),
+}
+
+/// The current `Authorization` header, following a token file.
+#[derive(Debug)]
+struct Auth {
+    file: Option<std::path::PathBuf>,
+    /// A std lock: held for a clone or a swap, never across an await.
+    current: std::sync::RwLock<AuthState>,
+}
+
+#[derive(Debug, Default)]
+struct AuthState {
+    token: Option<Token>,
+    header: Option<HeaderValue>,
+    /// Modification time and length of the file when last read.
+    stamp: Option<(std::time::SystemTime, u64)>,
+}
+
+impl Auth {
+    fn new(credentials: Option<Credentials>) -> Auth {
+        let (file, token) = match credentials {
+            None => (None, None),
+            Some(Credentials::Token(t)) => (None, Some(t)),
+            Some(Credentials::File(path)) => (Some(path), None),
+        };
+        let auth = Auth {
+            file,
+            current: std::sync::RwLock::new(AuthState::default()),
+        };
+        match token {
+            Some(t) => auth.set(t, None),
+            None => {
+                auth.reload();
+            }
+        }
+        auth
+    }
+
+    fn set(&self, token: Token, stamp: Option<(std::time::SystemTime, u64)>) {
+        let mut header = HeaderValue::from_str(&format!("Bearer {}", token.0))
+            .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid"));
+        header.set_sensitive(true);
+        let mut st = self.current.write().unwrap_or_else(|e| e.into_inner());
+        *st = AuthState {
+            token: Some(token),
+            header: Some(header),
+            stamp,
+        };
+    }
+
+    fn stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+        let m = std::fs::metadata(path).ok()?;
+        Some((m.modified().ok()?, m.len()))
+    }
+
+    /// The header to send, after re-reading the token file if it changed.
+    fn header(&self) -> Option<HeaderValue> {
+        if let Some(path) = &self.file {
+            let seen = self.current.read().unwrap_or_else(|e| e.into_inner()).stamp;
+            if Self::stamp(path) != seen {
+                self.reload();
+            }
+        }
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .header
+            .clone()
+    }
+
+    /// Reads the token file again; true if it now holds another token.
+    fn reload(&self) -> bool {
+        let Some(path) = &self.file else { return false };
+        let stamp = Self::stamp(path);
+        let token = std::fs::read_to_string(path)
+            .ok()
+            .as_deref()
+            .and_then(Token::new);
+        let Some(token) = token else {
+            tracing::warn!(path = %path.display(), "token file unreadable or empty; keeping the previous token");
+            let mut st = self.current.write().unwrap_or_else(|e| e.into_inner());
+            st.stamp = stamp;
+            return false;
+        };
+        let changed = {
+            let st = self.current.read().unwrap_or_else(|e| e.into_inner());
+            st.token.as_ref().map(|t| &t.0) != Some(&token.0)
+        };
+        if changed {
+            tracing::info!(path = %path.display(), "token file changed; using the new token");
+        }
+        self.set(token, stamp);
+        changed
+    }
+
+    fn redact(&self, text: &str) -> String {
+        match &self.current.read().unwrap_or_else(|e| e.into_inner()).token {
+            Some(t) => t.redact(text),
+            None => text.to_string(),
+        }
+    }
+}
+
 /// The request budget shared by every target using one token: requests are
 /// spaced to at most `per_second` (with a burst of as many), and a 429 holds
 /// back every target, not only the one that got it.
@@ -123,7 +235,7 @@ pub struct ClientOptions {
     /// Base URL, e.g. `https://app.talkover.ai/`.
     pub base_url: Url,
     /// Bearer token; `None` only against the demo simulator.
-    pub token: Option<Token>,
+    pub credentials: Option<Credentials>,
     /// Time allowed for one whole request, body included.
     pub timeout: Duration,
     /// Largest response body read before the page is refused.
@@ -139,8 +251,7 @@ pub struct ClientOptions {
 pub struct Client {
     http: reqwest::Client,
     base_url: Url,
-    auth: Option<HeaderValue>,
-    token: Option<Token>,
+    auth: std::sync::Arc<Auth>,
     timeout: Duration,
     max_body_bytes: usize,
     limiter: std::sync::Arc<RateLimiter>,
@@ -347,20 +458,10 @@ impl Client {
             .https_only(!opts.allow_insecure)
             .user_agent(concat!("talkover-exporter/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let auth = match &opts.token {
-            Some(t) => {
-                let mut v = HeaderValue::from_str(&format!("Bearer {}", t.0))
-                    .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid"));
-                v.set_sensitive(true);
-                Some(v)
-            }
-            None => None,
-        };
         Ok(Client {
             http,
             base_url: opts.base_url,
-            auth,
-            token: opts.token,
+            auth: std::sync::Arc::new(Auth::new(opts.credentials)),
             timeout: opts.timeout,
             max_body_bytes: opts.max_body_bytes,
             limiter: std::sync::Arc::new(RateLimiter::new(opts.max_requests_per_second)),
@@ -427,16 +528,27 @@ impl Client {
         url.query_pairs_mut()
             .append_pair("page", &page.to_string())
             .append_pair("per_page", &per_page.to_string());
-        self.limiter.acquire().await;
-        let mut req = self.http.get(url);
-        if let Some(auth) = &self.auth {
-            req = req.header(AUTHORIZATION, auth.clone());
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| self.transport_error(&path, e))?;
-        let status = resp.status();
+        let mut retried = false;
+        let (resp, status) = loop {
+            self.limiter.acquire().await;
+            let mut req = self.http.get(url.clone());
+            if let Some(auth) = self.auth.header() {
+                req = req.header(AUTHORIZATION, auth);
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| self.transport_error(&path, e))?;
+            let status = resp.status();
+            let refused = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
+            // A refused token may have just been rotated: read the file once
+            // more and retry before failing the poll.
+            if refused && !retried && self.auth.reload() {
+                retried = true;
+                continue;
+            }
+            break (resp, status);
+        };
         if status == StatusCode::TOO_MANY_REQUESTS {
             let retry_after = resp.headers().get(RETRY_AFTER).and_then(parse_retry_after);
             let pause = self.limiter.throttled(retry_after);
@@ -536,10 +648,7 @@ impl Client {
     }
 
     fn redact(&self, text: &str) -> String {
-        match &self.token {
-            Some(t) => t.redact(text),
-            None => text.to_string(),
-        }
+        self.auth.redact(text)
     }
 }
 
@@ -682,7 +791,7 @@ mod tests {
     fn page(json: &str) -> Result<LogPage, ApiError> {
         let client = Client::new(ClientOptions {
             base_url: Url::parse("http://127.0.0.1/").expect("url"),
-            token: Token::new("talq_secret"),
+            credentials: Token::new("talq_secret").map(Credentials::Token),
             timeout: Duration::from_secs(1),
             max_body_bytes: 1 << 20,
             allow_insecure: true,

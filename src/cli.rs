@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use url::Url;
 
-use crate::api::Token;
+use crate::api::{Credentials, Token};
 use crate::discovery::{Filters, Pattern, Shard};
 use crate::target::{Scope, Target};
 
@@ -206,8 +206,8 @@ pub enum Source {
     Api {
         /// Base URL.
         url: Url,
-        /// Bearer token.
-        token: Token,
+        /// Where the bearer token comes from.
+        credentials: Credentials,
         /// Whether `http://` is allowed.
         allow_insecure: bool,
     },
@@ -316,7 +316,7 @@ impl Cli {
             }
             Source::Api {
                 url: self.talkover_url,
-                token: read_token(self.token_file.as_deref())?,
+                credentials: read_credentials(self.token_file.as_deref())?,
                 allow_insecure: self.allow_insecure,
             }
         };
@@ -402,7 +402,9 @@ fn dedup<T: Ord>(mut items: Vec<T>) -> Vec<T> {
     items
 }
 
-fn read_token(file: Option<&std::path::Path>) -> Result<Token, ConfigError> {
+/// The token file (checked readable now, re-read when it changes), or the
+/// fixed token from `TALKOVER_TOKEN`.
+fn read_credentials(file: Option<&std::path::Path>) -> Result<Credentials, ConfigError> {
     if let Some(path) = file {
         let raw = std::fs::read_to_string(path).map_err(|e| {
             ConfigError(format!(
@@ -410,17 +412,18 @@ fn read_token(file: Option<&std::path::Path>) -> Result<Token, ConfigError> {
                 path.display()
             ))
         })?;
-        return Token::new(&raw).ok_or_else(|| {
-            ConfigError(format!(
+        return match Token::new(&raw) {
+            Some(_) => Ok(Credentials::File(path.to_path_buf())),
+            None => Err(ConfigError(format!(
                 "invalid value '{}' for '--talkover.token-file': the file is empty",
                 path.display()
-            ))
-        });
+            ))),
+        };
     }
     match std::env::var("TALKOVER_TOKEN") {
-        Ok(raw) => {
-            Token::new(&raw).ok_or_else(|| ConfigError("TALKOVER_TOKEN is set but empty".into()))
-        }
+        Ok(raw) => Token::new(&raw)
+            .map(Credentials::Token)
+            .ok_or_else(|| ConfigError("TALKOVER_TOKEN is set but empty".into())),
         Err(_) => Err(ConfigError(
             "no API token: set TALKOVER_TOKEN or give --talkover.token-file PATH (or run --demo)"
                 .into(),

@@ -124,6 +124,10 @@ pub struct Gap {
     pub total_at: u64,
     /// Entries in the gap were created at or before this (Unix ms).
     pub top_ms: i64,
+    /// What `pagination.total` would be now had nothing been deleted since
+    /// the gap formed: reaching the end of the list short of that is the
+    /// evidence of retention.
+    pub expected_total: u64,
     /// Entries older than this (Unix ms) were known before the gap formed:
     /// reaching one means the gap is closed.
     pub bottom_ms: i64,
@@ -343,10 +347,14 @@ fn progress(state: &TargetState) -> (i64, u64) {
 
 /// Adaptive polling: a webhook with nothing new for ten polls in a row is
 /// polled half as often, then a quarter as often after twenty, and so on,
-/// but never less often than every two minutes (or the interval, if longer);
-/// anything new brings it back to the configured interval.
+/// but at least every 8 × interval and every two minutes (whichever is more
+/// often; never less often than the interval itself); anything new brings
+/// it back to the configured interval.
 pub fn adaptive_delay(interval: Duration, idle_polls: u32) -> Duration {
-    let slowest = interval.max(Duration::from_secs(120));
+    let slowest = interval
+        .saturating_mul(8)
+        .min(Duration::from_secs(120))
+        .max(interval);
     interval
         .saturating_mul(1 << (idle_polls / 10).min(16))
         .min(slowest)
@@ -663,6 +671,9 @@ impl<S: PageSource> Poll<'_, S> {
         let arrivals = self
             .total()
             .saturating_sub(self.total_before.unwrap_or(self.total()));
+        for gap in self.state.gaps.iter_mut() {
+            gap.expected_total += arrivals;
+        }
         // With a backlog, half of what is left goes to new entries, the rest
         // (at least one page) to the backlog.
         let mut budget = if self.state.gaps.is_empty() {
@@ -717,6 +728,7 @@ impl<S: PageSource> Poll<'_, S> {
             rank: self.rank_after(number),
             total_at: self.total(),
             top_ms: top_ms.unwrap_or(i64::MAX),
+            expected_total: self.total(),
             bottom_ms,
             unread,
         };
@@ -737,6 +749,7 @@ impl<S: PageSource> Poll<'_, S> {
             older.rank = newer.rank + total.saturating_sub(newer.total_at);
             older.total_at = total;
             older.top_ms = newer.top_ms;
+            older.expected_total = older.expected_total.max(newer.expected_total);
             older.unread += newer.unread;
         }
     }
@@ -754,9 +767,14 @@ impl<S: PageSource> Poll<'_, S> {
                 let applied = self.apply(&page);
                 let reached_known = applied.oldest_ms.is_some_and(|o| o < gap.bottom_ms);
                 if reached_known || page.last {
-                    let gone = self.state.gaps.pop().map_or(0, |g| g.unread);
-                    // Only a list that once held older entries can have lost some.
-                    if !reached_known && gone > 0 && gap.bottom_ms > i64::MIN {
+                    let total = self.total();
+                    // Never more than the list really shrank by.
+                    let gone = self
+                        .state
+                        .gaps
+                        .pop()
+                        .map_or(0, |g| g.unread.min(g.expected_total.saturating_sub(total)));
+                    if !reached_known && gone > 0 {
                         // The list ended before the entries known before the
                         // gap: the API dropped the rest before we read it.
                         *self
@@ -935,6 +953,10 @@ impl<S: PageSource> Poll<'_, S> {
     /// in-flight entries followed for too long. Runs after every poll, failed or not.
     fn settle(&mut self) {
         let state = &mut *self.state;
+        if state.newest_ms == 0 {
+            // Nothing listed yet (Unix-ms timestamps are never 0): no horizon to move.
+            return self.expire_pending();
+        }
         let mut horizon = state.newest_ms.saturating_sub(LATENESS_MS);
         if let Some(lowest) = state.gaps.last() {
             horizon = horizon.min(lowest.bottom_ms);
@@ -951,7 +973,12 @@ impl<S: PageSource> Poll<'_, S> {
             state.horizon_ms = horizon;
             state.handled.retain(|_, c| *c >= horizon);
         }
+        self.expire_pending();
+    }
 
+    /// Gives up on in-flight entries followed for too long, or past the cap.
+    fn expire_pending(&mut self) {
+        let state = &mut *self.state;
         let now = self.now_ms;
         let timeout = PENDING_TIMEOUT.as_millis() as i64;
         let mut given_up: Vec<(String, i64)> = state

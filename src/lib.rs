@@ -78,14 +78,14 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let (base_url, token, allow_insecure, mut static_targets) = match &config.source {
+    let (base_url, credentials, allow_insecure, mut static_targets) = match &config.source {
         Source::Api {
             url,
-            token,
+            credentials,
             allow_insecure,
         } => (
             url.clone(),
-            Some(token.clone()),
+            Some(credentials.clone()),
             *allow_insecure,
             config.targets.clone(),
         ),
@@ -100,7 +100,7 @@ pub async fn run(
 
     let client = Arc::new(Client::new(ClientOptions {
         base_url,
-        token,
+        credentials,
         timeout: config.timeout,
         max_body_bytes: config.max_body_size,
         allow_insecure,

@@ -360,3 +360,142 @@ async fn rate_limit_slows_every_target() {
     );
     exporter.stop().await;
 }
+
+/// --talkover.token-file is re-read when it changes, and once more when the
+/// API refuses the token: a rotation mid-run loses nothing, and neither
+/// token ever reaches the logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_rotation_through_the_token_file() {
+    const OLD: &str = "talq_rotation_old_0000000000";
+    const NEW: &str = "talq_rotation_new_1111111111";
+    const NEWER: &str = "talq_rotation_new_2222222222";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    let log_path = dir.path().join("exporter.log");
+    std::fs::write(&token_file, format!("{OLD}\n")).expect("token file");
+    let s = start_sim(28, ListOrder::NewestFirst, &[A], quiet_profile()).await;
+    s.sim.set_token(Some(OLD.into()));
+    let a: Target = A.parse().expect("a");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let log = std::fs::File::create(&log_path).expect("log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_talkover-exporter"))
+        .args([
+            "--talkover.url",
+            &s.url,
+            "--talkover.allow-insecure",
+            "--target",
+            A,
+        ])
+        .args([
+            "--poll.interval",
+            "100ms",
+            "--log.level",
+            "debug",
+            "--log.format",
+            "json",
+        ])
+        .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
+        .arg("--talkover.token-file")
+        .arg(&token_file)
+        .env_remove("TALKOVER_TOKEN")
+        .stderr(log)
+        .spawn()
+        .expect("spawn");
+    let scrape = || async move {
+        let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        Some(Scrape::parse(&body))
+    };
+    wait_for("ready", Duration::from_secs(20), || async {
+        scrape()
+            .await
+            .is_some_and(|s| s.target_value("talkover_up", &a, &[]) == 1.0)
+    })
+    .await;
+    let mark = s.sim.mark();
+    s.sim.generate(&a, 20);
+
+    // The API starts wanting the new token before the file changes: polls fail...
+    s.sim.set_token(Some(NEW.into()));
+    s.sim.generate(&a, 20);
+    wait_for("unauthorized", Duration::from_secs(10), || async {
+        scrape().await.is_some_and(|s| {
+            s.target_value(
+                "talkover_exporter_poll_errors_total",
+                &a,
+                &[("reason", "unauthorized")],
+            ) > 0.0
+        })
+    })
+    .await;
+    // ...until the Secret is updated in place.
+    std::fs::write(&token_file, format!("{NEW}\n")).expect("rotate");
+    s.sim.generate(&a, 20);
+    let total_of =
+        |sc: &Scrape| sc.target_value("talkover_webhook_delivery_attempts_total", &a, &[]);
+    s.sim.finish_pending();
+    let want: u64 = s.sim.truth(mark)[&a].values().sum();
+    wait_for(
+        "caught up after rotation",
+        Duration::from_secs(10),
+        || async {
+            scrape()
+                .await
+                .is_some_and(|sc| total_of(&sc) as u64 == want)
+        },
+    )
+    .await;
+
+    // A rotation the file's timestamp does not show is found on the 401.
+    let stamp = std::fs::metadata(&token_file)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    s.sim.set_token(Some(NEWER.into()));
+    std::fs::write(&token_file, format!("{NEWER}\n")).expect("rotate again");
+    std::fs::File::options()
+        .write(true)
+        .open(&token_file)
+        .and_then(|f| f.set_modified(stamp))
+        .expect("keep mtime");
+    let errors = |sc: &Scrape| {
+        sc.target_value(
+            "talkover_exporter_poll_errors_total",
+            &a,
+            &[("reason", "unauthorized")],
+        )
+    };
+    let errors_before = errors(&scrape().await.expect("scrape"));
+    s.sim.generate(&a, 20);
+    s.sim.finish_pending();
+    let want: u64 = s.sim.truth(mark)[&a].values().sum();
+    wait_for(
+        "counted with the re-read token",
+        Duration::from_secs(10),
+        || async {
+            scrape()
+                .await
+                .is_some_and(|sc| total_of(&sc) as u64 == want)
+        },
+    )
+    .await;
+    assert_eq!(
+        errors(&scrape().await.expect("scrape")),
+        errors_before,
+        "the 401 was retried with the new token, not failed"
+    );
+
+    let _ = child.kill();
+    let _ = child.wait();
+    let logs = std::fs::read_to_string(&log_path).expect("logs");
+    assert!(logs.contains("token file changed"), "rotation not logged");
+    for token in [OLD, NEW, NEWER] {
+        assert!(!logs.contains(token), "a token reached the logs");
+    }
+}

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use talkover_exporter::api::{Client, ClientOptions, Token};
+use talkover_exporter::api::{Client, ClientOptions, Credentials, Token};
 use talkover_exporter::collector::{poll_once, PollConfig, TargetState};
 use talkover_exporter::discovery::{Filters, Pattern, Shard};
 use talkover_exporter::metrics::PollStats;
@@ -209,7 +209,7 @@ async fn requests_per_poll_follow_the_formula() {
     let client = Arc::new(
         Client::new(ClientOptions {
             base_url: s.url.parse().expect("url"),
-            token: Token::new(TOKEN),
+            credentials: Token::new(TOKEN).map(Credentials::Token),
             timeout: Duration::from_secs(5),
             max_body_bytes: 32 << 20,
             allow_insecure: true,

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use talkover_exporter::api::Token;
+use talkover_exporter::api::{Credentials, Token};
 use talkover_exporter::cli::{Config, Source};
 use talkover_exporter::discovery::{Filters, Shard};
 use talkover_exporter::simulator::{ListOrder, Profile, Simulator, Truth};
@@ -52,6 +52,7 @@ pub struct Exporter {
 
 pub struct ExporterOptions {
     pub token: String,
+    pub token_file: Option<std::path::PathBuf>,
     pub interval: Duration,
     pub max_pages: u32,
     pub timeout: Duration,
@@ -69,6 +70,7 @@ impl Default for ExporterOptions {
     fn default() -> Self {
         ExporterOptions {
             token: TOKEN.to_string(),
+            token_file: None,
             interval: Duration::from_millis(100),
             max_pages: 10,
             timeout: Duration::from_secs(2),
@@ -88,7 +90,10 @@ pub async fn start_exporter(sim_url: &str, targets: &[&str], opts: ExporterOptio
     let config = Config {
         source: Source::Api {
             url: sim_url.parse().expect("url"),
-            token: Token::new(&opts.token).expect("token"),
+            credentials: match &opts.token_file {
+                Some(path) => Credentials::File(path.clone()),
+                None => Credentials::Token(Token::new(&opts.token).expect("token")),
+            },
             allow_insecure: true,
         },
         targets: targets
