@@ -11,6 +11,7 @@ use url::Url;
 use crate::api::{Credentials, Token};
 use crate::discovery::{Filters, Pattern, Shard};
 use crate::target::{Scope, Target};
+use crate::web::WebConfig;
 
 /// The default port, left free by the Prometheus default-port allocations list.
 pub const DEFAULT_PORT: u16 = 9868;
@@ -132,6 +133,15 @@ pub struct Cli {
     #[arg(long = "web.listen-address", env = "TALKOVER_WEB_LISTEN_ADDRESS", default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
     pub listen_address: SocketAddr,
 
+    /// Prometheus exporter-toolkit web configuration (TLS, basic auth,
+    /// headers), the same format node_exporter reads.
+    #[arg(
+        long = "web.config.file",
+        env = "TALKOVER_WEB_CONFIG_FILE",
+        value_name = "PATH"
+    )]
+    pub web_config_file: Option<PathBuf>,
+
     /// Path under which to expose metrics.
     #[arg(long = "web.telemetry-path", env = "TALKOVER_WEB_TELEMETRY_PATH", default_value = "/metrics", value_parser = parse_telemetry_path)]
     pub telemetry_path: String,
@@ -249,6 +259,8 @@ pub struct Config {
     pub shard: Shard,
     /// Grace period before a vanished webhook's series are removed.
     pub stale_after: Duration,
+    /// `--web.config.file`, loaded.
+    pub web: Option<WebConfig>,
 }
 
 /// `--config.file`: an alternative to flags for large setups.
@@ -341,6 +353,12 @@ impl Cli {
                 count: self.shard_count,
             },
             stale_after: self.stale_after,
+            web: self
+                .web_config_file
+                .as_deref()
+                .map(WebConfig::load)
+                .transpose()
+                .map_err(|e| ConfigError(e.to_string()))?,
         })
     }
 

@@ -13,6 +13,7 @@
 //! - [`state`]: the state file; commits each target's state, then publishes it.
 //! - [`metrics`]: plain counter values and their Prometheus text rendering (no HTTP).
 //! - [`server`]: the axum routes.
+//! - [`web`]: `--web.config.file`: TLS, basic auth and headers around them.
 //! - [`simulator`]: a fake Talkover API with fault injection, for `--demo` and tests.
 
 #![forbid(unsafe_code)]
@@ -27,6 +28,7 @@ pub mod server;
 pub mod simulator;
 pub mod state;
 pub mod target;
+pub mod web;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -164,18 +166,22 @@ pub async fn run(
         readiness,
         telemetry_path: config.telemetry_path.clone(),
     });
+    let web = config.web.clone().unwrap_or_default();
+    let app = web.wrap(app);
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let stopping = async move {
         shutdown.await;
         info!("shutting down");
         let _ = stop_tx.send(true);
         let _ = stopped_tx.send(());
-    });
+    };
     let served = async {
-        server.await.map_err(|source| Error::Io {
-            what: "serving HTTP".into(),
-            source,
-        })
+        web.serve(listener, app, stopping)
+            .await
+            .map_err(|source| Error::Io {
+                what: "serving HTTP".into(),
+                source,
+            })
     };
     // Graceful shutdown waits for open connections; a slow scraper gets a grace period, not forever.
     let bounded = async {

@@ -8,3 +8,4 @@ mod faults;
 mod restart;
 mod scale;
 mod util;
+mod web;

@@ -64,6 +64,7 @@ pub struct ExporterOptions {
     pub filters: Filters,
     pub shard: Shard,
     pub stale_after: Duration,
+    pub web: Option<talkover_exporter::web::WebConfig>,
 }
 
 impl Default for ExporterOptions {
@@ -82,6 +83,7 @@ impl Default for ExporterOptions {
             filters: Filters::default(),
             shard: Shard::default(),
             stale_after: Duration::from_secs(3600),
+            web: None,
         }
     }
 }
@@ -112,6 +114,7 @@ pub async fn start_exporter(sim_url: &str, targets: &[&str], opts: ExporterOptio
         filters: opts.filters.clone(),
         shard: opts.shard,
         stale_after: opts.stale_after,
+        web: opts.web.clone(),
     };
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
