@@ -110,6 +110,10 @@ pub async fn run(
     })?);
     let published = Arc::new(Published::new());
     let readiness = Arc::new(Readiness::new(!config.discover.is_empty()));
+    // Known before serving, so /-/ready cannot answer before the pollers exist.
+    for target in &static_targets {
+        readiness.expect(target);
+    }
 
     let state_file = match (&config.source, &config.state_file) {
         // The demo's simulated account is new on every start: nothing to resume.
