@@ -703,50 +703,24 @@ async fn list_logs(
     };
     let (fault, body) = {
         let mut st = sim.lock();
-        if let Some(token) = &st.token {
-            let expected = format!("Bearer {token}");
-            let given = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok());
-            if given != Some(expected.as_str()) {
-                return error(
-                    StatusCode::UNAUTHORIZED,
-                    "Invalid or missing token",
-                    "UNAUTHORIZED",
-                );
-            }
+        if !st.authorized(&headers) {
+            return unauthorized();
         }
         let Some(log) = st.logs.get_mut(&target) else {
             return error(StatusCode::NOT_FOUND, "Webhook not found", "NOT_FOUND");
         };
         log.requests += 1;
         let fault = st.take_fault(&target);
-        let page: u64 = match q.page.as_deref().map(str::parse).unwrap_or(Ok(1)) {
-            Ok(p) if p >= 1 => p,
-            _ => {
-                return error(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "page must be >= 1",
-                    "VALIDATION",
-                )
-            }
-        };
-        let per_page: usize = match q.per_page.as_deref().map(str::parse).unwrap_or(Ok(25)) {
-            Ok(n) if (1..=100).contains(&n) => n,
-            _ => {
-                return error(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "per_page must be between 1 and 100",
-                    "VALIDATION",
-                )
-            }
+        let (page, per_page) = match q.validated() {
+            Ok(p) => p,
+            Err(message) => return error(StatusCode::UNPROCESSABLE_ENTITY, message, "VALIDATION"),
         };
         let order = st.order;
         let Some(log) = st.logs.get(&target) else {
             return error(StatusCode::NOT_FOUND, "Webhook not found", "NOT_FOUND");
         };
         let total = log.entries.len();
-        let start = ((page - 1) as usize).saturating_mul(per_page).min(total);
+        let start = (page - 1).saturating_mul(per_page).min(total);
         let end = (start + per_page).min(total);
         let payload = log.profile.payload_bytes;
         let data: Vec<Value> = match order {
@@ -865,27 +839,34 @@ fn scope_of(segment: &str) -> Option<Scope> {
     }
 }
 
+impl PageQuery {
+    /// `page` (1-based) and `per_page` (1–100), or the API's 422 message.
+    fn validated(&self) -> Result<(usize, usize), &'static str> {
+        let page = match self.page.as_deref().map(str::parse).unwrap_or(Ok(1)) {
+            Ok(p) if p >= 1 => p,
+            _ => return Err("page must be >= 1"),
+        };
+        let per_page = match self.per_page.as_deref().map(str::parse).unwrap_or(Ok(25)) {
+            Ok(n) if (1..=100).contains(&n) => n,
+            _ => return Err("per_page must be between 1 and 100"),
+        };
+        Ok((page, per_page))
+    }
+}
+
+fn unauthorized() -> Response {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "Invalid or missing token",
+        "UNAUTHORIZED",
+    )
+}
+
 /// Serves one page of `items` in the API's envelope.
 fn paged(items: Vec<Value>, q: &PageQuery) -> Response {
-    let page: usize = match q.page.as_deref().map(str::parse).unwrap_or(Ok(1)) {
-        Ok(p) if p >= 1 => p,
-        _ => {
-            return error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "page must be >= 1",
-                "VALIDATION",
-            )
-        }
-    };
-    let per_page: usize = match q.per_page.as_deref().map(str::parse).unwrap_or(Ok(25)) {
-        Ok(n) if (1..=100).contains(&n) => n,
-        _ => {
-            return error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "per_page must be between 1 and 100",
-                "VALIDATION",
-            )
-        }
+    let (page, per_page) = match q.validated() {
+        Ok(p) => p,
+        Err(message) => return error(StatusCode::UNPROCESSABLE_ENTITY, message, "VALIDATION"),
     };
     let total = items.len();
     let data: Vec<Value> = items
@@ -922,11 +903,7 @@ async fn list_owners(
 ) -> Response {
     let mut st = sim.lock();
     if !st.authorized(&headers) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "Invalid or missing token",
-            "UNAUTHORIZED",
-        );
+        return unauthorized();
     }
     let Some(scope) = scope_of(&scope) else {
         return error(StatusCode::NOT_FOUND, "not found", "NOT_FOUND");
@@ -957,11 +934,7 @@ async fn list_webhooks(
 ) -> Response {
     let mut st = sim.lock();
     if !st.authorized(&headers) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "Invalid or missing token",
-            "UNAUTHORIZED",
-        );
+        return unauthorized();
     }
     let Some(scope) = scope_of(&scope) else {
         return error(StatusCode::NOT_FOUND, "not found", "NOT_FOUND");
