@@ -17,6 +17,8 @@ need_pkg() {
 
 need_pkg promtool prometheus
 need_pkg prometheus prometheus
+need_pkg prometheus-alertmanager prometheus-alertmanager
+need_pkg python3 python3
 
 echo "== cargo test"
 cargo test --locked --all-targets

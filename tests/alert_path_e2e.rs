@@ -1,0 +1,1048 @@
+//! End-to-end alert path: the real `talkover-exporter --demo` binary, a real
+//! Prometheus loading the shipped `dashboards/prometheus/rules.yml`, a real
+//! Alertmanager, and a webhook receiver run by this test on loopback.
+//!
+//! The simulator is told to make one webhook
+//! (`campaigns/cmp-renewals/webhooks/wh-slack`) fail every attempt and the
+//! three others succeed every attempt. This proves that:
+//! - `TalkoverWebhookErrorBudgetFastBurn` and
+//!   `TalkoverWebhookAllAttemptsFailing` fire in Prometheus, reach
+//!   Alertmanager and arrive at the receiver as `firing` notifications;
+//! - every alert that arrives carries exactly the labels `alertname`,
+//!   `campaign_id`, `webhook_id` plus the labels its rule sets (`severity`),
+//!   and the annotations its rule defines, rendered (no template left, no
+//!   `<no value>`), each naming the webhook and its campaign;
+//! - the healthy webhooks raise nothing: no alert for them arrives, none is
+//!   active in Alertmanager, and none was ever pending or firing in
+//!   Prometheus (`ALERTS`); no exporter-level alert fires either;
+//! - once the webhook succeeds again, `TalkoverWebhookAllAttemptsFailing`
+//!   arrives as `resolved`.
+//!
+//! The shipped `for:` durations (2m to 15m) are too long for a test, so the
+//! rules are run through the documented knob
+//! `dashboards/prometheus/scale-for.py` (every `for:` divided by
+//! [`FOR_FACTOR`]) into a temporary file; the test checks that the derived
+//! file differs from `rules.yml` in nothing but those durations, and that
+//! Prometheus loaded them. Windows (`[15m]`), thresholds, labels and
+//! annotations are the shipped ones.
+//!
+//! Before Prometheus starts, traffic is paused and every pending attempt is
+//! finished and counted, so the attempts made with the demo's default
+//! (partly failing) profile are in each series' first sample, which `rate()`
+//! and `increase()` cannot see: the rules see only traffic under the test's
+//! success ratios.
+//!
+//! Needs `prometheus` (Debian/Ubuntu package `prometheus`), Alertmanager
+//! (package `prometheus-alertmanager`, binary `prometheus-alertmanager`; an
+//! upstream `alertmanager` binary on PATH works too) and `python3` on PATH;
+//! the test fails, rather than skips, without them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_talkover-exporter");
+const ATTEMPTS: &str = "talkover_webhook_delivery_attempts_total";
+/// Every `for:` of the shipped rules is divided by this (`for: 2m` -> `6s`,
+/// `for: 10m` -> `30s`).
+const FOR_FACTOR: u32 = 20;
+/// The webhook the simulator makes fail every attempt.
+const FAILING: &str = "campaigns/cmp-renewals/webhooks/wh-slack";
+const FAILING_CAMPAIGN: &str = "cmp-renewals";
+const FAILING_WEBHOOK: &str = "wh-slack";
+/// The demo's other webhooks, made to succeed every attempt.
+const HEALTHY: [&str; 3] = [
+    "campaigns/cmp-renewals/webhooks/wh-crm",
+    "campaigns/cmp-winback/webhooks/wh-crm",
+    "agents/agt-frontdesk/webhooks/wh-helpdesk",
+];
+/// Alerts that must arrive at the receiver for the failing webhook.
+const REQUIRED: [&str; 2] = [
+    "TalkoverWebhookErrorBudgetFastBurn",
+    "TalkoverWebhookAllAttemptsFailing",
+];
+/// The alert whose resolution must arrive once the webhook recovers.
+const RESOLVES: &str = "TalkoverWebhookAllAttemptsFailing";
+/// Name of the Alertmanager receiver.
+const RECEIVER: &str = "talkover-test";
+/// After the required alerts arrived: time for any other (unexpected)
+/// notification to arrive too before the negative checks.
+const GRACE: Duration = Duration::from_secs(6);
+
+/// (campaign_id, agent_id, webhook_id); an absent label is "".
+type Key = (String, String, String);
+
+/// A child process killed (and reaped) when dropped, even on panic; on panic
+/// it also prints the tail of the child's log.
+struct ChildGuard {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl ChildGuard {
+    fn spawn(name: &'static str, cmd: &mut Command, log: PathBuf) -> ChildGuard {
+        let out = File::create(&log).expect("create log file");
+        let err = out.try_clone().expect("clone log file handle");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({:?}): {e}", cmd.get_program()));
+        ChildGuard { name, child, log }
+    }
+
+    /// Panics (with the log) if the process has already exited.
+    fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "{} exited early with {status}; its log:\n{}",
+                self.name,
+                log_tail(&self.log, 60)
+            );
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- last lines of the {} log ({}) ----\n{}",
+                self.name,
+                self.log.display(),
+                log_tail(&self.log, 40)
+            );
+        }
+    }
+}
+
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Distinct free loopback ports (all held until every one is picked).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    let mut ports = [0u16; N];
+    for (port, l) in ports.iter_mut().zip(&listeners) {
+        *port = l.local_addr().expect("local addr").port();
+    }
+    ports
+}
+
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Milliseconds of a Prometheus duration (`2m`, `1h30m`, `500ms`).
+fn duration_ms(text: &str) -> u64 {
+    let mut total = 0u64;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let n: u64 = rest[..digits]
+            .parse()
+            .unwrap_or_else(|_| panic!("not a Prometheus duration: {text:?}"));
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 7 * 86_400_000,
+            "y" => 365 * 86_400_000,
+            other => panic!("unknown unit {other:?} in duration {text:?}"),
+        };
+        total += n * unit;
+        rest = &rest[unit_len..];
+    }
+    total
+}
+
+/// An alerting rule of `rules.yml`, as the receiver must see it.
+#[derive(Debug)]
+struct AlertRule {
+    /// `for:` in milliseconds (0 without one).
+    for_ms: u64,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeSet<String>,
+}
+
+fn yaml_str(v: &serde_norway::Value) -> String {
+    match v {
+        serde_norway::Value::String(s) => s.clone(),
+        other => serde_norway::to_string(other)
+            .expect("YAML scalar")
+            .trim()
+            .to_string(),
+    }
+}
+
+/// Removes `for` from every rule of a parsed rules file; returns the alerting
+/// rules (with the removed `for`) by name.
+fn take_alert_rules(doc: &mut serde_norway::Value) -> BTreeMap<String, AlertRule> {
+    let mut out = BTreeMap::new();
+    let groups = doc
+        .get_mut("groups")
+        .and_then(|g| g.as_sequence_mut())
+        .expect("rules file: groups");
+    for group in groups {
+        let rules = group
+            .get_mut("rules")
+            .and_then(|r| r.as_sequence_mut())
+            .expect("rules file: group rules");
+        for rule in rules {
+            let map = rule.as_mapping_mut().expect("rules file: rule is a map");
+            let for_ms = map.remove("for").map_or(0, |v| duration_ms(&yaml_str(&v)));
+            let Some(name) = map.get("alert").map(yaml_str) else {
+                continue;
+            };
+            let strings = |key: &str| -> BTreeMap<String, String> {
+                map.get(key)
+                    .and_then(|v| v.as_mapping())
+                    .map(|m| m.iter().map(|(k, v)| (yaml_str(k), yaml_str(v))).collect())
+                    .unwrap_or_default()
+            };
+            let labels = strings("labels");
+            let annotations = strings("annotations").into_keys().collect();
+            out.insert(
+                name,
+                AlertRule {
+                    for_ms,
+                    labels,
+                    annotations,
+                },
+            );
+        }
+    }
+    out
+}
+
+/// Runs the documented knob on the shipped rules; checks that the result is
+/// the shipped rules with every `for:` divided by [`FOR_FACTOR`] and nothing
+/// else changed. Returns the derived text and the shipped alerting rules.
+fn derive_rules(root: &Path, rules_path: &Path) -> (String, BTreeMap<String, AlertRule>) {
+    let python = find_on_path("python3").unwrap_or_else(|| {
+        panic!("`python3` is not on PATH: it runs dashboards/prometheus/scale-for.py (Debian: `apt-get install python3`)")
+    });
+    let script = root.join("dashboards/prometheus/scale-for.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .arg(FOR_FACTOR.to_string())
+        .arg(rules_path)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "{} failed with {}: {}",
+        script.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let derived = String::from_utf8(out.stdout).expect("scale-for.py output is UTF-8");
+
+    let shipped = std::fs::read_to_string(rules_path).expect("read rules.yml");
+    let mut shipped_doc: serde_norway::Value =
+        serde_norway::from_str(&shipped).expect("rules.yml is YAML");
+    let mut derived_doc: serde_norway::Value =
+        serde_norway::from_str(&derived).expect("scale-for.py output is YAML");
+    let shipped_rules = take_alert_rules(&mut shipped_doc);
+    let derived_rules = take_alert_rules(&mut derived_doc);
+    assert!(
+        shipped_doc == derived_doc,
+        "scale-for.py changed more than the `for:` durations"
+    );
+    assert_eq!(
+        shipped_rules.keys().collect::<Vec<_>>(),
+        derived_rules.keys().collect::<Vec<_>>()
+    );
+    for (name, rule) in &shipped_rules {
+        assert_eq!(
+            derived_rules[name].for_ms,
+            rule.for_ms / u64::from(FOR_FACTOR),
+            "{name}: `for:` not divided by {FOR_FACTOR} in the derived rules"
+        );
+    }
+    for name in REQUIRED {
+        assert!(
+            shipped_rules.contains_key(name),
+            "rules.yml has no alert {name}"
+        );
+    }
+    (derived, shipped_rules)
+}
+
+/// One alert of one notification received from Alertmanager.
+#[derive(Debug, Clone)]
+struct Received {
+    /// Time since the traffic under test started.
+    at: Duration,
+    /// The whole notification (envelope).
+    notification: Value,
+    /// The alert in it.
+    alert: Value,
+}
+
+impl Received {
+    fn name(&self) -> &str {
+        self.alert["labels"]["alertname"].as_str().unwrap_or("?")
+    }
+
+    fn status(&self) -> &str {
+        self.alert["status"].as_str().unwrap_or("?")
+    }
+}
+
+/// The test's webhook receiver: every POSTed Alertmanager notification.
+#[derive(Clone)]
+struct Inbox {
+    since: Arc<Mutex<Instant>>,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Inbox {
+    fn alerts(&self) -> Vec<Received> {
+        self.received
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn restart_clock(&self) {
+        *self.since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+}
+
+async fn receive(State(inbox): State<Inbox>, body: String) -> StatusCode {
+    let at = inbox
+        .since
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .elapsed();
+    let notification: Value = serde_json::from_str(&body)
+        .unwrap_or_else(|e| json!({"unparsable": body, "error": e.to_string()}));
+    let alerts = notification["alerts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut received = inbox.received.lock().unwrap_or_else(|e| e.into_inner());
+    if alerts.is_empty() {
+        // Recorded as is, so that the checks report it.
+        received.push(Received {
+            at,
+            notification: notification.clone(),
+            alert: Value::Null,
+        });
+    }
+    for alert in alerts {
+        received.push(Received {
+            at,
+            notification: notification.clone(),
+            alert,
+        });
+    }
+    StatusCode::OK
+}
+
+fn key_of(labels: &Value) -> Key {
+    let get = |k: &str| labels[k].as_str().unwrap_or("").to_string();
+    (get("campaign_id"), get("agent_id"), get("webhook_id"))
+}
+
+fn failing_key() -> Key {
+    (
+        FAILING_CAMPAIGN.into(),
+        String::new(),
+        FAILING_WEBHOOK.into(),
+    )
+}
+
+/// Problems with one received alert: it must be for the failing webhook and
+/// carry exactly the labels and annotations its rule defines, rendered.
+fn check_received(r: &Received, rules: &BTreeMap<String, AlertRule>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let n = &r.notification;
+    if n["version"] != "4" || n["receiver"] != RECEIVER || n["groupKey"].as_str().is_none() {
+        problems.push(format!(
+            "notification envelope: version {} receiver {} groupKey {}",
+            n["version"], n["receiver"], n["groupKey"]
+        ));
+    }
+    if r.alert.is_null() {
+        problems.push(format!("notification without alerts: {n}"));
+        return problems;
+    }
+    let labels = &r.alert["labels"];
+    let name = r.name();
+    if key_of(labels) != failing_key() {
+        problems.push(format!(
+            "alert {name} for another webhook than {FAILING} (the healthy webhooks must raise nothing): {labels}"
+        ));
+        return problems;
+    }
+    let Some(rule) = rules.get(name) else {
+        problems.push(format!("alert {name} is not defined in rules.yml"));
+        return problems;
+    };
+    let mut expected: BTreeMap<String, String> = rule.labels.clone();
+    expected.insert("alertname".into(), name.into());
+    expected.insert("campaign_id".into(), FAILING_CAMPAIGN.into());
+    expected.insert("webhook_id".into(), FAILING_WEBHOOK.into());
+    let got: BTreeMap<String, String> = labels
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").into()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if got != expected {
+        problems.push(format!("{name}: labels {got:?}, want {expected:?}"));
+    }
+    let annotations = r.alert["annotations"].as_object();
+    let keys: BTreeSet<String> = annotations
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    if keys != rule.annotations {
+        problems.push(format!(
+            "{name}: annotations {keys:?}, want {:?}",
+            rule.annotations
+        ));
+    }
+    for (key, text) in annotations.into_iter().flatten() {
+        let text = text.as_str().unwrap_or("");
+        let campaign = format!("campaign {FAILING_CAMPAIGN}");
+        if !text.contains(FAILING_WEBHOOK) || !text.contains(&campaign) {
+            problems.push(format!(
+                "{name}: annotation {key} does not name webhook {FAILING_WEBHOOK} and {campaign}: {text:?}"
+            ));
+        }
+        for bad in ["{{", "<no value>", "error expanding", "%!", "agent "] {
+            if text.contains(bad) {
+                problems.push(format!(
+                    "{name}: annotation {key} contains {bad:?}: {text:?}"
+                ));
+            }
+        }
+    }
+    let starts = r.alert["startsAt"].as_str().unwrap_or("");
+    if starts.is_empty() || starts.starts_with("0001-") {
+        problems.push(format!("{name}: no startsAt"));
+    }
+    if r.alert["generatorURL"].as_str().unwrap_or("").is_empty() {
+        problems.push(format!("{name}: no generatorURL (not from Prometheus?)"));
+    }
+    match r.status() {
+        "firing" => {}
+        "resolved" => {
+            let ends = r.alert["endsAt"].as_str().unwrap_or("");
+            if ends.is_empty() || ends.starts_with("0001-") {
+                problems.push(format!("{name}: resolved without endsAt"));
+            }
+        }
+        other => problems.push(format!("{name}: status {other:?}")),
+    }
+    problems
+}
+
+fn fmt_received(all: &[Received]) -> String {
+    if all.is_empty() {
+        return "  (nothing)\n".into();
+    }
+    all.iter()
+        .map(|r| {
+            format!(
+                "  +{:.1}s {} {} {}\n",
+                r.at.as_secs_f64(),
+                r.status(),
+                r.name(),
+                r.alert["labels"]
+            )
+        })
+        .collect()
+}
+
+struct Http {
+    client: reqwest::Client,
+}
+
+impl Http {
+    async fn get_json(&self, url: &str) -> Result<Value, String> {
+        let resp = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        let status = resp.status();
+        let body = resp.text().await.map_err(|e| format!("GET {url}: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("GET {url}: HTTP {status}: {body}"));
+        }
+        serde_json::from_str(&body).map_err(|e| format!("GET {url}: not JSON ({e}): {body}"))
+    }
+
+    /// `data` of a Prometheus API answer.
+    async fn prom(&self, url: &str) -> Result<Value, String> {
+        let json = self.get_json(url).await?;
+        if json["status"] != "success" {
+            return Err(format!(
+                "GET {url}: {} {}",
+                json["errorType"], json["error"]
+            ));
+        }
+        Ok(json["data"].clone())
+    }
+
+    /// Instant query; the result vector's rows (`metric`, `value`).
+    async fn query(&self, prom: &str, expr: &str) -> Result<Vec<Value>, String> {
+        let url =
+            reqwest::Url::parse_with_params(&format!("{prom}/api/v1/query"), [("query", expr)])
+                .map_err(|e| e.to_string())?;
+        let data = self.prom(url.as_str()).await?;
+        Ok(data["result"].as_array().cloned().unwrap_or_default())
+    }
+
+    async fn text(&self, url: &str) -> Result<String, String> {
+        let resp = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        let status = resp.status();
+        let body = resp.text().await.map_err(|e| format!("GET {url}: {e}"))?;
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(format!("GET {url}: HTTP {status}: {body}"))
+        }
+    }
+
+    async fn ok(&self, url: &str) -> bool {
+        matches!(self.client.get(url).send().await, Ok(r) if r.status().is_success())
+    }
+
+    async fn post(&self, url: &str, body: Option<Value>) -> Result<(), String> {
+        let mut req = self.client.post(url);
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let resp = req.send().await.map_err(|e| format!("POST {url}: {e}"))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("POST {url}: HTTP {}", resp.status()))
+        }
+    }
+
+    async fn set_success_ratio(&self, sim: &str, target: &str, ratio: f64) {
+        self.post(
+            &format!("{sim}/_sim/success-ratio"),
+            Some(json!({"target": target, "success_ratio": ratio})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("setting success_ratio {ratio} for {target}: {e}"));
+    }
+}
+
+/// Per-webhook attempts and the pending gauge sum on the exporter's /metrics.
+fn exporter_counts(text: &str) -> (BTreeMap<String, f64>, f64) {
+    let mut attempts = BTreeMap::new();
+    let mut pending = 0.0;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let value: f64 = value.parse().unwrap_or(f64::NAN);
+        if series.starts_with(&format!("{ATTEMPTS}{{")) {
+            let label = |k: &str| {
+                series
+                    .split_once(&format!("{k}=\""))
+                    .and_then(|(_, rest)| rest.split_once('"'))
+                    .map_or("", |(v, _)| v)
+                    .to_string()
+            };
+            let key = format!(
+                "{}/{}/{}",
+                label("campaign_id"),
+                label("agent_id"),
+                label("webhook_id")
+            );
+            *attempts.entry(key).or_insert(0.0) += value;
+        } else if series.starts_with("talkover_webhook_attempts_pending") {
+            pending += value;
+        }
+    }
+    (attempts, pending)
+}
+
+async fn wait_until<F, Fut>(
+    what: &str,
+    timeout: Duration,
+    children: &mut [&mut ChildGuard],
+    mut f: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        for child in children.iter_mut() {
+            child.assert_running();
+        }
+        let last = match f().await {
+            Ok(()) => return,
+            Err(e) => e,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {}s; last: {last}",
+            timeout.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// See the file's documentation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_webhook_alert_reaches_alertmanager_receiver_and_healthy_webhooks_stay_silent() {
+    let started = Instant::now();
+    let prometheus = find_on_path("prometheus").unwrap_or_else(|| {
+        panic!(
+            "`prometheus` is not on PATH: this end-to-end test needs a real Prometheus server. \
+             Install Debian's package: `apt-get install prometheus`"
+        )
+    });
+    let alertmanager = find_on_path("alertmanager")
+        .or_else(|| find_on_path("prometheus-alertmanager"))
+        .unwrap_or_else(|| {
+            panic!(
+                "neither `alertmanager` nor `prometheus-alertmanager` is on PATH: this end-to-end \
+                 test needs a real Alertmanager. Install Debian's package: \
+                 `apt-get install prometheus-alertmanager` (binary /usr/bin/prometheus-alertmanager)"
+            )
+        });
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rules_path = root.join("dashboards/prometheus/rules.yml");
+    let (derived_rules, rules) = derive_rules(root, &rules_path);
+
+    // Dropped last: after every child is dead.
+    let tmp = tempfile::Builder::new()
+        .prefix("talkover-alert-path-e2e-")
+        .tempdir()
+        .expect("temp dir");
+    let dir = tmp.path();
+    let derived_path = dir.join("rules-for-divided.yml");
+    std::fs::write(&derived_path, derived_rules).expect("write derived rules");
+
+    let [exporter_port, sim_port, prom_port, am_port] = free_ports::<4>();
+    let exporter_url = format!("http://127.0.0.1:{exporter_port}");
+    let sim = format!("http://127.0.0.1:{sim_port}");
+    let prom = format!("http://127.0.0.1:{prom_port}");
+    let am = format!("http://127.0.0.1:{am_port}");
+    let http = Http {
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("HTTP client"),
+    };
+
+    // -- the exporter and its simulated API; fix the traffic before counting --
+    let mut exporter_cmd = Command::new(BIN);
+    exporter_cmd
+        .args(["--demo", "--poll.interval", "1s", "--log.level", "warn"])
+        .args([
+            "--web.listen-address",
+            &format!("127.0.0.1:{exporter_port}"),
+        ])
+        .args(["--demo.listen-address", &format!("127.0.0.1:{sim_port}")]);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("TALKOVER_") {
+            exporter_cmd.env_remove(key);
+        }
+    }
+    let mut exporter = ChildGuard::spawn("exporter", &mut exporter_cmd, dir.join("exporter.log"));
+    wait_until(
+        "simulator accepts /_sim/pause",
+        Duration::from_secs(30),
+        &mut [&mut exporter],
+        || async { http.post(&format!("{sim}/_sim/pause"), None).await },
+    )
+    .await;
+    for target in HEALTHY {
+        http.set_success_ratio(&sim, target, 1.0).await;
+    }
+    http.set_success_ratio(&sim, FAILING, 0.0).await;
+    http.post(&format!("{sim}/_sim/finish-pending"), None)
+        .await
+        .expect("finish-pending");
+    wait_until(
+        "exporter ready (first poll of every webhook)",
+        Duration::from_secs(30),
+        &mut [&mut exporter],
+        || async {
+            if http.ok(&format!("{exporter_url}/-/ready")).await {
+                Ok(())
+            } else {
+                Err("not ready".into())
+            }
+        },
+    )
+    .await;
+    // Converged: nothing pending and the counts stable over two polls.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut previous = None;
+    loop {
+        exporter.assert_running();
+        let text = http
+            .text(&format!("{exporter_url}/metrics"))
+            .await
+            .expect("exporter /metrics");
+        let (counts, pending) = exporter_counts(&text);
+        if pending == 0.0 && previous.as_ref() == Some(&counts) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the exporter did not count every attempt made before the test's traffic within \
+             30s of pause + finish-pending: pending {pending}, attempts {counts:?}"
+        );
+        previous = Some(counts);
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+    }
+
+    // -- the receiver, Alertmanager, Prometheus --------------------------------
+    let inbox = Inbox {
+        since: Arc::new(Mutex::new(Instant::now())),
+        received: Arc::new(Mutex::new(Vec::new())),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the receiver");
+    let receiver_url = format!(
+        "http://{}/alerts",
+        listener.local_addr().expect("receiver address")
+    );
+    let app = Router::new()
+        .route("/alerts", post(receive))
+        .with_state(inbox.clone());
+    let receiver = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let quote = |s: &str| serde_json::to_string(s).expect("quote"); // a valid YAML string
+    let am_config = format!(
+        "route:\n  receiver: {RECEIVER}\n  group_by: [alertname, campaign_id, agent_id, webhook_id]\n  \
+         group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n\
+         receivers:\n  - name: {RECEIVER}\n    webhook_configs:\n      - url: {}\n        send_resolved: true\n",
+        quote(&receiver_url)
+    );
+    let am_config_path = dir.join("alertmanager.yml");
+    std::fs::write(&am_config_path, am_config).expect("write alertmanager.yml");
+    let mut am_cmd = Command::new(&alertmanager);
+    am_cmd
+        .arg(format!("--config.file={}", am_config_path.display()))
+        .arg(format!("--storage.path={}", dir.join("am-data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+        .arg("--cluster.listen-address=");
+    let mut am_child = ChildGuard::spawn("alertmanager", &mut am_cmd, dir.join("alertmanager.log"));
+    wait_until(
+        "Alertmanager ready",
+        Duration::from_secs(30),
+        &mut [&mut am_child],
+        || async {
+            if http.ok(&format!("{am}/-/ready")).await {
+                Ok(())
+            } else {
+                Err("not ready".into())
+            }
+        },
+    )
+    .await;
+
+    let prom_config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+         rule_files:\n  - {}\n\
+         alerting:\n  alertmanagers:\n    - api_version: v2\n      static_configs:\n        - targets: [{}]\n\
+         scrape_configs:\n  - job_name: talkover\n    static_configs:\n      - targets: [{}]\n",
+        quote(&derived_path.to_string_lossy()),
+        quote(&format!("127.0.0.1:{am_port}")),
+        quote(&format!("127.0.0.1:{exporter_port}")),
+    );
+    let prom_config_path = dir.join("prometheus.yml");
+    std::fs::write(&prom_config_path, prom_config).expect("write prometheus.yml");
+    let mut prom_cmd = Command::new(&prometheus);
+    prom_cmd
+        .arg(format!("--config.file={}", prom_config_path.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("prom-data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"));
+    let mut prom_child = ChildGuard::spawn("prometheus", &mut prom_cmd, dir.join("prometheus.log"));
+    wait_until(
+        "Prometheus scrapes the exporter and knows the Alertmanager",
+        Duration::from_secs(40),
+        &mut [&mut exporter, &mut am_child, &mut prom_child],
+        || async {
+            let up = http.query(&prom, r#"up{job="talkover"} == 1"#).await?;
+            let counted = http.query(&prom, &format!("sum({ATTEMPTS}) > 0")).await?;
+            let ams = http.prom(&format!("{prom}/api/v1/alertmanagers")).await?;
+            let known = ams["activeAlertmanagers"].as_array().is_some_and(|a| {
+                a.iter().any(|m| {
+                    m["url"]
+                        .as_str()
+                        .is_some_and(|u| u.contains(&format!(":{am_port}/")))
+                })
+            });
+            if up.len() == 1 && counted.len() == 1 && known {
+                Ok(())
+            } else {
+                Err(format!(
+                    "up {up:?}, attempts {counted:?}, alertmanagers {ams}"
+                ))
+            }
+        },
+    )
+    .await;
+    // The derived `for:` durations are what Prometheus runs.
+    let loaded = http
+        .prom(&format!("{prom}/api/v1/rules?type=alert"))
+        .await
+        .expect("/api/v1/rules");
+    let mut durations = BTreeMap::new();
+    for group in loaded["groups"].as_array().expect("rules: groups") {
+        for rule in group["rules"].as_array().expect("rules: group rules") {
+            durations.insert(
+                rule["name"].as_str().unwrap_or("?").to_string(),
+                rule["duration"].as_f64().unwrap_or(f64::NAN),
+            );
+        }
+    }
+    let want: BTreeMap<String, f64> = rules
+        .iter()
+        .map(|(name, r)| {
+            (
+                name.clone(),
+                (r.for_ms / u64::from(FOR_FACTOR)) as f64 / 1000.0,
+            )
+        })
+        .collect();
+    assert_eq!(
+        durations, want,
+        "Prometheus runs other alerts or `for:` durations (seconds) than rules.yml / {FOR_FACTOR}"
+    );
+    eprintln!(
+        "setup done after {:.1}s: exporter converged, Alertmanager and Prometheus up; \
+         {} alerts loaded with `for:` / {FOR_FACTOR}",
+        started.elapsed().as_secs_f64(),
+        want.len()
+    );
+
+    // -- the traffic under test: wh-slack fails every attempt -------------------
+    http.post(&format!("{sim}/_sim/resume"), None)
+        .await
+        .expect("resume");
+    inbox.restart_clock();
+    let traffic = Instant::now();
+    let deadline = traffic + Duration::from_secs(150);
+    loop {
+        exporter.assert_running();
+        am_child.assert_running();
+        prom_child.assert_running();
+        let all = inbox.alerts();
+        let foreign: Vec<Received> = all
+            .iter()
+            .filter(|r| key_of(&r.alert["labels"]) != failing_key())
+            .cloned()
+            .collect();
+        assert!(
+            foreign.is_empty(),
+            "alerts arrived for other than {FAILING}:\n{}all received:\n{}",
+            fmt_received(&foreign),
+            fmt_received(&all)
+        );
+        let missing: Vec<&str> = REQUIRED
+            .into_iter()
+            .filter(|name| {
+                !all.iter()
+                    .any(|r| r.name() == *name && r.status() == "firing")
+            })
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let prom_alerts = http.prom(&format!("{prom}/api/v1/alerts")).await;
+            let am_alerts = http.get_json(&format!("{am}/api/v2/alerts")).await;
+            panic!(
+                "{missing:?} did not arrive at the receiver within {}s of {FAILING} failing \
+                 every attempt.\nreceived:\n{}Prometheus alerts: {prom_alerts:?}\n\
+                 Alertmanager alerts: {am_alerts:?}",
+                deadline.duration_since(traffic).as_secs(),
+                fmt_received(&all)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let fired_after = traffic.elapsed();
+    eprintln!(
+        "{REQUIRED:?} arrived at the receiver {:.1}s after {FAILING} started failing",
+        fired_after.as_secs_f64()
+    );
+    tokio::time::sleep(GRACE).await;
+
+    // -- what arrived is right, and nothing else is active anywhere -------------
+    let all = inbox.alerts();
+    let problems: Vec<String> = all.iter().flat_map(|r| check_received(r, &rules)).collect();
+    assert!(
+        problems.is_empty(),
+        "received alerts are wrong:\n  {}\nall received:\n{}",
+        problems.join("\n  "),
+        fmt_received(&all)
+    );
+    let prom_alerts = http
+        .prom(&format!("{prom}/api/v1/alerts"))
+        .await
+        .expect("Prometheus /api/v1/alerts");
+    let prom_alerts = prom_alerts["alerts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let foreign: Vec<&Value> = prom_alerts
+        .iter()
+        .filter(|a| key_of(&a["labels"]) != failing_key())
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "Prometheus has alerts for other than {FAILING}: {foreign:?}"
+    );
+    for name in REQUIRED {
+        assert!(
+            prom_alerts
+                .iter()
+                .any(|a| a["labels"]["alertname"] == name && a["state"] == "firing"),
+            "{name} is not firing in Prometheus: {prom_alerts:?}"
+        );
+    }
+    // Every alert ever pending or firing since Prometheus started. Only an
+    // exporter-level alert may have been pending (TalkoverExporterAbsent for
+    // an evaluation before the first scrape), never firing.
+    let history = http
+        .query(&prom, "max_over_time(ALERTS[10m])")
+        .await
+        .expect("ALERTS history");
+    let foreign: Vec<&Value> = history
+        .iter()
+        .filter(|row| {
+            let key = key_of(&row["metric"]);
+            if key.2.is_empty() {
+                row["metric"]["alertstate"] == "firing"
+            } else {
+                key != failing_key()
+            }
+        })
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "Prometheus had alerts pending or firing for other than {FAILING}: {foreign:?}"
+    );
+    let am_alerts = http
+        .get_json(&format!("{am}/api/v2/alerts"))
+        .await
+        .expect("Alertmanager /api/v2/alerts");
+    let am_alerts = am_alerts.as_array().cloned().unwrap_or_default();
+    let foreign: Vec<&Value> = am_alerts
+        .iter()
+        .filter(|a| key_of(&a["labels"]) != failing_key())
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "Alertmanager has alerts for other than {FAILING}: {foreign:?}"
+    );
+    for name in REQUIRED {
+        assert!(
+            am_alerts
+                .iter()
+                .any(|a| a["labels"]["alertname"] == name && a["status"]["state"] == "active"),
+            "{name} is not active in Alertmanager: {am_alerts:?}"
+        );
+    }
+    eprintln!(
+        "received so far (firing, for {FAILING} only):\n{}",
+        fmt_received(&all)
+    );
+    for name in REQUIRED {
+        if let Some(r) = all.iter().find(|r| r.name() == name) {
+            eprintln!("{name} annotations: {:#}", r.alert["annotations"]);
+        }
+    }
+
+    // -- recovery: the resolution arrives too -----------------------------------
+    http.set_success_ratio(&sim, FAILING, 1.0).await;
+    let recovery = Instant::now();
+    let deadline = recovery + Duration::from_secs(60);
+    loop {
+        exporter.assert_running();
+        am_child.assert_running();
+        prom_child.assert_running();
+        let all = inbox.alerts();
+        if all
+            .iter()
+            .any(|r| r.name() == RESOLVES && r.status() == "resolved")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{RESOLVES} did not arrive as resolved within 60s of {FAILING} succeeding again; \
+             received:\n{}",
+            fmt_received(&all)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let resolved_after = recovery.elapsed();
+    let all = inbox.alerts();
+    let problems: Vec<String> = all.iter().flat_map(|r| check_received(r, &rules)).collect();
+    assert!(
+        problems.is_empty(),
+        "received alerts are wrong:\n  {}\nall received:\n{}",
+        problems.join("\n  "),
+        fmt_received(&all)
+    );
+    receiver.abort();
+    eprintln!(
+        "{RESOLVES} resolved at the receiver {:.1}s after {FAILING} recovered.\n\
+         all received (seconds after the failure started):\n{}test took {:.1}s",
+        resolved_after.as_secs_f64(),
+        fmt_received(&all),
+        started.elapsed().as_secs_f64()
+    );
+}
