@@ -295,8 +295,13 @@ pub async fn run_target<S: PageSource>(
         }
         let started = Instant::now();
         let before = progress(&state);
+        // Boxed: a poll's future (HTTP client state included) is large, and
+        // inline it would sit in every idle poller's task between polls.
+        let poll = Box::pin(poll_once(
+            &*source, &target, &config, &mut state, &mut stats,
+        ));
         let result = tokio::select! {
-            r = poll_once(&*source, &target, &config, &mut state, &mut stats) => r,
+            r = poll => r,
             _ = shutdown.changed() => break,
         };
         stats

@@ -222,8 +222,13 @@ impl Published {
         for s in snaps {
             let meta = info.get(&s.target).unwrap_or(&unknown);
             let enabled = if meta.enabled { "true" } else { "false" };
-            Series::new(out, "talkover_webhook_info", &s.target)
-                .value(&[("name", &meta.name), ("enabled", enabled)], 1);
+            let prefix = label_prefix(&s.target);
+            Series {
+                out: &mut *out,
+                name: "talkover_webhook_info",
+                prefix: &prefix,
+            }
+            .value(&[("name", &meta.name), ("enabled", enabled)], 1);
         }
     }
 }
@@ -244,10 +249,18 @@ fn render_build_info(out: &mut String) {
 
 /// Renders every per-target family, each family once with all its series.
 pub fn render_targets(snaps: &[Arc<TargetSnapshot>], out: &mut String) {
+    // The target labels of each snapshot, escaped once for all families.
+    let prefixes: Vec<String> = snaps.iter().map(|s| label_prefix(&s.target)).collect();
+    let (duration_les, attempt_les, lag_les, poll_les) = (
+        les(DURATION_BUCKETS),
+        les(ATTEMPT_BUCKETS),
+        les(LAG_BUCKETS),
+        les(POLL_BUCKETS),
+    );
     let fam = |out: &mut String, name, kind, help, f: &dyn Fn(&mut Series<'_>, &TargetSnapshot)| {
         header(out, name, kind, help);
-        for s in snaps {
-            let mut series = Series::new(out, name, &s.target);
+        for (s, prefix) in snaps.iter().zip(&prefixes) {
+            let mut series = Series { out, name, prefix };
             f(&mut series, s);
         }
     };
@@ -270,7 +283,7 @@ pub fn render_targets(snaps: &[Arc<TargetSnapshot>], out: &mut String) {
         "Duration of final delivery attempts (duration_ms), by status.",
         &|w, s| {
             for (status, h) in &s.counts.duration {
-                w.histogram(&[("status", status)], DURATION_BUCKETS, h);
+                w.histogram(&[("status", status)], &duration_les, h);
             }
         },
     );
@@ -281,7 +294,7 @@ pub fn render_targets(snaps: &[Arc<TargetSnapshot>], out: &mut String) {
         "Attempt number of final delivery attempts (1 = first try), by status.",
         &|w, s| {
             for (status, h) in &s.counts.attempt_number {
-                w.histogram(&[("status", status)], ATTEMPT_BUCKETS, h);
+                w.histogram(&[("status", status)], &attempt_les, h);
             }
         },
     );
@@ -297,7 +310,7 @@ pub fn render_targets(snaps: &[Arc<TargetSnapshot>], out: &mut String) {
         "talkover_webhook_delivery_lag_seconds",
         "histogram",
         "Time from an attempt's creation to its delivery (delivered_at - created_at).",
-        &|w, s| w.histogram(&[], LAG_BUCKETS, &s.counts.lag),
+        &|w, s| w.histogram(&[], &lag_les, &s.counts.lag),
     );
     fam(
         out,
@@ -322,7 +335,7 @@ pub fn render_targets(snaps: &[Arc<TargetSnapshot>], out: &mut String) {
         "talkover_exporter_poll_duration_seconds",
         "histogram",
         "Time taken by one poll of a webhook's delivery logs.",
-        &|w, s| w.histogram(&[], POLL_BUCKETS, &s.stats.poll_duration),
+        &|w, s| w.histogram(&[], &poll_les, &s.stats.poll_duration),
     );
     fam(
         out,
@@ -386,34 +399,36 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-/// Writes the series of one family for one target.
+/// `{campaign_id="…",agent_id="…",webhook_id="…"` (without the closing brace).
+fn label_prefix(t: &Target) -> String {
+    let mut p = String::with_capacity(64);
+    p.push_str("{campaign_id=\"");
+    escape_into(&mut p, t.campaign_id());
+    p.push_str("\",agent_id=\"");
+    escape_into(&mut p, t.agent_id());
+    p.push_str("\",webhook_id=\"");
+    escape_into(&mut p, &t.webhook_id);
+    p.push('"');
+    p
+}
+
+/// Writes the series of one family for one target. Scrapes of thousands of
+/// targets render hundreds of thousands of lines, so this avoids `format!`.
 struct Series<'a> {
     out: &'a mut String,
     name: &'a str,
-    target: &'a Target,
+    /// The target's labels, from [`label_prefix`].
+    prefix: &'a str,
 }
 
-impl<'a> Series<'a> {
-    fn new(out: &'a mut String, name: &'a str, target: &'a Target) -> Self {
-        Series { out, name, target }
-    }
-
+impl Series<'_> {
     fn labels(&mut self, suffix: &str, extra: &[(&str, &str)], le: Option<&str>) {
         let out = &mut *self.out;
         out.push_str(self.name);
         out.push_str(suffix);
-        out.push('{');
-        let t = self.target;
-        let base = [
-            ("campaign_id", t.campaign_id()),
-            ("agent_id", t.agent_id()),
-            ("webhook_id", t.webhook_id.as_str()),
-        ];
-        let le = le.map(|v| ("le", v));
-        for (i, (k, v)) in base.iter().chain(extra).chain(le.iter()).enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
+        out.push_str(self.prefix);
+        for (k, v) in extra.iter().chain(le.map(|v| ("le", v)).iter()) {
+            out.push(',');
             out.push_str(k);
             out.push_str("=\"");
             escape_into(out, v);
@@ -422,36 +437,62 @@ impl<'a> Series<'a> {
         out.push_str("} ");
     }
 
+    fn int(&mut self, v: u64) {
+        self.out.push_str(itoa::Buffer::new().format(v));
+        self.out.push('\n');
+    }
+
     fn value(&mut self, extra: &[(&str, &str)], v: u64) {
         self.labels("", extra, None);
-        let _ = writeln!(self.out, "{v}");
+        self.int(v);
     }
 
     fn float(&mut self, extra: &[(&str, &str)], v: f64) {
         self.labels("", extra, None);
-        let _ = writeln!(self.out, "{v}");
+        write_float(self.out, v);
     }
 
-    fn histogram(&mut self, extra: &[(&str, &str)], bounds: &[f64], h: &Histogram) {
+    fn histogram(&mut self, extra: &[(&str, &str)], les: &[String], h: &Histogram) {
         let mut cumulative = 0;
-        for (i, bound) in bounds.iter().enumerate() {
+        for (i, le) in les.iter().enumerate() {
             cumulative += h.buckets.get(i).copied().unwrap_or(0);
-            let le = bound.to_string();
-            self.labels("_bucket", extra, Some(&le));
-            let _ = writeln!(self.out, "{cumulative}");
+            self.labels("_bucket", extra, Some(le));
+            self.int(cumulative);
         }
         let count = h.count();
         self.labels("_bucket", extra, Some("+Inf"));
-        let _ = writeln!(self.out, "{count}");
+        self.int(count);
         self.labels("_sum", extra, None);
-        let _ = writeln!(self.out, "{}", h.sum);
+        write_float(self.out, h.sum);
         self.labels("_count", extra, None);
-        let _ = writeln!(self.out, "{count}");
+        self.int(count);
     }
+}
+
+fn write_float(out: &mut String, v: f64) {
+    if v.is_finite() {
+        out.push_str(ryu::Buffer::new().format_finite(v));
+    } else if v.is_nan() {
+        out.push_str("NaN");
+    } else if v > 0.0 {
+        out.push_str("+Inf");
+    } else {
+        out.push_str("-Inf");
+    }
+    out.push('\n');
+}
+
+/// The `le` label values of a histogram's bounds.
+fn les(bounds: &[f64]) -> Vec<String> {
+    bounds.iter().map(|b| b.to_string()).collect()
 }
 
 /// Label values may hold anything the API sent: escape per the text format.
 fn escape_into(out: &mut String, v: &str) {
+    if !v.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+        out.push_str(v);
+        return;
+    }
     for c in v.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -551,5 +592,69 @@ mod tests {
         let json = serde_json::to_string(&c).expect("serialize");
         let back: DeliveryCounts = serde_json::from_str(&json).expect("deserialize");
         assert_eq!(back, c);
+    }
+}
+
+#[cfg(test)]
+mod render_timing {
+    use super::*;
+
+    /// Not a benchmark (see benches/scale.rs): a quick look at render time
+    /// for 10,000 busy-looking targets. `cargo test --release -- --ignored render_10k --nocapture`.
+    #[test]
+    #[ignore = "timing, run by hand"]
+    fn render_10k() {
+        let published = Published::new();
+        for i in 0..10_000 {
+            let target: Target = format!("campaigns/c{}/webhooks/w{i}", i / 10)
+                .parse()
+                .expect("t");
+            let mut counts = DeliveryCounts::default();
+            for (status, code) in [
+                ("success", "200"),
+                ("success", "201"),
+                ("failed", "500"),
+                ("failed", "none"),
+            ] {
+                for event in ["campaign.started", "campaign_call.completed"] {
+                    counts.attempts.insert(
+                        AttemptKey {
+                            event: event.into(),
+                            status: status.into(),
+                            code: code.into(),
+                        },
+                        7,
+                    );
+                }
+                let mut h = Histogram::default();
+                h.observe(DURATION_BUCKETS, 0.3);
+                counts.duration.insert(status.into(), h.clone());
+                counts.attempt_number.insert(status.into(), h);
+                counts.last_attempt.insert(status.into(), 1.7e9);
+            }
+            counts.lag.observe(LAG_BUCKETS, 1.0);
+            let mut stats = PollStats {
+                up: true,
+                last_success: Some(1.7e9),
+                ..PollStats::default()
+            };
+            stats.requests.insert(("success", "200".into()), 100);
+            stats.poll_duration.observe(POLL_BUCKETS, 0.01);
+            published.publish(TargetSnapshot {
+                target,
+                counts,
+                stats,
+                pending: 0,
+                backlog: 0,
+            });
+        }
+        let mut times = Vec::new();
+        let mut bytes = 0;
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            bytes = published.render().len();
+            times.push(t.elapsed());
+        }
+        eprintln!("render 10k targets: {times:?}, {} MiB", bytes >> 20);
     }
 }
