@@ -81,7 +81,10 @@ pub enum StateError {
 /// The open state file.
 #[derive(Debug)]
 pub struct StateStore {
-    db: Database,
+    /// `None` after a failed commit: redb refuses further use of a database
+    /// that saw an I/O error, so the next commit opens it again (which
+    /// also repairs it). A std lock: only blocking threads take it.
+    db: std::sync::Mutex<Option<Database>>,
     path: PathBuf,
 }
 
@@ -153,7 +156,7 @@ impl StateStore {
         }
         let db = Database::create(path).map_err(|e| open_error(path, e))?;
         let store = StateStore {
-            db,
+            db: std::sync::Mutex::new(Some(db)),
             path: path.to_path_buf(),
         };
         if is_new {
@@ -161,10 +164,30 @@ impl StateStore {
             info!(path = %path.display(), "created a new state file");
             return Ok((store, BTreeMap::new()));
         }
-        check_meta(&store.db, path)?;
+        store.with_db(|db| check_meta(db, path))?;
         let states = store.load()?;
         info!(path = %path.display(), targets = states.len(), "resumed from state file");
         Ok((store, states))
+    }
+
+    /// Runs `f` on the open database, opening it again first if a failed
+    /// commit closed it; a failure closes it for the next call to reopen.
+    fn with_db<T>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        let mut guard = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            *guard = Some(Database::create(&self.path).map_err(|e| self.io_err(e))?);
+        }
+        let Some(db) = guard.as_ref() else {
+            return Err(self.io_err("state file is not open"));
+        };
+        let result = f(db);
+        if result.is_err() {
+            *guard = None;
+        }
+        result
     }
 
     fn io_err(&self, e: impl std::fmt::Display) -> StateError {
@@ -175,7 +198,11 @@ impl StateStore {
     }
 
     fn write_meta(&self) -> Result<(), StateError> {
-        let txn = self.db.begin_write().map_err(|e| self.io_err(e))?;
+        self.with_db(|db| self.write_meta_in(db))
+    }
+
+    fn write_meta_in(&self, db: &Database) -> Result<(), StateError> {
+        let txn = db.begin_write().map_err(|e| self.io_err(e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| self.io_err(e))?;
             meta.insert("format", FORMAT).map_err(|e| self.io_err(e))?;
@@ -187,7 +214,11 @@ impl StateStore {
     }
 
     fn load(&self) -> Result<BTreeMap<Target, TargetState>, StateError> {
-        let txn = self.db.begin_read().map_err(|e| self.io_err(e))?;
+        self.with_db(|db| self.load_from(db))
+    }
+
+    fn load_from(&self, db: &Database) -> Result<BTreeMap<Target, TargetState>, StateError> {
+        let txn = db.begin_read().map_err(|e| self.io_err(e))?;
         let table = txn.open_table(TARGETS).map_err(|e| self.io_err(e))?;
         let mut out = BTreeMap::new();
         for row in table.iter().map_err(|e| self.io_err(e))? {
@@ -214,7 +245,16 @@ impl StateStore {
         changed: &[(Target, Vec<u8>)],
         removed: &[Target],
     ) -> Result<(), StateError> {
-        let txn = self.db.begin_write().map_err(|e| self.io_err(e))?;
+        self.with_db(|db| self.commit_in(db, changed, removed))
+    }
+
+    fn commit_in(
+        &self,
+        db: &Database,
+        changed: &[(Target, Vec<u8>)],
+        removed: &[Target],
+    ) -> Result<(), StateError> {
+        let txn = db.begin_write().map_err(|e| self.io_err(e))?;
         {
             let mut table = txn.open_table(TARGETS).map_err(|e| self.io_err(e))?;
             for (target, bytes) in changed {

@@ -251,3 +251,133 @@ async fn idle_polls_do_not_rewrite_the_state() {
     );
     exporter.stop().await;
 }
+
+/// A commit that fails (here: the file may not grow, as on a full disk)
+/// does not stop counting or publishing; the failure is a metric and a log
+/// line, and commits resume once the file may grow again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_commits_do_not_stop_counting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state.redb");
+    let log_path = dir.path().join("exporter.log");
+    let s = start_sim(45, ListOrder::NewestFirst, &[A], quiet_profile()).await;
+    let a: Target = A.parse().expect("a");
+    // A first run creates the file.
+    let exporter = start_exporter(&s.url, &[A], opts(&state)).await;
+    exporter.wait_ready().await;
+    exporter.stop().await;
+    let size_kib = std::fs::metadata(&state)
+        .expect("state file")
+        .len()
+        .div_ceil(1024);
+
+    // Now the process may not write past the file's current size (as a full
+    // disk would refuse); SIGXFSZ is ignored so writes fail with EFBIG instead.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let script = format!("trap '' XFSZ; ulimit -S -f {size_kib}; exec \"$0\" \"$@\"");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let child = std::process::Command::new("bash")
+        .args(["-c", &script, env!("CARGO_BIN_EXE_talkover-exporter")])
+        .args([
+            "--talkover.url",
+            &s.url,
+            "--talkover.allow-insecure",
+            "--target",
+            A,
+        ])
+        .args([
+            "--poll.interval",
+            "100ms",
+            "--web.listen-address",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("--state.file")
+        .arg(&state)
+        .env("TALKOVER_TOKEN", TOKEN)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn");
+    let mut child = KillOnDrop(child);
+    let scrape = || async move {
+        let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        Some(Scrape::parse(&body))
+    };
+    wait_for("ready", Duration::from_secs(20), || async {
+        scrape()
+            .await
+            .is_some_and(|s| s.target_value("talkover_up", &a, &[]) == 1.0)
+    })
+    .await;
+    let mark = s.sim.mark();
+    for _ in 0..20 {
+        s.sim.generate(&a, 100);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.sim.finish_pending();
+    let want: u64 = s.sim.truth(mark)[&a].values().sum();
+    wait_for(
+        "counted despite failing commits",
+        Duration::from_secs(20),
+        || async {
+            scrape().await.is_some_and(|sc| {
+                sc.target_value("talkover_webhook_delivery_attempts_total", &a, &[]) as u64 == want
+                    && sc.sum(
+                        "talkover_exporter_state_commits_total",
+                        &[("result", "failure")],
+                    ) > 0.0
+            })
+        },
+    )
+    .await;
+
+    // The disk has room again (util-linux's prlimit lifts the limit of the
+    // running process): commits resume.
+    let successes = |sc: &Scrape| {
+        sc.sum(
+            "talkover_exporter_state_commits_total",
+            &[("result", "success")],
+        )
+    };
+    let before = successes(&scrape().await.expect("scrape"));
+    let lifted = std::process::Command::new("prlimit")
+        .args(["--pid", &child.0.id().to_string(), "--fsize=unlimited"])
+        .status()
+        .expect("prlimit (util-linux) is required");
+    assert!(lifted.success());
+    s.sim.generate(&a, 10);
+    s.sim.finish_pending();
+    wait_for("commits resume", Duration::from_secs(20), || async {
+        scrape().await.is_some_and(|sc| successes(&sc) > before)
+    })
+    .await;
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    let logs = std::fs::read_to_string(&log_path).expect("logs");
+    assert!(
+        logs.contains("state file commit failed"),
+        "no log line for the failure:\n{logs}"
+    );
+    assert!(
+        logs.contains("state file commits work again"),
+        "no log line for the recovery:\n{logs}"
+    );
+}
+
+/// Kills a child process when the test ends, even by a failed assertion.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
