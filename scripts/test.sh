@@ -19,6 +19,7 @@ need_pkg promtool prometheus
 need_pkg prometheus prometheus
 need_pkg prometheus-alertmanager prometheus-alertmanager
 need_pkg python3 python3
+need_pkg prlimit util-linux
 
 echo "== cargo test"
 cargo test --locked --all-targets
