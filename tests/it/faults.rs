@@ -376,43 +376,32 @@ async fn token_rotation_through_the_token_file() {
     let s = start_sim(28, ListOrder::NewestFirst, &[A], quiet_profile()).await;
     s.sim.set_token(Some(OLD.into()));
     let a: Target = A.parse().expect("a");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
+    let port = free_port();
     let log = std::fs::File::create(&log_path).expect("log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_talkover-exporter"))
-        .args([
-            "--talkover.url",
-            &s.url,
-            "--talkover.allow-insecure",
-            "--target",
-            A,
-        ])
-        .args([
-            "--poll.interval",
-            "100ms",
-            "--log.level",
-            "debug",
-            "--log.format",
-            "json",
-        ])
-        .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
-        .arg("--talkover.token-file")
-        .arg(&token_file)
-        .env_remove("TALKOVER_TOKEN")
-        .stderr(log)
-        .spawn()
-        .expect("spawn");
-    let scrape = || async move {
-        let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        Some(Scrape::parse(&body))
-    };
+    let mut child = KillOnDrop::spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_talkover-exporter"))
+            .args([
+                "--talkover.url",
+                &s.url,
+                "--talkover.allow-insecure",
+                "--target",
+                A,
+            ])
+            .args([
+                "--poll.interval",
+                "100ms",
+                "--log.level",
+                "debug",
+                "--log.format",
+                "json",
+            ])
+            .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
+            .arg("--talkover.token-file")
+            .arg(&token_file)
+            .env_remove("TALKOVER_TOKEN")
+            .stderr(log),
+    );
+    let scrape = || scrape_at(port);
     wait_for("ready", Duration::from_secs(20), || async {
         scrape()
             .await
@@ -491,8 +480,8 @@ async fn token_rotation_through_the_token_file() {
         "the 401 was retried with the new token, not failed"
     );
 
-    let _ = child.kill();
-    let _ = child.wait();
+    let _ = child.0.kill();
+    let _ = child.0.wait();
     let logs = std::fs::read_to_string(&log_path).expect("logs");
     assert!(logs.contains("token file changed"), "rotation not logged");
     for token in [OLD, NEW, NEWER] {

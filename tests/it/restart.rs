@@ -273,44 +273,31 @@ async fn failing_commits_do_not_stop_counting() {
 
     // Now the process may not write past the file's current size (as a full
     // disk would refuse); SIGXFSZ is ignored so writes fail with EFBIG instead.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
+    let port = free_port();
     let script = format!("trap '' XFSZ; ulimit -S -f {size_kib}; exec \"$0\" \"$@\"");
     let log = std::fs::File::create(&log_path).expect("log");
-    let child = std::process::Command::new("bash")
-        .args(["-c", &script, env!("CARGO_BIN_EXE_talkover-exporter")])
-        .args([
-            "--talkover.url",
-            &s.url,
-            "--talkover.allow-insecure",
-            "--target",
-            A,
-        ])
-        .args([
-            "--poll.interval",
-            "100ms",
-            "--web.listen-address",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .arg("--state.file")
-        .arg(&state)
-        .env("TALKOVER_TOKEN", TOKEN)
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn");
-    let mut child = KillOnDrop(child);
-    let scrape = || async move {
-        let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        Some(Scrape::parse(&body))
-    };
+    let mut child = KillOnDrop::spawn(
+        std::process::Command::new("bash")
+            .args(["-c", &script, env!("CARGO_BIN_EXE_talkover-exporter")])
+            .args([
+                "--talkover.url",
+                &s.url,
+                "--talkover.allow-insecure",
+                "--target",
+                A,
+            ])
+            .args([
+                "--poll.interval",
+                "100ms",
+                "--web.listen-address",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .arg("--state.file")
+            .arg(&state)
+            .env("TALKOVER_TOKEN", TOKEN)
+            .stderr(log),
+    );
+    let scrape = || scrape_at(port);
     wait_for("ready", Duration::from_secs(20), || async {
         scrape()
             .await
@@ -370,14 +357,4 @@ async fn failing_commits_do_not_stop_counting() {
         logs.contains("state file commits work again"),
         "no log line for the recovery:\n{logs}"
     );
-}
-
-/// Kills a child process when the test ends, even by a failed assertion.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

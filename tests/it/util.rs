@@ -330,3 +330,41 @@ pub fn quiet_profile() -> Profile {
         ..Profile::default()
     }
 }
+
+/// A free loopback port (bound, read, released) for a child process to use.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Scrapes the exporter listening on `port`; `None` while it is not answering.
+pub async fn scrape_at(port: u16) -> Option<Scrape> {
+    let resp = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?;
+    Some(Scrape::parse(&resp.text().await.ok()?))
+}
+
+/// A child process (the real binary) killed when the test ends, even by a
+/// failed assertion, so it never outlives the test.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl KillOnDrop {
+    /// Starts `cmd` with its stdout discarded.
+    pub fn spawn(cmd: &mut std::process::Command) -> KillOnDrop {
+        KillOnDrop(
+            cmd.stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn the exporter"),
+        )
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
