@@ -37,11 +37,11 @@
 //! upstream `alertmanager` binary on PATH works too) and `python3` on PATH;
 //! the test fails, rather than skips, without them.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,8 +51,11 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_talkover-exporter");
-const ATTEMPTS: &str = "talkover_webhook_delivery_attempts_total";
+use common::{
+    find_on_path, free_ports, get_text, http_client, prometheus_on_path, shipped_rules_path,
+    spawn_demo_exporter, spawn_prometheus, string_labels, yaml_quote, ChildGuard, Key, ATTEMPTS,
+};
+
 /// Every `for:` of the shipped rules is divided by this (`for: 2m` -> `6s`,
 /// `for: 10m` -> `30s`).
 const FOR_FACTOR: u32 = 20;
@@ -78,81 +81,6 @@ const RECEIVER: &str = "talkover-test";
 /// After the required alerts arrived: time for any other (unexpected)
 /// notification to arrive too before the negative checks.
 const GRACE: Duration = Duration::from_secs(6);
-
-/// (campaign_id, agent_id, webhook_id); an absent label is "".
-type Key = (String, String, String);
-
-/// A child process killed (and reaped) when dropped, even on panic; on panic
-/// it also prints the tail of the child's log.
-struct ChildGuard {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl ChildGuard {
-    fn spawn(name: &'static str, cmd: &mut Command, log: PathBuf) -> ChildGuard {
-        let out = File::create(&log).expect("create log file");
-        let err = out.try_clone().expect("clone log file handle");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({:?}): {e}", cmd.get_program()));
-        ChildGuard { name, child, log }
-    }
-
-    /// Panics (with the log) if the process has already exited.
-    fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!(
-                "{} exited early with {status}; its log:\n{}",
-                self.name,
-                log_tail(&self.log, 60)
-            );
-        }
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "---- last lines of the {} log ({}) ----\n{}",
-                self.name,
-                self.log.display(),
-                log_tail(&self.log, 40)
-            );
-        }
-    }
-}
-
-fn log_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// Distinct free loopback ports (all held until every one is picked).
-fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
-    let mut ports = [0u16; N];
-    for (port, l) in ports.iter_mut().zip(&listeners) {
-        *port = l.local_addr().expect("local addr").port();
-    }
-    ports
-}
-
-fn find_on_path(program: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-}
 
 /// Milliseconds of a Prometheus duration (`2m`, `1h30m`, `500ms`).
 fn duration_ms(text: &str) -> u64 {
@@ -414,14 +342,7 @@ fn check_received(r: &Received, rules: &BTreeMap<String, AlertRule>) -> Vec<Stri
     expected.insert("alertname".into(), name.into());
     expected.insert("campaign_id".into(), FAILING_CAMPAIGN.into());
     expected.insert("webhook_id".into(), FAILING_WEBHOOK.into());
-    let got: BTreeMap<String, String> = labels
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").into()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let got = string_labels(labels);
     if got != expected {
         problems.push(format!("{name}: labels {got:?}, want {expected:?}"));
     }
@@ -471,6 +392,44 @@ fn check_received(r: &Received, rules: &BTreeMap<String, AlertRule>) -> Vec<Stri
     problems
 }
 
+/// Panics if any received alert is wrong (see [`check_received`]).
+fn assert_received_right(all: &[Received], rules: &BTreeMap<String, AlertRule>) {
+    let problems: Vec<String> = all.iter().flat_map(|r| check_received(r, rules)).collect();
+    assert!(
+        problems.is_empty(),
+        "received alerts are wrong:\n  {}\nall received:\n{}",
+        problems.join("\n  "),
+        fmt_received(all)
+    );
+}
+
+/// Panics unless every alert `source` (Prometheus or Alertmanager) has is for
+/// the failing webhook and every [`REQUIRED`] alert is in `state` there
+/// (`state_of` reads an alert's state).
+fn assert_only_failing_and_required(
+    source: &str,
+    alerts: &[Value],
+    state: &str,
+    state_of: impl Fn(&Value) -> &Value,
+) {
+    let foreign: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| key_of(&a["labels"]) != failing_key())
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "{source} has alerts for other than {FAILING}: {foreign:?}"
+    );
+    for name in REQUIRED {
+        assert!(
+            alerts
+                .iter()
+                .any(|a| a["labels"]["alertname"] == name && *state_of(a) == *state),
+            "{name} is not {state} in {source}: {alerts:?}"
+        );
+    }
+}
+
 fn fmt_received(all: &[Received]) -> String {
     if all.is_empty() {
         return "  (nothing)\n".into();
@@ -494,17 +453,7 @@ struct Http {
 
 impl Http {
     async fn get_json(&self, url: &str) -> Result<Value, String> {
-        let resp = self
-            .client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
-        let status = resp.status();
-        let body = resp.text().await.map_err(|e| format!("GET {url}: {e}"))?;
-        if !status.is_success() {
-            return Err(format!("GET {url}: HTTP {status}: {body}"));
-        }
+        let body = self.text(url).await?;
         serde_json::from_str(&body).map_err(|e| format!("GET {url}: not JSON ({e}): {body}"))
     }
 
@@ -530,19 +479,7 @@ impl Http {
     }
 
     async fn text(&self, url: &str) -> Result<String, String> {
-        let resp = self
-            .client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
-        let status = resp.status();
-        let body = resp.text().await.map_err(|e| format!("GET {url}: {e}"))?;
-        if status.is_success() {
-            Ok(body)
-        } else {
-            Err(format!("GET {url}: HTTP {status}: {body}"))
-        }
+        get_text(&self.client, url).await
     }
 
     async fn ok(&self, url: &str) -> bool {
@@ -550,18 +487,7 @@ impl Http {
     }
 
     async fn post(&self, url: &str, body: Option<Value>) -> Result<(), String> {
-        let mut req = self.client.post(url);
-        if let Some(body) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(body.to_string());
-        }
-        let resp = req.send().await.map_err(|e| format!("POST {url}: {e}"))?;
-        if resp.status().is_success() {
-            Ok(())
-        } else {
-            Err(format!("POST {url}: HTTP {}", resp.status()))
-        }
+        common::post(&self.client, url, body).await
     }
 
     async fn set_success_ratio(&self, sim: &str, target: &str, ratio: f64) {
@@ -605,6 +531,13 @@ fn exporter_counts(text: &str) -> (BTreeMap<String, f64>, f64) {
     (attempts, pending)
 }
 
+/// Panics (with its log) if any of `children` has exited.
+fn assert_running(children: &mut [&mut ChildGuard]) {
+    for child in children.iter_mut() {
+        child.assert_running();
+    }
+}
+
 async fn wait_until<F, Fut>(
     what: &str,
     timeout: Duration,
@@ -616,9 +549,7 @@ async fn wait_until<F, Fut>(
 {
     let deadline = Instant::now() + timeout;
     loop {
-        for child in children.iter_mut() {
-            child.assert_running();
-        }
+        assert_running(children);
         let last = match f().await {
             Ok(()) => return,
             Err(e) => e,
@@ -632,16 +563,23 @@ async fn wait_until<F, Fut>(
     }
 }
 
+/// [`wait_until`] GET `url` answers with a success status, for up to 30s.
+async fn wait_ready(http: &Http, what: &str, url: &str, children: &mut [&mut ChildGuard]) {
+    wait_until(what, Duration::from_secs(30), children, || async {
+        if http.ok(url).await {
+            Ok(())
+        } else {
+            Err("not ready".into())
+        }
+    })
+    .await;
+}
+
 /// See the file's documentation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_webhook_alert_reaches_alertmanager_receiver_and_healthy_webhooks_stay_silent() {
     let started = Instant::now();
-    let prometheus = find_on_path("prometheus").unwrap_or_else(|| {
-        panic!(
-            "`prometheus` is not on PATH: this end-to-end test needs a real Prometheus server. \
-             Install Debian's package: `apt-get install prometheus`"
-        )
-    });
+    let prometheus = prometheus_on_path();
     let alertmanager = find_on_path("alertmanager")
         .or_else(|| find_on_path("prometheus-alertmanager"))
         .unwrap_or_else(|| {
@@ -652,7 +590,7 @@ async fn failing_webhook_alert_reaches_alertmanager_receiver_and_healthy_webhook
             )
         });
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let rules_path = root.join("dashboards/prometheus/rules.yml");
+    let rules_path = shipped_rules_path();
     let (derived_rules, rules) = derive_rules(root, &rules_path);
 
     // Dropped last: after every child is dead.
@@ -670,27 +608,11 @@ async fn failing_webhook_alert_reaches_alertmanager_receiver_and_healthy_webhook
     let prom = format!("http://127.0.0.1:{prom_port}");
     let am = format!("http://127.0.0.1:{am_port}");
     let http = Http {
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("HTTP client"),
+        client: http_client(),
     };
 
     // -- the exporter and its simulated API; fix the traffic before counting --
-    let mut exporter_cmd = Command::new(BIN);
-    exporter_cmd
-        .args(["--demo", "--poll.interval", "1s", "--log.level", "warn"])
-        .args([
-            "--web.listen-address",
-            &format!("127.0.0.1:{exporter_port}"),
-        ])
-        .args(["--demo.listen-address", &format!("127.0.0.1:{sim_port}")]);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("TALKOVER_") {
-            exporter_cmd.env_remove(key);
-        }
-    }
-    let mut exporter = ChildGuard::spawn("exporter", &mut exporter_cmd, dir.join("exporter.log"));
+    let mut exporter = spawn_demo_exporter(exporter_port, sim_port, dir);
     wait_until(
         "simulator accepts /_sim/pause",
         Duration::from_secs(30),
@@ -705,19 +627,9 @@ async fn failing_webhook_alert_reaches_alertmanager_receiver_and_healthy_webhook
     http.post(&format!("{sim}/_sim/finish-pending"), None)
         .await
         .expect("finish-pending");
-    wait_until(
-        "exporter ready (first poll of every webhook)",
-        Duration::from_secs(30),
-        &mut [&mut exporter],
-        || async {
-            if http.ok(&format!("{exporter_url}/-/ready")).await {
-                Ok(())
-            } else {
-                Err("not ready".into())
-            }
-        },
-    )
-    .await;
+    let ready = format!("{exporter_url}/-/ready");
+    let what = "exporter ready (first poll of every webhook)";
+    wait_ready(&http, what, &ready, &mut [&mut exporter]).await;
     // Converged: nothing pending and the counts stable over two polls.
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut previous = None;
@@ -757,12 +669,11 @@ async fn failing_webhook_alert_reaches_alertmanager_receiver_and_healthy_webhook
         .with_state(inbox.clone());
     let receiver = tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let quote = |s: &str| serde_json::to_string(s).expect("quote"); // a valid YAML string
     let am_config = format!(
         "route:\n  receiver: {RECEIVER}\n  group_by: [alertname, campaign_id, agent_id, webhook_id]\n  \
          group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n\
          receivers:\n  - name: {RECEIVER}\n    webhook_configs:\n      - url: {}\n        send_resolved: true\n",
-        quote(&receiver_url)
+        yaml_quote(&receiver_url)
     );
     let am_config_path = dir.join("alertmanager.yml");
     std::fs::write(&am_config_path, am_config).expect("write alertmanager.yml");
@@ -773,40 +684,25 @@ async fn failing_webhook_alert_reaches_alertmanager_receiver_and_healthy_webhook
         .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
         .arg("--cluster.listen-address=");
     let mut am_child = ChildGuard::spawn("alertmanager", &mut am_cmd, dir.join("alertmanager.log"));
-    wait_until(
-        "Alertmanager ready",
-        Duration::from_secs(30),
-        &mut [&mut am_child],
-        || async {
-            if http.ok(&format!("{am}/-/ready")).await {
-                Ok(())
-            } else {
-                Err("not ready".into())
-            }
-        },
-    )
-    .await;
+    let ready = format!("{am}/-/ready");
+    wait_ready(&http, "Alertmanager ready", &ready, &mut [&mut am_child]).await;
 
     let prom_config = format!(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
          rule_files:\n  - {}\n\
          alerting:\n  alertmanagers:\n    - api_version: v2\n      static_configs:\n        - targets: [{}]\n\
          scrape_configs:\n  - job_name: talkover\n    static_configs:\n      - targets: [{}]\n",
-        quote(&derived_path.to_string_lossy()),
-        quote(&format!("127.0.0.1:{am_port}")),
-        quote(&format!("127.0.0.1:{exporter_port}")),
+        yaml_quote(&derived_path.to_string_lossy()),
+        yaml_quote(&format!("127.0.0.1:{am_port}")),
+        yaml_quote(&format!("127.0.0.1:{exporter_port}")),
     );
-    let prom_config_path = dir.join("prometheus.yml");
-    std::fs::write(&prom_config_path, prom_config).expect("write prometheus.yml");
-    let mut prom_cmd = Command::new(&prometheus);
-    prom_cmd
-        .arg(format!("--config.file={}", prom_config_path.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("prom-data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"));
-    let mut prom_child = ChildGuard::spawn("prometheus", &mut prom_cmd, dir.join("prometheus.log"));
+    let mut prom_child = spawn_prometheus(
+        &prometheus,
+        prom_config,
+        dir,
+        &dir.join("prom-data"),
+        prom_port,
+    );
     wait_until(
         "Prometheus scrapes the exporter and knows the Alertmanager",
         Duration::from_secs(40),
@@ -874,9 +770,7 @@ async fn failing_webhook_alert_reaches_alertmanager_receiver_and_healthy_webhook
     let traffic = Instant::now();
     let deadline = traffic + Duration::from_secs(150);
     loop {
-        exporter.assert_running();
-        am_child.assert_running();
-        prom_child.assert_running();
+        assert_running(&mut [&mut exporter, &mut am_child, &mut prom_child]);
         let all = inbox.alerts();
         let foreign: Vec<Received> = all
             .iter()
@@ -921,13 +815,7 @@ async fn failing_webhook_alert_reaches_alertmanager_receiver_and_healthy_webhook
 
     // -- what arrived is right, and nothing else is active anywhere -------------
     let all = inbox.alerts();
-    let problems: Vec<String> = all.iter().flat_map(|r| check_received(r, &rules)).collect();
-    assert!(
-        problems.is_empty(),
-        "received alerts are wrong:\n  {}\nall received:\n{}",
-        problems.join("\n  "),
-        fmt_received(&all)
-    );
+    assert_received_right(&all, &rules);
     let prom_alerts = http
         .prom(&format!("{prom}/api/v1/alerts"))
         .await
@@ -936,22 +824,7 @@ async fn failing_webhook_alert_reaches_alertmanager_receiver_and_healthy_webhook
         .as_array()
         .cloned()
         .unwrap_or_default();
-    let foreign: Vec<&Value> = prom_alerts
-        .iter()
-        .filter(|a| key_of(&a["labels"]) != failing_key())
-        .collect();
-    assert!(
-        foreign.is_empty(),
-        "Prometheus has alerts for other than {FAILING}: {foreign:?}"
-    );
-    for name in REQUIRED {
-        assert!(
-            prom_alerts
-                .iter()
-                .any(|a| a["labels"]["alertname"] == name && a["state"] == "firing"),
-            "{name} is not firing in Prometheus: {prom_alerts:?}"
-        );
-    }
+    assert_only_failing_and_required("Prometheus", &prom_alerts, "firing", |a| &a["state"]);
     // Every alert ever pending or firing since Prometheus started. Only an
     // exporter-level alert may have been pending (TalkoverExporterAbsent for
     // an evaluation before the first scrape), never firing.
@@ -979,22 +852,9 @@ async fn failing_webhook_alert_reaches_alertmanager_receiver_and_healthy_webhook
         .await
         .expect("Alertmanager /api/v2/alerts");
     let am_alerts = am_alerts.as_array().cloned().unwrap_or_default();
-    let foreign: Vec<&Value> = am_alerts
-        .iter()
-        .filter(|a| key_of(&a["labels"]) != failing_key())
-        .collect();
-    assert!(
-        foreign.is_empty(),
-        "Alertmanager has alerts for other than {FAILING}: {foreign:?}"
-    );
-    for name in REQUIRED {
-        assert!(
-            am_alerts
-                .iter()
-                .any(|a| a["labels"]["alertname"] == name && a["status"]["state"] == "active"),
-            "{name} is not active in Alertmanager: {am_alerts:?}"
-        );
-    }
+    assert_only_failing_and_required("Alertmanager", &am_alerts, "active", |a| {
+        &a["status"]["state"]
+    });
     eprintln!(
         "received so far (firing, for {FAILING} only):\n{}",
         fmt_received(&all)
@@ -1010,9 +870,7 @@ async fn failing_webhook_alert_reaches_alertmanager_receiver_and_healthy_webhook
     let recovery = Instant::now();
     let deadline = recovery + Duration::from_secs(60);
     loop {
-        exporter.assert_running();
-        am_child.assert_running();
-        prom_child.assert_running();
+        assert_running(&mut [&mut exporter, &mut am_child, &mut prom_child]);
         let all = inbox.alerts();
         if all
             .iter()
@@ -1030,13 +888,7 @@ async fn failing_webhook_alert_reaches_alertmanager_receiver_and_healthy_webhook
     }
     let resolved_after = recovery.elapsed();
     let all = inbox.alerts();
-    let problems: Vec<String> = all.iter().flat_map(|r| check_received(r, &rules)).collect();
-    assert!(
-        problems.is_empty(),
-        "received alerts are wrong:\n  {}\nall received:\n{}",
-        problems.join("\n  "),
-        fmt_received(&all)
-    );
+    assert_received_right(&all, &rules);
     receiver.abort();
     eprintln!(
         "{RESOLVES} resolved at the receiver {:.1}s after {FAILING} recovered.\n\

@@ -16,71 +16,22 @@
 //! Needs `prometheus` on PATH (Debian/Ubuntu: `apt-get install prometheus`);
 //! the test fails, rather than skips, without it.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_talkover-exporter");
-const ATTEMPTS: &str = "talkover_webhook_delivery_attempts_total";
+use common::{
+    free_ports, get_text, http_client, post, prometheus_on_path, send, shipped_rules_path,
+    spawn_demo_exporter, spawn_prometheus, string_labels, yaml_quote, Key, ATTEMPTS,
+};
+
 /// How long the demo traffic runs before the queries, so that `rate(…[1m])`
 /// and `rate(…[5m])` have many samples per series.
 const TRAFFIC: Duration = Duration::from_secs(25);
-
-/// (campaign_id, agent_id, webhook_id); an absent label is "".
-type Key = (String, String, String);
-
-/// A child process killed (and reaped) when dropped, even on panic; on panic
-/// it also prints the tail of the child's log.
-struct ChildGuard {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl ChildGuard {
-    fn spawn(name: &'static str, cmd: &mut Command, log: PathBuf) -> ChildGuard {
-        let out = File::create(&log).expect("create log file");
-        let err = out.try_clone().expect("clone log file handle");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({:?}): {e}", cmd.get_program()));
-        ChildGuard { name, child, log }
-    }
-
-    /// Panics (with the log) if the process has already exited.
-    fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!(
-                "{} exited early with {status}; its log:\n{}",
-                self.name,
-                log_tail(&self.log, 60)
-            );
-        }
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "---- last lines of the {} log ({}) ----\n{}",
-                self.name,
-                self.log.display(),
-                log_tail(&self.log, 40)
-            );
-        }
-    }
-}
 
 /// A temporary directory removed when dropped.
 struct TempDir(PathBuf);
@@ -104,30 +55,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn log_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// Distinct free loopback ports (all held until every one is picked).
-fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
-    let mut ports = [0u16; N];
-    for (port, l) in ports.iter_mut().zip(&listeners) {
-        *port = l.local_addr().expect("local addr").port();
-    }
-    ports
-}
-
-fn find_on_path(program: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
 }
 
 /// Rule names in `rules.yml`: (recording rules, alerts), in file order.
@@ -280,15 +207,8 @@ struct Prom {
 
 impl Prom {
     async fn get_json(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, String> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .query(query)
-            .send()
-            .await
-            .map_err(|e| format!("GET {path}: {e}"))?;
-        let status = resp.status();
-        let body = resp.text().await.map_err(|e| format!("GET {path}: {e}"))?;
+        let req = self.http.get(format!("{}{path}", self.base)).query(query);
+        let (status, body) = send(req, &format!("GET {path}")).await?;
         let json: Value = serde_json::from_str(&body)
             .map_err(|e| format!("GET {path}: HTTP {status}, not JSON ({e}): {body}"))?;
         if json["status"] != "success" {
@@ -315,17 +235,7 @@ impl Prom {
                 .as_array()
                 .map(|rows| {
                     rows.iter()
-                        .map(|row| {
-                            let labels = row["metric"]
-                                .as_object()
-                                .map(|m| {
-                                    m.iter()
-                                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").into()))
-                                        .collect()
-                                })
-                                .unwrap_or_default();
-                            (labels, parse_value(&row["value"]))
-                        })
+                        .map(|row| (string_labels(&row["metric"]), parse_value(&row["value"])))
                         .collect()
                 })
                 .unwrap_or_default()),
@@ -342,28 +252,10 @@ impl Prom {
     }
 }
 
-async fn get_text(http: &reqwest::Client, url: &str) -> Result<String, String> {
-    let resp = http.get(url).send().await.map_err(|e| e.to_string())?;
-    let status = resp.status();
-    let body = resp.text().await.map_err(|e| e.to_string())?;
-    if status.is_success() {
-        Ok(body)
-    } else {
-        Err(format!("HTTP {status}: {body}"))
-    }
-}
-
 async fn post_ok(http: &reqwest::Client, url: &str) {
-    let resp = http
-        .post(url)
-        .send()
+    post(http, url, None)
         .await
-        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
-    assert!(
-        resp.status().is_success(),
-        "POST {url}: HTTP {}",
-        resp.status()
-    );
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 fn fmt_counts(counts: &BTreeMap<Key, f64>) -> String {
@@ -377,14 +269,9 @@ fn fmt_counts(counts: &BTreeMap<Key, f64>) -> String {
 #[tokio::test]
 async fn prometheus_scrapes_exporter_rules_and_dashboard_queries_have_data() {
     let started = Instant::now();
-    let prometheus = find_on_path("prometheus").unwrap_or_else(|| {
-        panic!(
-            "`prometheus` is not on PATH: this end-to-end test needs a real Prometheus server. \
-             Install Debian's package: `apt-get install prometheus`"
-        )
-    });
+    let prometheus = prometheus_on_path();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let rules_path = root.join("dashboards/prometheus/rules.yml");
+    let rules_path = shipped_rules_path();
     let dashboard_path = root.join("dashboards/talkover-webhooks.json");
     let rules_yml = std::fs::read_to_string(&rules_path).expect("read rules.yml");
     let dashboard: Value = serde_json::from_str(
@@ -400,51 +287,24 @@ async fn prometheus_scrapes_exporter_rules_and_dashboard_queries_have_data() {
     let exporter_url = format!("http://127.0.0.1:{exporter_port}");
     let sim_url = format!("http://127.0.0.1:{sim_port}");
     let prom = Prom {
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("HTTP client"),
+        http: http_client(),
         base: format!("http://127.0.0.1:{prom_port}"),
     };
     let http = prom.http.clone();
 
     // -- the exporter, with its in-process simulated Talkover API -----------
-    let mut exporter_cmd = Command::new(BIN);
-    exporter_cmd
-        .args(["--demo", "--poll.interval", "1s", "--log.level", "warn"])
-        .args([
-            "--web.listen-address",
-            &format!("127.0.0.1:{exporter_port}"),
-        ])
-        .args(["--demo.listen-address", &format!("127.0.0.1:{sim_port}")]);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("TALKOVER_") {
-            exporter_cmd.env_remove(key);
-        }
-    }
-    let mut exporter = ChildGuard::spawn("exporter", &mut exporter_cmd, tmp.0.join("exporter.log"));
+    let mut exporter = spawn_demo_exporter(exporter_port, sim_port, &tmp.0);
 
     // -- Prometheus ----------------------------------------------------------
-    let quote = |s: &str| serde_json::to_string(s).expect("quote"); // a valid YAML string
     let config = format!(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
          rule_files:\n  - {}\n\
          scrape_configs:\n  - job_name: talkover\n    static_configs:\n      - targets: [{}]\n",
-        quote(&rules_path.to_string_lossy()),
-        quote(&format!("127.0.0.1:{exporter_port}")),
+        yaml_quote(&rules_path.to_string_lossy()),
+        yaml_quote(&format!("127.0.0.1:{exporter_port}")),
     );
-    let config_path = tmp.0.join("prometheus.yml");
-    std::fs::write(&config_path, config).expect("write prometheus.yml");
-    let mut prom_cmd = Command::new(&prometheus);
-    prom_cmd
-        .arg(format!("--config.file={}", config_path.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            tmp.0.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"));
     let mut prom_child =
-        ChildGuard::spawn("prometheus", &mut prom_cmd, tmp.0.join("prometheus.log"));
+        spawn_prometheus(&prometheus, config, &tmp.0, &tmp.0.join("data"), prom_port);
 
     // -- wait for: exporter serving, Prometheus ready, target up, traffic ----
     let deadline = Instant::now() + Duration::from_secs(30);

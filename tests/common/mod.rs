@@ -1,0 +1,216 @@
+//! Plumbing shared by the end-to-end tests that run the real
+//! `talkover-exporter --demo` binary next to real Prometheus / Alertmanager
+//! processes (`prometheus_e2e.rs`, `alert_path_e2e.rs`).
+//!
+//! Every item here is used by both of those test binaries; what only one of
+//! them needs stays in that file, so that neither gets dead-code warnings.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_talkover-exporter");
+pub const ATTEMPTS: &str = "talkover_webhook_delivery_attempts_total";
+
+/// (campaign_id, agent_id, webhook_id); an absent label is "".
+pub type Key = (String, String, String);
+
+/// A child process killed (and reaped) when dropped, even on panic; on panic
+/// it also prints the tail of the child's log.
+pub struct ChildGuard {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl ChildGuard {
+    pub fn spawn(name: &'static str, cmd: &mut Command, log: PathBuf) -> ChildGuard {
+        let out = File::create(&log).expect("create log file");
+        let err = out.try_clone().expect("clone log file handle");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({:?}): {e}", cmd.get_program()));
+        ChildGuard { name, child, log }
+    }
+
+    /// Panics (with the log) if the process has already exited.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "{} exited early with {status}; its log:\n{}",
+                self.name,
+                log_tail(&self.log, 60)
+            );
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- last lines of the {} log ({}) ----\n{}",
+                self.name,
+                self.log.display(),
+                log_tail(&self.log, 40)
+            );
+        }
+    }
+}
+
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Distinct free loopback ports (all held until every one is picked).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    let mut ports = [0u16; N];
+    for (port, l) in ports.iter_mut().zip(&listeners) {
+        *port = l.local_addr().expect("local addr").port();
+    }
+    ports
+}
+
+pub fn find_on_path(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// The `prometheus` binary on PATH; panics (the test fails, rather than
+/// skips) without it.
+pub fn prometheus_on_path() -> PathBuf {
+    find_on_path("prometheus").unwrap_or_else(|| {
+        panic!(
+            "`prometheus` is not on PATH: this end-to-end test needs a real Prometheus server. \
+             Install Debian's package: `apt-get install prometheus`"
+        )
+    })
+}
+
+/// The shipped rules file, `dashboards/prometheus/rules.yml`.
+pub fn shipped_rules_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/prometheus/rules.yml")
+}
+
+/// `s` as a valid YAML string (a JSON string is one).
+pub fn yaml_quote(s: &str) -> String {
+    serde_json::to_string(s).expect("quote")
+}
+
+/// Starts `talkover-exporter --demo` (polling every second, serving on
+/// `exporter_port`, its simulated Talkover API on `sim_port`), without any
+/// `TALKOVER_*` variable of the test's environment; its log goes to
+/// `dir/exporter.log`.
+pub fn spawn_demo_exporter(exporter_port: u16, sim_port: u16, dir: &Path) -> ChildGuard {
+    let mut exporter_cmd = Command::new(BIN);
+    exporter_cmd
+        .args(["--demo", "--poll.interval", "1s", "--log.level", "warn"])
+        .args([
+            "--web.listen-address",
+            &format!("127.0.0.1:{exporter_port}"),
+        ])
+        .args(["--demo.listen-address", &format!("127.0.0.1:{sim_port}")]);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("TALKOVER_") {
+            exporter_cmd.env_remove(key);
+        }
+    }
+    ChildGuard::spawn("exporter", &mut exporter_cmd, dir.join("exporter.log"))
+}
+
+/// Writes `config` to `dir/prometheus.yml` and starts `prometheus` with it,
+/// storing into `data_dir`, listening on `port`; its log goes to
+/// `dir/prometheus.log`.
+pub fn spawn_prometheus(
+    prometheus: &Path,
+    config: String,
+    dir: &Path,
+    data_dir: &Path,
+    port: u16,
+) -> ChildGuard {
+    let config_path = dir.join("prometheus.yml");
+    std::fs::write(&config_path, config).expect("write prometheus.yml");
+    let mut prom_cmd = Command::new(prometheus);
+    prom_cmd
+        .arg(format!("--config.file={}", config_path.display()))
+        .arg(format!("--storage.tsdb.path={}", data_dir.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"));
+    ChildGuard::spawn("prometheus", &mut prom_cmd, dir.join("prometheus.log"))
+}
+
+/// The HTTP client of the tests: every request times out after 10s.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("HTTP client")
+}
+
+/// Sends `req`: the status and the body of the answer; an error names `what`
+/// (`GET <url>`).
+pub async fn send(
+    req: reqwest::RequestBuilder,
+    what: &str,
+) -> Result<(reqwest::StatusCode, String), String> {
+    let resp = req.send().await.map_err(|e| format!("{what}: {e}"))?;
+    let status = resp.status();
+    let body = resp.text().await.map_err(|e| format!("{what}: {e}"))?;
+    Ok((status, body))
+}
+
+/// The body of a successful GET.
+pub async fn get_text(http: &reqwest::Client, url: &str) -> Result<String, String> {
+    let (status, body) = send(http.get(url), &format!("GET {url}")).await?;
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(format!("GET {url}: HTTP {status}: {body}"))
+    }
+}
+
+/// The labels of a JSON object (a Prometheus `metric`, an alert's
+/// `labels`); a value that is not a string counts as "".
+pub fn string_labels(labels: &serde_json::Value) -> BTreeMap<String, String> {
+    labels
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").into()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// POSTs `body` (as JSON) or nothing; Ok on a success status.
+pub async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    body: Option<serde_json::Value>,
+) -> Result<(), String> {
+    let mut req = http.post(url);
+    if let Some(body) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    let resp = req.send().await.map_err(|e| format!("POST {url}: {e}"))?;
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("POST {url}: HTTP {}", resp.status()))
+    }
+}
