@@ -962,7 +962,17 @@ impl<S: PageSource> Poll<'_, S> {
             // Nothing listed yet (Unix-ms timestamps are never 0): no horizon to move.
             return self.expire_pending();
         }
-        let mut horizon = state.newest_ms.saturating_sub(LATENESS_MS);
+        // Ten minutes behind the newest entry, and once the clock is ten
+        // minutes past it, the newest entry itself: an idle webhook then
+        // remembers only the ids at its newest timestamp, not its last burst.
+        // (A step, not a slide: the state of an idle webhook changes once,
+        // so idle polls keep writing nothing to the state file.)
+        let settled = self.now_ms.saturating_sub(LATENESS_MS) >= state.newest_ms;
+        let mut horizon = if settled {
+            state.newest_ms
+        } else {
+            state.newest_ms.saturating_sub(LATENESS_MS)
+        };
         if let Some(lowest) = state.gaps.last() {
             horizon = horizon.min(lowest.bottom_ms);
         }
