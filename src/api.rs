@@ -456,6 +456,10 @@ impl Client {
             .timeout(opts.timeout)
             .connect_timeout(opts.timeout.min(Duration::from_secs(10)))
             .https_only(!opts.allow_insecure)
+            // Thousands of pollers share one API host: keep a few warm
+            // connections, not one per poller that ever ran at once.
+            .pool_max_idle_per_host(32)
+            .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("talkover-exporter/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Client {
