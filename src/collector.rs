@@ -508,11 +508,15 @@ impl<S: PageSource> Poll<'_, S> {
             self.take_baseline(&first);
             return Ok(());
         }
+        // The misdirected first guess is usually the next older page: the
+        // scan uses it instead of reading it again.
+        let mut stray = stray;
+        let scanned = self.top_scan(first, known_top, &mut stray).await;
         if let Some(stray) = stray {
-            // Read anyway; its entries are as real as any.
+            // Not on the scan's way; its entries are as real as any.
             self.apply(&stray);
         }
-        self.top_scan(first, known_top).await?;
+        scanned?;
         self.gap_scans().await
     }
 
@@ -670,7 +674,12 @@ impl<S: PageSource> Poll<'_, S> {
 
     /// Walks from the newest page towards older ones while pages still hold
     /// unseen entries, or pending entries we follow are further down.
-    async fn top_scan(&mut self, first: ReadPage, known_top: i64) -> Result<(), ApiError> {
+    async fn top_scan(
+        &mut self,
+        first: ReadPage,
+        known_top: i64,
+        stray: &mut Option<ReadPage>,
+    ) -> Result<(), ApiError> {
         // Entries that arrived since the last poll (those arriving while this
         // poll reads are found by the next one).
         let arrivals = self
@@ -714,8 +723,14 @@ impl<S: PageSource> Poll<'_, S> {
                 self.open_gap(page.number, applied.oldest_ms, bottom, unread);
                 return Ok(());
             }
-            budget -= 1;
             let next = self.older(page.number);
+            if stray.as_ref().is_some_and(|p| p.number == next) {
+                if let Some(p) = stray.take() {
+                    page = p;
+                    continue;
+                }
+            }
+            budget -= 1;
             match self.fetch(next).await {
                 Ok(p) => page = p,
                 Err(e) => {
