@@ -848,7 +848,12 @@ impl<S: PageSource> Poll<'_, S> {
         };
         for entry in &page.entries {
             let Some(id) = entry_id(entry) else { continue };
-            let created = self.created_ms(entry);
+            // Parsed once: the placement uses the fallback, the counters only a real time.
+            let parsed = entry
+                .created_at
+                .as_deref()
+                .and_then(api::parse_timestamp_ms);
+            let created = parsed.unwrap_or(self.now_ms);
             applied.oldest_ms = Some(applied.oldest_ms.map_or(created, |o: i64| o.min(created)));
             self.state.newest_ms = self.state.newest_ms.max(created);
             let seen = self.state.handled.contains_key(&id) || self.state.pending.contains_key(&id);
@@ -863,7 +868,7 @@ impl<S: PageSource> Poll<'_, S> {
             if self.state.pending.contains_key(&id) {
                 if is_final(entry) {
                     self.state.pending.remove(&id);
-                    self.count(entry, created);
+                    record(&mut self.state.counts, entry, parsed);
                     self.state.handled.insert(id, created);
                 } else {
                     self.observed.insert(id);
@@ -882,7 +887,7 @@ impl<S: PageSource> Poll<'_, S> {
                 }
             }
             if is_final(entry) {
-                self.count(entry, created);
+                record(&mut self.state.counts, entry, parsed);
                 self.state.handled.insert(id, created);
             } else {
                 self.observed.insert(id.clone());
@@ -954,19 +959,6 @@ impl<S: PageSource> Poll<'_, S> {
             .as_deref()
             .and_then(api::parse_timestamp_ms)
             .unwrap_or(self.now_ms)
-    }
-
-    fn count(&mut self, entry: &LogEntry, created_ms: i64) {
-        let created_known = entry
-            .created_at
-            .as_deref()
-            .and_then(api::parse_timestamp_ms)
-            .is_some();
-        record(
-            &mut self.state.counts,
-            entry,
-            created_known.then_some(created_ms),
-        );
     }
 
     /// Moves the horizon up, forgets what is below it, and gives up on
