@@ -894,6 +894,19 @@ impl SimState {
     }
 }
 
+impl SimState {
+    /// What every listing endpoint checks first: the token and the scope; counts the request.
+    fn listing(&mut self, headers: &HeaderMap, scope: &str) -> Result<Scope, Box<Response>> {
+        if !self.authorized(headers) {
+            return Err(Box::new(unauthorized()));
+        }
+        let scope = scope_of(scope)
+            .ok_or_else(|| Box::new(error(StatusCode::NOT_FOUND, "not found", "NOT_FOUND")))?;
+        self.listing_requests += 1;
+        Ok(scope)
+    }
+}
+
 /// `GET /api/v1/campaigns` and `GET /api/v1/agents`.
 async fn list_owners(
     State(sim): State<Simulator>,
@@ -902,13 +915,10 @@ async fn list_owners(
     headers: HeaderMap,
 ) -> Response {
     let mut st = sim.lock();
-    if !st.authorized(&headers) {
-        return unauthorized();
-    }
-    let Some(scope) = scope_of(&scope) else {
-        return error(StatusCode::NOT_FOUND, "not found", "NOT_FOUND");
+    let scope = match st.listing(&headers, &scope) {
+        Ok(scope) => scope,
+        Err(resp) => return *resp,
     };
-    st.listing_requests += 1;
     let mut owners: Vec<&str> = st
         .logs
         .keys()
@@ -933,13 +943,10 @@ async fn list_webhooks(
     headers: HeaderMap,
 ) -> Response {
     let mut st = sim.lock();
-    if !st.authorized(&headers) {
-        return unauthorized();
-    }
-    let Some(scope) = scope_of(&scope) else {
-        return error(StatusCode::NOT_FOUND, "not found", "NOT_FOUND");
+    let scope = match st.listing(&headers, &scope) {
+        Ok(scope) => scope,
+        Err(resp) => return *resp,
     };
-    st.listing_requests += 1;
     let owner_key = match scope {
         Scope::Campaign => "campaign_id",
         Scope::Agent => "agent_id",
