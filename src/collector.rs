@@ -25,10 +25,12 @@
 //! and `handled` forgets everything below it: memory follows traffic, not
 //! uptime.
 
-use std::collections::{BTreeSet, HashMap};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use foldhash::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
@@ -418,10 +420,10 @@ pub async fn poll_once<S: PageSource>(
         state,
         stats,
         now_ms: unix_now_ms(),
-        observed: BTreeSet::new(),
+        observed: HashSet::default(),
         total_before,
         after_oversized: false,
-        new_this_poll: Default::default(),
+        new_this_poll: HashSet::default(),
         unknown_total: 0,
     };
     let result = poll.run().await;
@@ -473,13 +475,13 @@ struct Poll<'a, S> {
     stats: &'a mut PollStats,
     now_ms: i64,
     /// Pending ids observed during this poll.
-    observed: BTreeSet<String>,
+    observed: HashSet<String>,
     /// `pagination.total` as the previous poll left it.
     total_before: Option<u64>,
     /// An oversized entry was skipped; the next page read names it.
     after_oversized: bool,
     /// Ids first seen in this poll.
-    new_this_poll: std::collections::HashSet<String>,
+    new_this_poll: HashSet<String>,
     /// Unknown entries found in this poll.
     unknown_total: u64,
 }
@@ -646,9 +648,9 @@ impl<S: PageSource> Poll<'_, S> {
             oldest = oldest.min(created);
             self.state.newest_ms = self.state.newest_ms.max(created);
             if is_final(entry) {
-                self.state.handled.insert(id, created);
+                self.state.handled.insert(id.into_owned(), created);
             } else {
-                self.track_pending(id, created);
+                self.track_pending(id.into_owned(), created);
             }
         }
         // Older pages are baseline too; entries sharing the oldest timestamp
@@ -848,6 +850,7 @@ impl<S: PageSource> Poll<'_, S> {
         };
         for entry in &page.entries {
             let Some(id) = entry_id(entry) else { continue };
+            let id = id.as_ref();
             // Parsed once: the placement uses the fallback, the counters only a real time.
             let parsed = entry
                 .created_at
@@ -856,22 +859,24 @@ impl<S: PageSource> Poll<'_, S> {
             let created = parsed.unwrap_or(self.now_ms);
             applied.oldest_ms = Some(applied.oldest_ms.map_or(created, |o: i64| o.min(created)));
             self.state.newest_ms = self.state.newest_ms.max(created);
-            let seen = self.state.handled.contains_key(&id) || self.state.pending.contains_key(&id);
-            if (seen && !self.new_this_poll.contains(&id))
-                || (!seen && created < self.state.horizon_ms)
-            {
-                applied.known += 1;
-            }
-            if self.state.handled.contains_key(&id) {
+            let handled = self.state.handled.contains_key(id);
+            let pending = !handled && self.state.pending.contains_key(id);
+            let known = if handled || pending {
+                !self.new_this_poll.contains(id)
+            } else {
+                created < self.state.horizon_ms
+            };
+            applied.known += usize::from(known);
+            if handled {
                 continue;
             }
-            if self.state.pending.contains_key(&id) {
+            if pending {
                 if is_final(entry) {
-                    self.state.pending.remove(&id);
+                    self.state.pending.remove(id);
                     record(&mut self.state.counts, entry, parsed);
-                    self.state.handled.insert(id, created);
+                    self.state.handled.insert(id.to_string(), created);
                 } else {
-                    self.observed.insert(id);
+                    self.observed.insert(id.to_string());
                 }
                 continue;
             }
@@ -880,7 +885,7 @@ impl<S: PageSource> Poll<'_, S> {
             }
             applied.unknown += 1;
             self.unknown_total += 1;
-            self.new_this_poll.insert(id.clone());
+            self.new_this_poll.insert(id.to_string());
             for gap in self.state.gaps.iter_mut() {
                 if (gap.bottom_ms..=gap.top_ms).contains(&created) {
                     gap.unread = gap.unread.saturating_sub(1);
@@ -888,10 +893,10 @@ impl<S: PageSource> Poll<'_, S> {
             }
             if is_final(entry) {
                 record(&mut self.state.counts, entry, parsed);
-                self.state.handled.insert(id, created);
+                self.state.handled.insert(id.to_string(), created);
             } else {
-                self.observed.insert(id.clone());
-                self.track_pending(id, created);
+                self.observed.insert(id.to_string());
+                self.track_pending(id.to_string(), created);
             }
         }
         applied
@@ -906,7 +911,7 @@ impl<S: PageSource> Poll<'_, S> {
             .iter()
             .filter_map(|e| Some((self.created_ms(e), entry_id(e)?)))
             .max()
-            .map(|(_, id)| id)
+            .map(|(_, id)| id.into_owned())
             .unwrap_or_default();
         if !self.state.oversized.contains(&key) {
             *self
@@ -1046,15 +1051,15 @@ impl<S: PageSource> Poll<'_, S> {
 
 /// The dedupe key: the entry's id, or for an entry without one a digest of
 /// the fields that do not change as it goes from pending to final.
-fn entry_id(entry: &LogEntry) -> Option<String> {
+fn entry_id(entry: &LogEntry) -> Option<Cow<'_, str>> {
     if let Some(id) = &entry.id {
-        return Some(id.clone());
+        return Some(Cow::Borrowed(id));
     }
     entry.created_at.as_ref()?;
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (&entry.event, entry.attempt, &entry.created_at).hash(&mut h);
-    Some(format!("~{:016x}", h.finish()))
+    Some(Cow::Owned(format!("~{:016x}", h.finish())))
 }
 
 /// The listing order, if the page's timestamps show it.
@@ -1080,90 +1085,126 @@ pub fn is_final(entry: &LogEntry) -> bool {
 }
 
 /// Adds one final attempt to the counters.
+///
+/// Called for every counted entry, so the usual case (every series already
+/// exists) allocates nothing: labels are looked up as borrowed strings and
+/// only a new series pays for owned keys and for the label cap.
 pub fn record(counts: &mut DeliveryCounts, entry: &LogEntry, created_ms: Option<i64>) {
-    let status = capped_label(counts, entry.status.as_deref().unwrap_or("unknown"), |k| {
-        &k.status
-    });
-    let event = capped_label(counts, entry.event.as_deref().unwrap_or("unknown"), |k| {
-        &k.event
-    });
+    let mut code_text = itoa::Buffer::new();
     let code = match entry.http_status {
-        None => "none".to_string(),
-        Some(c @ 100..=599) => c.to_string(),
-        Some(_) => "other".to_string(),
+        None => "none",
+        Some(c @ 100..=599) => code_text.format(c),
+        Some(_) => "other",
     };
-    *counts
-        .attempts
-        .entry(AttemptKey {
-            event,
-            status: status.clone(),
-            code,
-        })
-        .or_default() += 1;
+    let event = label_value(entry.event.as_deref());
+    let status = label_value(entry.status.as_deref());
+    let status = match counts.attempt_mut(event, status, code) {
+        Some(n) => {
+            *n += 1;
+            status
+        }
+        None => {
+            let status = capped_label(counts, status, |k| &k.status);
+            let event = capped_label(counts, event, |k| &k.event);
+            count_new_series(counts, event, status, code);
+            status
+        }
+    };
 
-    let mut invalid = |field: &str, reason: &str| {
-        *counts
-            .invalid_fields
-            .entry((field.to_string(), reason.to_string()))
-            .or_default() += 1;
-    };
     match entry.duration_ms {
-        None => invalid("duration_ms", "missing"),
-        Some(d) if d < 0.0 => invalid("duration_ms", "negative"),
+        None => invalid_field(counts, "duration_ms", "missing"),
+        Some(d) if d < 0.0 => invalid_field(counts, "duration_ms", "negative"),
         // Far beyond the 120 s maximum timeout: a unit mix-up or garbage.
-        Some(d) if d > 3_600_000.0 => invalid("duration_ms", "absurd"),
-        Some(d) => counts
-            .duration
-            .entry(status.clone())
-            .or_default()
-            .observe(DURATION_BUCKETS, d / 1000.0),
+        Some(d) if d > 3_600_000.0 => invalid_field(counts, "duration_ms", "absurd"),
+        Some(d) => by_status(&mut counts.duration, status).observe(DURATION_BUCKETS, d / 1000.0),
     }
     match entry.attempt {
-        None => invalid("attempt", "missing"),
-        Some(a) if !(1..=1000).contains(&a) => invalid("attempt", "out_of_range"),
+        None => invalid_field(counts, "attempt", "missing"),
+        Some(a) if !(1..=1000).contains(&a) => invalid_field(counts, "attempt", "out_of_range"),
         Some(a) => {
             if a > 1 {
                 counts.retries += 1;
             }
-            counts
-                .attempt_number
-                .entry(status.clone())
-                .or_default()
-                .observe(ATTEMPT_BUCKETS, a as f64);
+            by_status(&mut counts.attempt_number, status).observe(ATTEMPT_BUCKETS, a as f64);
         }
     }
     let delivered = entry.delivered_at.as_deref().map(api::parse_timestamp_ms);
     match (created_ms, delivered) {
-        (None, _) => invalid("created_at", "unparsable"),
+        (None, _) => invalid_field(counts, "created_at", "unparsable"),
         (Some(_), None) => {}
-        (Some(_), Some(None)) => invalid("delivered_at", "unparsable"),
-        (Some(c), Some(Some(d))) if d < c => invalid("delivered_at", "before_created"),
+        (Some(_), Some(None)) => invalid_field(counts, "delivered_at", "unparsable"),
+        (Some(c), Some(Some(d))) if d < c => {
+            invalid_field(counts, "delivered_at", "before_created")
+        }
         (Some(c), Some(Some(d))) => counts.lag.observe(LAG_BUCKETS, (d - c) as f64 / 1000.0),
     }
     if let Some(c) = created_ms {
         let t = c as f64 / 1000.0;
-        let last = counts.last_attempt.entry(status).or_insert(t);
-        *last = last.max(t);
+        match counts.last_attempt.get_mut(status) {
+            Some(last) => *last = last.max(t),
+            None => {
+                counts.last_attempt.insert(status.to_string(), t);
+            }
+        }
     }
 }
 
-/// Keeps the number of distinct values of one label bounded per target.
-fn capped_label(
+/// An entry's `event` or `status` as a label value: at most 128 characters.
+fn label_value(value: Option<&str>) -> &str {
+    let value = value.unwrap_or("unknown");
+    match value.char_indices().nth(128) {
+        Some((end, _)) => &value[..end],
+        None => value,
+    }
+}
+
+/// Starts a `talkover_webhook_delivery_attempts_total` series at 1.
+fn count_new_series(counts: &mut DeliveryCounts, event: &str, status: &str, code: &str) {
+    // `capped_label` may have folded the label into an existing `other` series.
+    if let Some(n) = counts.attempt_mut(event, status, code) {
+        *n += 1;
+        return;
+    }
+    let key = AttemptKey {
+        event: event.to_string(),
+        status: status.to_string(),
+        code: code.to_string(),
+    };
+    counts.attempts.insert(key, 1);
+}
+
+/// The value kept for `status`, created empty the first time.
+fn by_status<'m, V: Default>(map: &'m mut BTreeMap<String, V>, status: &str) -> &'m mut V {
+    if !map.contains_key(status) {
+        map.insert(status.to_string(), V::default());
+    }
+    map.get_mut(status).expect("inserted above")
+}
+
+fn invalid_field(counts: &mut DeliveryCounts, field: &str, reason: &str) {
+    *counts
+        .invalid_fields
+        .entry((field.to_string(), reason.to_string()))
+        .or_default() += 1;
+}
+
+/// Keeps the number of distinct values of one label bounded per target:
+/// a value not seen before becomes `other` once the label has 64 values.
+fn capped_label<'a>(
     counts: &DeliveryCounts,
-    value: &str,
+    value: &'a str,
     field: impl Fn(&AttemptKey) -> &String,
-) -> String {
-    let value: String = value.chars().take(128).collect();
+) -> &'a str {
     let mut seen = BTreeSet::new();
     for key in counts.attempts.keys() {
         let v = field(key);
-        if *v == value {
+        if v == value {
             return value;
         }
         seen.insert(v.as_str());
     }
     if seen.len() >= LABEL_VALUES_CAP {
-        "other".to_string()
+        "other"
     } else {
         value
     }
@@ -1174,4 +1215,71 @@ pub fn unix_now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn final_entry(event: &str, status: &str, http_status: Option<i64>) -> LogEntry {
+        LogEntry {
+            event: Some(event.into()),
+            status: Some(status.into()),
+            http_status,
+            attempt: Some(1),
+            duration_ms: Some(120.0),
+            ..LogEntry::default()
+        }
+    }
+
+    #[test]
+    fn record_caps_label_values_and_still_counts_every_attempt() {
+        let mut counts = DeliveryCounts::default();
+        let created = Some(1_700_000_000_000);
+        // Twice over: the second pass finds every series, `other` included.
+        for _ in 0..2 {
+            for i in 0..100 {
+                record(
+                    &mut counts,
+                    &final_entry(&format!("e{i}"), "success", Some(200)),
+                    created,
+                );
+            }
+        }
+        let events: BTreeSet<&str> = counts.attempts.keys().map(|k| k.event.as_str()).collect();
+        assert_eq!(events.len(), LABEL_VALUES_CAP + 1);
+        assert!(events.contains("e63") && !events.contains("e64"));
+        assert_eq!(
+            counts.attempt_mut("other", "success", "200").copied(),
+            Some(72)
+        );
+        assert_eq!(counts.attempts.values().sum::<u64>(), 200);
+        assert_eq!(counts.duration["success"].count(), 200);
+        assert_eq!(counts.last_attempt["success"], 1_700_000_000.0);
+    }
+
+    #[test]
+    fn record_labels_codes_and_long_values() {
+        let mut counts = DeliveryCounts::default();
+        let long = "é".repeat(200);
+        for (status, code) in [(&*long, None), ("failed", Some(42)), ("failed", Some(503))] {
+            record(
+                &mut counts,
+                &final_entry("campaign.started", status, code),
+                None,
+            );
+        }
+        let keys: Vec<(usize, &str)> = counts
+            .attempts
+            .keys()
+            .map(|k| (k.status.chars().count(), k.code.as_str()))
+            .collect();
+        assert_eq!(keys, [(6, "503"), (6, "other"), (128, "none")]);
+        // Without a created_at the attempt counts, but not its timestamp.
+        assert!(counts.last_attempt.is_empty());
+        assert_eq!(
+            counts.invalid_fields[&("created_at".into(), "unparsable".into())],
+            3
+        );
+    }
 }

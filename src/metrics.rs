@@ -7,6 +7,8 @@
 //! unit, and a target that goes away takes its series with it. The process
 //! metrics come from the `prometheus` crate's registry and are appended.
 
+use std::borrow::Borrow;
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, RwLock};
@@ -69,6 +71,52 @@ pub struct AttemptKey {
     pub code: String,
 }
 
+/// `(event, status, code)` borrowed: what [`AttemptKey`] is compared by, so
+/// that the attempts map can be searched without building an owned key.
+trait AttemptLabels {
+    fn labels(&self) -> (&str, &str, &str);
+}
+
+impl AttemptLabels for AttemptKey {
+    fn labels(&self) -> (&str, &str, &str) {
+        (&self.event, &self.status, &self.code)
+    }
+}
+
+impl AttemptLabels for (&str, &str, &str) {
+    fn labels(&self) -> (&str, &str, &str) {
+        *self
+    }
+}
+
+// The derived order of `AttemptKey` compares event, then status, then code:
+// the tuple order below is the same, as `Borrow` requires.
+impl<'a> Borrow<dyn AttemptLabels + 'a> for AttemptKey {
+    fn borrow(&self) -> &(dyn AttemptLabels + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn AttemptLabels + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.labels() == other.labels()
+    }
+}
+
+impl Eq for dyn AttemptLabels + '_ {}
+
+impl PartialOrd for dyn AttemptLabels + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn AttemptLabels + '_ {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.labels().cmp(&other.labels())
+    }
+}
+
 /// Everything counted for one webhook: the values that must never go
 /// backwards, and so the values the state file persists.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -91,6 +139,15 @@ pub struct DeliveryCounts {
     /// Entry fields left out of a histogram, by `(field, reason)`.
     #[serde(with = "map_as_pairs")]
     pub invalid_fields: BTreeMap<(String, String), u64>,
+}
+
+impl DeliveryCounts {
+    /// The count of one existing `talkover_webhook_delivery_attempts_total`
+    /// series, found without allocating.
+    pub fn attempt_mut(&mut self, event: &str, status: &str, code: &str) -> Option<&mut u64> {
+        self.attempts
+            .get_mut(&(event, status, code) as &dyn AttemptLabels)
+    }
 }
 
 /// Self-observations of one target's polling; reset on restart.
