@@ -736,6 +736,50 @@ impl<'de> Deserialize<'de> for LogEntry {
 
 struct EntryVisitor;
 
+/// The key of a log entry's field, recognised without allocating it (every
+/// entry has a dozen keys, most of them for fields we skip).
+enum EntryField {
+    Id,
+    Event,
+    Status,
+    Attempt,
+    HttpStatus,
+    DurationMs,
+    DeliveredAt,
+    CreatedAt,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for EntryField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_identifier(EntryFieldVisitor)
+    }
+}
+
+struct EntryFieldVisitor;
+
+impl Visitor<'_> for EntryFieldVisitor {
+    type Value = EntryField;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<EntryField, E> {
+        Ok(match key {
+            "id" => EntryField::Id,
+            "event" => EntryField::Event,
+            "status" => EntryField::Status,
+            "attempt" => EntryField::Attempt,
+            "http_status" => EntryField::HttpStatus,
+            "duration_ms" => EntryField::DurationMs,
+            "delivered_at" => EntryField::DeliveredAt,
+            "created_at" => EntryField::CreatedAt,
+            _ => EntryField::Other,
+        })
+    }
+}
+
 impl<'de> Visitor<'de> for EntryVisitor {
     type Value = LogEntry;
 
@@ -745,17 +789,17 @@ impl<'de> Visitor<'de> for EntryVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<LogEntry, A::Error> {
         let mut e = LogEntry::default();
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            match key.as_ref() {
-                "id" => e.id = as_string(map.next_value()?),
-                "event" => e.event = as_string(map.next_value()?),
-                "status" => e.status = as_string(map.next_value()?),
-                "attempt" => e.attempt = as_i64(&map.next_value()?),
-                "http_status" => e.http_status = as_i64(&map.next_value()?),
-                "duration_ms" => e.duration_ms = as_f64(&map.next_value()?),
-                "delivered_at" => e.delivered_at = as_string(map.next_value()?),
-                "created_at" => e.created_at = as_string(map.next_value()?),
-                _ => {
+        while let Some(key) = map.next_key::<EntryField>()? {
+            match key {
+                EntryField::Id => e.id = as_string(map.next_value()?),
+                EntryField::Event => e.event = as_string(map.next_value()?),
+                EntryField::Status => e.status = as_string(map.next_value()?),
+                EntryField::Attempt => e.attempt = as_i64(&map.next_value()?),
+                EntryField::HttpStatus => e.http_status = as_i64(&map.next_value()?),
+                EntryField::DurationMs => e.duration_ms = as_f64(&map.next_value()?),
+                EntryField::DeliveredAt => e.delivered_at = as_string(map.next_value()?),
+                EntryField::CreatedAt => e.created_at = as_string(map.next_value()?),
+                EntryField::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
