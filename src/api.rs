@@ -255,7 +255,13 @@ pub struct Client {
     timeout: Duration,
     max_body_bytes: usize,
     limiter: std::sync::Arc<RateLimiter>,
+    in_flight: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// Requests to the API at once, all targets together: as many as the warm
+/// connections kept, so a burst of polls (thousands of targets, a slow API)
+/// queues here instead of opening a connection per poller.
+pub const MAX_IN_FLIGHT: usize = 32;
 
 /// Why a page could not be read. Every variant names the request path.
 #[derive(Debug, thiserror::Error)]
@@ -458,7 +464,7 @@ impl Client {
             .https_only(!opts.allow_insecure)
             // Thousands of pollers share one API host: keep a few warm
             // connections, not one per poller that ever ran at once.
-            .pool_max_idle_per_host(32)
+            .pool_max_idle_per_host(MAX_IN_FLIGHT)
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("talkover-exporter/", env!("CARGO_PKG_VERSION")))
             .build()?;
@@ -469,6 +475,7 @@ impl Client {
             timeout: opts.timeout,
             max_body_bytes: opts.max_body_bytes,
             limiter: std::sync::Arc::new(RateLimiter::new(opts.max_requests_per_second)),
+            in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
         })
     }
 
@@ -532,6 +539,9 @@ impl Client {
         url.query_pairs_mut()
             .append_pair("page", &page.to_string())
             .append_pair("per_page", &per_page.to_string());
+        // Held until the body is read: the connection is busy until then.
+        // (The semaphore is never closed, so this always gets a permit.)
+        let _in_flight = self.in_flight.acquire().await.ok();
         let mut retried = false;
         let (resp, status) = loop {
             self.limiter.acquire().await;

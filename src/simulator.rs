@@ -6,6 +6,7 @@
 //! that drives the real binary steer it over HTTP.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -183,6 +184,31 @@ pub type Truth = BTreeMap<(String, String, String), u64>;
 #[derive(Debug, Clone)]
 pub struct Simulator {
     inner: Arc<Mutex<SimState>>,
+    in_flight: Arc<InFlight>,
+}
+
+/// Log requests being answered now, and the most there ever were at once.
+#[derive(Debug, Default)]
+struct InFlight {
+    now: AtomicUsize,
+    max: AtomicUsize,
+}
+
+/// Counts one request in flight until dropped.
+struct InFlightGuard<'a>(&'a InFlight);
+
+impl InFlight {
+    fn enter(&self) -> InFlightGuard<'_> {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(now, Ordering::SeqCst);
+        InFlightGuard(self)
+    }
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Simulator {
@@ -201,6 +227,7 @@ impl Simulator {
                 fault_log: BTreeMap::new(),
                 listing_requests: 0,
             })),
+            in_flight: Arc::default(),
         }
     }
 
@@ -339,6 +366,11 @@ impl Simulator {
     /// Drops every queued fault.
     pub fn clear_faults(&self) {
         self.lock().faults.clear();
+    }
+
+    /// The most log requests the simulator was answering at once.
+    pub fn max_log_requests_in_flight(&self) -> usize {
+        self.in_flight.max.load(Ordering::SeqCst)
     }
 
     /// Faults served so far, by kind.
@@ -698,6 +730,7 @@ async fn list_logs(
     Query(q): Query<PageQuery>,
     headers: HeaderMap,
 ) -> Response {
+    let _in_flight = sim.in_flight.enter();
     let Ok(target) = format!("{scope}/{owner}/webhooks/{webhook}").parse::<Target>() else {
         return error(StatusCode::NOT_FOUND, "not found", "NOT_FOUND");
     };

@@ -256,3 +256,44 @@ async fn requests_per_poll(order: ListOrder, exact: bool) {
         );
     }
 }
+
+/// A slow API and many targets: requests in flight stop at the client's
+/// cap instead of one connection per poller, and every poll still finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_are_capped() {
+    use talkover_exporter::api::MAX_IN_FLIGHT;
+    use talkover_exporter::simulator::{Fault, FaultRule};
+
+    let names: Vec<String> = (0..100)
+        .map(|i| format!("campaigns/c{}/webhooks/w{i}", i / 10))
+        .collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let s = start_sim(61, ListOrder::NewestFirst, &refs, quiet_profile()).await;
+    // Every first poll takes 400 ms: without a cap, about all 100 would be
+    // in flight together (polls are spread over the 100 ms interval).
+    s.sim.inject(FaultRule {
+        target: None,
+        fault: Fault::Delay { ms: 400 },
+        count: 100,
+    });
+    let exporter = start_exporter(
+        &s.url,
+        &refs,
+        ExporterOptions {
+            max_rps: 100_000.0,
+            timeout: Duration::from_secs(10),
+            ..ExporterOptions::default()
+        },
+    )
+    .await;
+    exporter.wait_ready().await;
+    let most = s.sim.max_log_requests_in_flight();
+    assert!(most <= MAX_IN_FLIGHT, "{most} requests in flight at once");
+    assert!(
+        most >= MAX_IN_FLIGHT / 2,
+        "only {most} in flight: the cap was never reached, so nothing was tested"
+    );
+    let up = exporter.scrape().await.sum("talkover_up", &[]);
+    assert_eq!(up, 100.0);
+    exporter.stop().await;
+}
