@@ -250,26 +250,75 @@ impl Published {
 
     /// Renders the whole `/metrics` body in the text exposition format.
     pub fn render(&self) -> String {
+        let mut body = String::new();
+        self.render_chunks(&mut |chunk| {
+            body.push_str(&chunk);
+            true
+        });
+        body
+    }
+
+    /// Renders the `/metrics` body in pieces of about [`CHUNK_BYTES`], handing
+    /// each to `emit` as soon as it is written, so a scrape of thousands of
+    /// targets starts sending before rendering ends. Stops early when `emit`
+    /// returns false (the scraper went away).
+    pub fn render_chunks(&self, emit: &mut dyn FnMut(String) -> bool) {
         let snaps = self.snapshots();
-        let mut out = String::with_capacity(4096 + snaps.len() * 4096);
+        let mut out = Output::new(emit);
         self.render_info(&snaps, &mut out);
         render_targets(&snaps, &mut out);
-        render_build_info(&mut out);
+        render_build_info(&mut out.buf);
         let mut buf = Vec::new();
         if TextEncoder::new()
             .encode(&self.registry.gather(), &mut buf)
             .is_ok()
         {
-            out.push_str(&String::from_utf8_lossy(&buf));
+            out.buf.push_str(&String::from_utf8_lossy(&buf));
         }
-        out
+        out.finish();
+    }
+}
+
+/// Size of the pieces [`Published::render_chunks`] hands on.
+pub const CHUNK_BYTES: usize = 256 * 1024;
+
+/// A body being rendered: text accumulates in `buf` and leaves in pieces.
+struct Output<'a> {
+    buf: String,
+    emit: &'a mut dyn FnMut(String) -> bool,
+    /// The receiver is gone: the rest is not rendered.
+    closed: bool,
+}
+
+impl<'a> Output<'a> {
+    fn new(emit: &'a mut dyn FnMut(String) -> bool) -> Output<'a> {
+        Output {
+            buf: String::with_capacity(CHUNK_BYTES + 64 * 1024),
+            emit,
+            closed: false,
+        }
+    }
+
+    /// Hands the text on once there is a piece's worth; false once nobody listens.
+    fn flush_if_full(&mut self) -> bool {
+        if !self.closed && self.buf.len() >= CHUNK_BYTES {
+            let next = String::with_capacity(CHUNK_BYTES + 64 * 1024);
+            self.closed = !(self.emit)(std::mem::replace(&mut self.buf, next));
+        }
+        !self.closed
+    }
+
+    fn finish(mut self) {
+        if !self.closed && !self.buf.is_empty() {
+            (self.emit)(std::mem::take(&mut self.buf));
+        }
     }
 }
 
 impl Published {
-    fn render_info(&self, snaps: &[Arc<TargetSnapshot>], out: &mut String) {
+    fn render_info(&self, snaps: &[Arc<TargetSnapshot>], out: &mut Output<'_>) {
         header(
-            out,
+            &mut out.buf,
             "talkover_webhook_info",
             "gauge",
             "Always 1: the name and enabled state of each watched webhook, for joins with group_left.",
@@ -281,11 +330,14 @@ impl Published {
             let enabled = if meta.enabled { "true" } else { "false" };
             let prefix = label_prefix(&s.target);
             Series {
-                out: &mut *out,
+                out: &mut out.buf,
                 name: "talkover_webhook_info",
                 prefix: &prefix,
             }
             .value(&[("name", &meta.name), ("enabled", enabled)], 1);
+            if !out.flush_if_full() {
+                return;
+            }
         }
     }
 }
@@ -305,7 +357,7 @@ fn render_build_info(out: &mut String) {
 }
 
 /// Renders every per-target family, each family once with all its series.
-pub fn render_targets(snaps: &[Arc<TargetSnapshot>], out: &mut String) {
+fn render_targets(snaps: &[Arc<TargetSnapshot>], out: &mut Output<'_>) {
     // The target labels of each snapshot, escaped once for all families.
     let prefixes: Vec<String> = snaps.iter().map(|s| label_prefix(&s.target)).collect();
     let (duration_les, attempt_les, lag_les, poll_les) = (
@@ -314,13 +366,24 @@ pub fn render_targets(snaps: &[Arc<TargetSnapshot>], out: &mut String) {
         les(LAG_BUCKETS),
         les(POLL_BUCKETS),
     );
-    let fam = |out: &mut String, name, kind, help, f: &dyn Fn(&mut Series<'_>, &TargetSnapshot)| {
-        header(out, name, kind, help);
-        for (s, prefix) in snaps.iter().zip(&prefixes) {
-            let mut series = Series { out, name, prefix };
-            f(&mut series, s);
-        }
-    };
+    let fam =
+        |out: &mut Output<'_>, name, kind, help, f: &dyn Fn(&mut Series<'_>, &TargetSnapshot)| {
+            if out.closed {
+                return;
+            }
+            header(&mut out.buf, name, kind, help);
+            for (s, prefix) in snaps.iter().zip(&prefixes) {
+                let mut series = Series {
+                    out: &mut out.buf,
+                    name,
+                    prefix,
+                };
+                f(&mut series, s);
+                if !out.flush_if_full() {
+                    return;
+                }
+            }
+        };
     fam(
         out,
         "talkover_up",
@@ -367,7 +430,14 @@ pub fn render_targets(snaps: &[Arc<TargetSnapshot>], out: &mut String) {
         "talkover_webhook_delivery_lag_seconds",
         "histogram",
         "Time from an attempt's creation to its delivery (delivered_at - created_at).",
-        &|w, s| w.histogram(&[], &lag_les, &s.counts.lag),
+        // Like the by-status histograms, only once there is something in it:
+        // most webhooks of a large account are idle, and an empty histogram
+        // is 18 series each.
+        &|w, s| {
+            if s.counts.lag.count() > 0 {
+                w.histogram(&[], &lag_les, &s.counts.lag);
+            }
+        },
     );
     fam(
         out,
@@ -616,21 +686,94 @@ mod tests {
         h.observe(ATTEMPT_BUCKETS, 2.0);
         h.observe(ATTEMPT_BUCKETS, 3.0);
         counts.attempt_number.insert("failed".into(), h);
-        let snap = Arc::new(TargetSnapshot {
+        let published = Published::new();
+        published.publish(TargetSnapshot {
             target,
             counts,
             stats: PollStats::default(),
             pending: 0,
             backlog: 0,
         });
-        let mut out = String::new();
-        render_targets(&[snap], &mut out);
+        let out = published.render();
         assert!(out.contains(
             r#"talkover_webhook_delivery_attempts_total{campaign_id="",agent_id="a1",webhook_id="w1",event="we\"ird\\\n",status="success",code="200"} 3"#
         ), "{out}");
         assert!(out.contains(r#"talkover_webhook_delivery_attempt_number_bucket{campaign_id="",agent_id="a1",webhook_id="w1",status="failed",le="1"} 0"#));
         assert!(out.contains(r#"talkover_webhook_delivery_attempt_number_bucket{campaign_id="",agent_id="a1",webhook_id="w1",status="failed",le="3"} 2"#));
         assert!(out.contains(r#"talkover_webhook_delivery_attempt_number_count{campaign_id="",agent_id="a1",webhook_id="w1",status="failed"} 2"#));
+    }
+
+    fn published_with(targets: usize) -> Published {
+        let published = Published::new();
+        for i in 0..targets {
+            let target: Target = format!("campaigns/c{i}/webhooks/w{i}").parse().expect("t");
+            let mut counts = DeliveryCounts::default();
+            counts.lag.observe(LAG_BUCKETS, 1.0);
+            published.publish(TargetSnapshot {
+                target,
+                counts,
+                stats: PollStats::default(),
+                pending: 0,
+                backlog: 0,
+            });
+        }
+        published
+    }
+
+    #[test]
+    fn chunks_add_up_to_the_whole_body() {
+        let published = published_with(1500);
+        let mut chunks = Vec::new();
+        published.render_chunks(&mut |chunk| {
+            chunks.push(chunk);
+            true
+        });
+        assert!(chunks.len() > 2, "{} chunks", chunks.len());
+        let (last, full) = chunks.split_last().expect("chunks");
+        assert!(full.iter().all(|c| c.len() >= CHUNK_BYTES));
+        assert!(last.ends_with('\n'));
+        // Up to the process metrics, which move between two renders.
+        let whole = published.render();
+        let per_target = |body: &str| body.split("# HELP process_").next().map(str::to_owned);
+        let joined = chunks.concat();
+        assert!(
+            per_target(&joined) == per_target(&whole),
+            "chunks differ from the whole body"
+        );
+    }
+
+    #[test]
+    fn rendering_stops_when_the_scraper_is_gone() {
+        let published = published_with(1500);
+        let mut calls = 0;
+        published.render_chunks(&mut |_| {
+            calls += 1;
+            false
+        });
+        assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn a_webhook_without_lag_observations_has_no_lag_series() {
+        let published = published_with(1);
+        let idle: Target = "campaigns/c9/webhooks/idle".parse().expect("t");
+        published.publish(TargetSnapshot {
+            target: idle,
+            counts: DeliveryCounts::default(),
+            stats: PollStats::default(),
+            pending: 0,
+            backlog: 0,
+        });
+        let body = published.render();
+        let lag_lines = |webhook: &str| {
+            body.lines()
+                .filter(|l| l.starts_with("talkover_webhook_delivery_lag_seconds"))
+                .filter(|l| l.contains(&format!("webhook_id=\"{webhook}\"")))
+                .count()
+        };
+        assert_eq!(lag_lines("w0"), LAG_BUCKETS.len() + 3);
+        assert_eq!(lag_lines("idle"), 0);
+        assert!(body.contains(r#"talkover_up{campaign_id="c9",agent_id="",webhook_id="idle"} 0"#));
     }
 
     #[test]

@@ -1,13 +1,18 @@
 //! The HTTP side: landing page, `/metrics`, `/-/healthy` and `/-/ready`.
 //! It knows the published snapshots and readiness, nothing of the API.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt as _;
 
 use crate::collector::Readiness;
 use crate::metrics::Published;
@@ -45,26 +50,29 @@ async fn landing(State(state): State<AppState>) -> Html<String> {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    // Rendering thousands of targets is CPU work: keep it off the async workers.
+    // Rendering thousands of targets is CPU work: it runs off the async
+    // workers and hands over its pieces as they are written, so sending
+    // overlaps rendering and the whole body is never held at once.
+    let (tx, rx) = mpsc::channel::<String>(4);
     let published = state.published.clone();
-    match tokio::task::spawn_blocking(move || published.render()).await {
-        Ok(body) => (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            body,
-        )
-            .into_response(),
-        Err(e) => {
+    let render = tokio::task::spawn_blocking(move || {
+        published.render_chunks(&mut |chunk| tx.blocking_send(chunk).is_ok());
+    });
+    tokio::spawn(async move {
+        if let Err(e) = render.await {
+            // The scraper gets a cut-off body, which it rejects as a failed scrape.
             tracing::error!(error = %e, "rendering /metrics failed");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "rendering metrics failed\n",
-            )
-                .into_response()
         }
-    }
+    });
+    let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn healthy() -> &'static str {
