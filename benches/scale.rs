@@ -50,9 +50,9 @@ const MODE_ENV: &str = "SCALE_BENCH_SIM";
 
 // ---- ingest ----
 /// Webhooks read in the ingest part.
-const INGEST_WEBHOOKS: usize = 4;
-/// New entries per webhook per round: 4 x 25,000 = 100,000 per round.
-const INGEST_NEW: usize = 25_000;
+const INGEST_WEBHOOKS: usize = 40;
+/// New entries per webhook per round: 40 x 2,500 = 100,000 per round.
+const INGEST_NEW: usize = 2_500;
 const INGEST_ROUNDS: usize = 8;
 
 // ---- scale ----
@@ -576,10 +576,10 @@ fn proc_cpu_s(path: &str) -> f64 {
 
 /// CPU time of the calling thread, in nanoseconds.
 fn thread_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
-        .unwrap_or(0)
+    // `clock_gettime(CLOCK_THREAD_CPUTIME_ID)`: exact to the call, where
+    // `/proc/thread-self/schedstat` only advances at scheduler ticks (4 ms
+    // here), too coarse for slices of a few milliseconds.
+    cpu_time::ThreadTime::now().as_duration().as_nanos() as u64
 }
 
 /// (simulated minute, RSS KiB, open file descriptors) of the exporter process.
@@ -616,6 +616,14 @@ struct Spent {
     /// Whole-process CPU seconds (10 ms resolution): a cross-check.
     process_s: f64,
     wall_s: f64,
+}
+
+impl std::ops::AddAssign for Spent {
+    fn add_assign(&mut self, other: Spent) {
+        self.thread_s += other.thread_s;
+        self.process_s += other.process_s;
+        self.wall_s += other.wall_s;
+    }
 }
 
 impl Meter {
@@ -840,6 +848,10 @@ fn ingest(report: &mut Report) -> IngestFigures {
             }
         });
         let requests_before: u64 = stats.iter().map(|s| s.requests.values().sum::<u64>()).sum();
+        let counted_before: u64 = states
+            .iter()
+            .map(|s| s.counts.attempts.values().sum::<u64>())
+            .sum();
         sim.cmd(&format!("gen_all {INGEST_NEW}"));
         let mut f = IngestFigures::default();
         // The same pages, fetched and parsed now (not measured), for the
@@ -853,49 +865,47 @@ fn ingest(report: &mut Report) -> IngestFigures {
                 }
             }
         });
-        // The five paths in a rotating order, so none always runs first.
-        for k in 0..5 {
-            match (k + round) % 5 {
-                4 => {
-                    // (e) the collector alone: poll_once over pages handed over from memory.
-                    let m = Meter::start();
-                    rt.block_on(async {
-                        for (i, t) in targets.iter().enumerate() {
-                            poll_once(&memory, t, &config, &mut mem_states[i], &mut mem_stats[i])
-                                .await
-                                .expect("collector poll");
-                        }
-                    });
-                    f.collector_only = m.stop();
-                }
-                0 => {
-                    // (a) the exporter: one poll per webhook reads all new entries.
-                    let m = Meter::start();
-                    rt.block_on(async {
-                        for (i, t) in targets.iter().enumerate() {
-                            poll_once(&client, t, &config, &mut states[i], &mut stats[i])
-                                .await
-                                .expect("ingest poll");
-                        }
-                    });
-                    f.exporter = m.stop();
-                    f.entries_counted = states
-                        .iter()
-                        .map(|s| s.counts.attempts.values().sum::<u64>())
-                        .sum();
-                    let pages = stats
-                        .iter()
-                        .map(|s| s.requests.values().sum::<u64>())
-                        .sum::<u64>()
-                        - requests_before;
-                    pages_mismatch |= pages != pages_each * targets.len() as u64;
-                }
-                1 => {
-                    // (b) the exporter's API client alone: HTTP + LogEntry parsing.
-                    let m = Meter::start();
-                    f.entries_read = rt.block_on(async {
-                        let mut n = 0u64;
-                        for t in &targets {
+        let (mut bytes_read, mut floor_entries) = (0u64, 0u64);
+        // Each webhook's pages go through the five paths back to back, in an
+        // order rotating with the webhook and the round: slices of a few
+        // milliseconds, so a burst of other work on this shared machine
+        // lands on every path alike instead of on whichever ran during it.
+        for (i, t) in targets.iter().enumerate() {
+            let pages = pages_each as usize;
+            let t_urls = &urls[i * pages..(i + 1) * pages];
+            for k in 0..5 {
+                match (k + round + i) % 5 {
+                    4 => {
+                        // (e) the collector alone: poll_once over pages handed over from memory.
+                        let m = Meter::start();
+                        rt.block_on(poll_once(
+                            &memory,
+                            t,
+                            &config,
+                            &mut mem_states[i],
+                            &mut mem_stats[i],
+                        ))
+                        .expect("collector poll");
+                        f.collector_only += m.stop();
+                    }
+                    0 => {
+                        // (a) the exporter: one poll reads all the webhook's new entries.
+                        let m = Meter::start();
+                        rt.block_on(poll_once(
+                            &client,
+                            t,
+                            &config,
+                            &mut states[i],
+                            &mut stats[i],
+                        ))
+                        .expect("ingest poll");
+                        f.exporter += m.stop();
+                    }
+                    1 => {
+                        // (b) the exporter's API client alone: HTTP + LogEntry parsing.
+                        let m = Meter::start();
+                        let n = rt.block_on(async {
+                            let mut n = 0u64;
                             for page in 1..=pages_each {
                                 n += client
                                     .fetch_logs(t, page, 100)
@@ -904,65 +914,89 @@ fn ingest(report: &mut Report) -> IngestFigures {
                                     .entries
                                     .len() as u64;
                             }
-                        }
-                        n
-                    });
-                    f.client_only = m.stop();
+                            n
+                        });
+                        f.client_only += m.stop();
+                        f.entries_read += n;
+                    }
+                    2 => {
+                        // (c) the floor: bare reqwest + serde into a minimal struct.
+                        let m = Meter::start();
+                        let (n, bytes) = rt.block_on(async {
+                            let (mut n, mut bytes, mut ok) = (0u64, 0u64, 0u64);
+                            for url in t_urls {
+                                let body = bare
+                                    .get(url.as_str())
+                                    .send()
+                                    .await
+                                    .expect("GET")
+                                    .bytes()
+                                    .await
+                                    .expect("body");
+                                bytes += body.len() as u64;
+                                let page: FloorPage =
+                                    serde_json::from_slice(&body).expect("floor parse");
+                                n += page.data.len() as u64;
+                                ok += page
+                                    .data
+                                    .iter()
+                                    .filter(|e| e.status.as_deref() == Some("success"))
+                                    .count() as u64;
+                            }
+                            std::hint::black_box(ok);
+                            (n, bytes)
+                        });
+                        f.floor_struct += m.stop();
+                        bytes_read += bytes;
+                        floor_entries += n;
+                    }
+                    3 => {
+                        // (d) a looser floor: serde_json::Value.
+                        let m = Meter::start();
+                        rt.block_on(async {
+                            let mut n = 0u64;
+                            for url in t_urls {
+                                let body = bare
+                                    .get(url.as_str())
+                                    .send()
+                                    .await
+                                    .expect("GET")
+                                    .bytes()
+                                    .await
+                                    .expect("body");
+                                let page: ValuePage =
+                                    serde_json::from_slice(&body).expect("value parse");
+                                n += page.data.len() as u64;
+                            }
+                            std::hint::black_box(n)
+                        });
+                        f.floor_value += m.stop();
+                    }
+                    _ => unreachable!("five paths"),
                 }
-                2 => {
-                    // (c) the floor: bare reqwest + serde into a minimal struct.
-                    let m = Meter::start();
-                    let (n, bytes) = rt.block_on(async {
-                        let (mut n, mut bytes, mut ok) = (0u64, 0u64, 0u64);
-                        for url in &urls {
-                            let body = bare
-                                .get(url.as_str())
-                                .send()
-                                .await
-                                .expect("GET")
-                                .bytes()
-                                .await
-                                .expect("body");
-                            bytes += body.len() as u64;
-                            let page: FloorPage =
-                                serde_json::from_slice(&body).expect("floor parse");
-                            n += page.data.len() as u64;
-                            ok += page
-                                .data
-                                .iter()
-                                .filter(|e| e.status.as_deref() == Some("success"))
-                                .count() as u64;
-                        }
-                        std::hint::black_box(ok);
-                        (n, bytes)
-                    });
-                    f.floor_struct = m.stop();
-                    f.bytes_per_entry = bytes as f64 / n.max(1) as f64;
-                }
-                3 => {
-                    // (d) a looser floor: serde_json::Value.
-                    let m = Meter::start();
-                    rt.block_on(async {
-                        let mut n = 0u64;
-                        for url in &urls {
-                            let body = bare
-                                .get(url.as_str())
-                                .send()
-                                .await
-                                .expect("GET")
-                                .bytes()
-                                .await
-                                .expect("body");
-                            let page: ValuePage =
-                                serde_json::from_slice(&body).expect("value parse");
-                            n += page.data.len() as u64;
-                        }
-                        std::hint::black_box(n)
-                    });
-                    f.floor_value = m.stop();
-                }
-                _ => unreachable!("five paths"),
             }
+        }
+        f.bytes_per_entry = bytes_read as f64 / floor_entries.max(1) as f64;
+        f.entries_counted = states
+            .iter()
+            .map(|s| s.counts.attempts.values().sum::<u64>())
+            .sum::<u64>()
+            - counted_before;
+        let pages = stats
+            .iter()
+            .map(|s| s.requests.values().sum::<u64>())
+            .sum::<u64>()
+            - requests_before;
+        pages_mismatch |= pages != pages_each * targets.len() as u64;
+        let mem_counted: u64 = mem_states
+            .iter()
+            .map(|s| s.counts.attempts.values().sum::<u64>())
+            .sum();
+        if mem_counted != f.entries_counted {
+            eprintln!(
+                "[ingest] NOTE: the collector-alone path counted {mem_counted}, the exporter {}",
+                f.entries_counted
+            );
         }
         f.pages = pages_each * targets.len() as u64;
         eprintln!(
@@ -1050,7 +1084,7 @@ fn ingest(report: &mut Report) -> IngestFigures {
         f.entries_read,
     ));
     sec.note(format!(
-        "{} webhooks x {} new entries per round ({} counted, {} read in {} pages of 100, {:.0} bytes of JSON per entry, `request_payload` etc. included); {} rounds, the five paths in rotating order; each path's best round shown. Per-round exporter/floor ratios (sorted): {} (median {:.2}).",
+        "{} webhooks x {} new entries per round ({} counted, {} read in {} pages of 100, {:.0} bytes of JSON per entry, `request_payload` etc. included); {} rounds; within a round each webhook's pages go through the five paths back to back, in rotating order, so the paths share the machine's noise; each path's best round shown. Per-round exporter/floor ratios (sorted): {} (median {:.2}, the headline figure).",
         INGEST_WEBHOOKS,
         INGEST_NEW,
         f.entries_counted,
@@ -1062,7 +1096,7 @@ fn ingest(report: &mut Report) -> IngestFigures {
         ratio_median
     ));
     sec.note(format!(
-        "CPU is this thread's (`/proc/thread-self/schedstat`): each path runs alone on one current-thread tokio runtime, so its HTTP and parsing all run here; whole-process CPU (10 ms ticks) for the exporter's best pass: {:.2} s.{}",
+        "CPU is this thread's (`CLOCK_THREAD_CPUTIME_ID`): each path runs alone on one current-thread tokio runtime, so its HTTP and parsing all run here; whole-process CPU (10 ms ticks) for the exporter's best pass: {:.2} s.{}",
         f.exporter.process_s,
         if pages_mismatch { " NOTE: the exporter read a different number of pages than expected in some round." } else { "" }
     ));
@@ -1081,7 +1115,6 @@ fn ingest(report: &mut Report) -> IngestFigures {
 /// Costs of the collector's pieces that are public, per entry, on 10,000
 /// entries of one webhook (best of 5 passes each, wall clock): where its time goes.
 fn collector_micro_costs(rt: &tokio::runtime::Runtime, client: &Client, target: &Target) -> String {
-    use std::collections::HashMap;
     use std::hint::black_box;
     use talkover_exporter::api::parse_timestamp_ms;
     use talkover_exporter::collector::{is_final, record};
@@ -1138,27 +1171,25 @@ fn collector_micro_costs(rt: &tokio::runtime::Runtime, client: &Client, target: 
             black_box(is_final(e));
         }
     });
-    // What `Poll::apply` does with ids per new entry: clone the id, look it
-    // up in `handled` and `pending` twice each, insert it into
-    // `new_this_poll` (a clone) and `handled`, all with SipHash.
+    // What `Poll::apply` does with ids per new entry: look the borrowed id
+    // up in `handled` and `pending`, then store two owned copies of it (in
+    // `new_this_poll` and `handled`), with the collector's hasher.
     let ids = best_ns(&mut || {
-        let mut handled: HashMap<String, i64> = HashMap::new();
-        let pending: HashMap<String, i64> = HashMap::new();
-        let mut new_this_poll = std::collections::HashSet::new();
+        let mut handled: foldhash::HashMap<String, i64> = Default::default();
+        let pending: foldhash::HashMap<String, i64> = Default::default();
+        let mut new_this_poll: foldhash::HashSet<String> = Default::default();
         for (e, c) in entries.iter().zip(&created) {
-            let id = e.id.clone().unwrap_or_default();
-            let seen = handled.contains_key(&id) || pending.contains_key(&id);
-            black_box(seen);
-            if handled.contains_key(&id) || pending.contains_key(&id) {
+            let id = e.id.as_deref().unwrap_or_default();
+            if handled.contains_key(id) || pending.contains_key(id) {
                 continue;
             }
-            new_this_poll.insert(id.clone());
-            handled.insert(id, *c);
+            new_this_poll.insert(id.to_string());
+            handled.insert(id.to_string(), *c);
         }
         black_box((handled, new_this_poll));
     });
     format!(
-        "Collector pieces, per counted entry (10,000 entries, best of 5, wall clock): `collector::record` {rec:.0} ns (counters: `capped_label` collects a String and builds a `BTreeSet` of every known label value per call, twice per entry; `AttemptKey` and three `status` clones are allocated per entry even when the series exists); `api::parse_timestamp_ms` {ts:.0} ns per call, called 3 times per counted entry (`created_ms`, again in `count`, `delivered_at` in `record`); id bookkeeping as in `Poll::apply` (id clones, 4 SipHash lookups, 2 inserts) {ids:.0} ns; `is_final` {fin:.0} ns."
+        "Collector pieces, per counted entry (10,000 entries, best of 5, wall clock): `collector::record` {rec:.0} ns (labels are looked up borrowed: nothing is allocated once a series exists); `api::parse_timestamp_ms` {ts:.0} ns per call, twice per counted entry (`created_at`, `delivered_at`); id bookkeeping as in `Poll::apply` (two lookups, two owned copies of each new id, foldhash) {ids:.0} ns; `is_final` {fin:.0} ns."
     )
 }
 
@@ -2081,26 +2112,22 @@ fn scale(report: &mut Report) -> ScaleFigures {
     );
     sec.row(vec![
         format!(
-            "time per scrape, {} scrapes back to back: p50 / p99",
+            "time per scrape, request to last byte (the body streams while it renders, polling alongside), {} scrapes back to back: p50 / p99",
             took.len()
         ),
         format!("{} / {}", ms(fig.scrape_p50), ms(fig.scrape_p99)),
-        "(reference: includes moving the body)".into(),
-        if fig.scrape_p99 < GOAL_SCRAPE_P99 {
-            "under 250 ms".into()
-        } else {
-            "over 250 ms".into()
-        },
+        format!("p99 < {}", ms(GOAL_SCRAPE_P99)),
+        verdict(fig.scrape_p99 < GOAL_SCRAPE_P99),
     ]);
     sec.row(vec![
-        "of which until the response headers (render in the live exporter, polling alongside): p50 / p99".into(),
+        "of which until the response headers (sent as rendering starts): p50 / p99".into(),
         format!(
             "{} / {}",
             ms(percentile(&ttfb, 50.0)),
             ms(fig.scrape_ttfb_p99)
         ),
-        format!("p99 < {}", ms(GOAL_SCRAPE_P99)),
-        verdict(fig.scrape_ttfb_p99 < GOAL_SCRAPE_P99),
+        String::new(),
+        String::new(),
     ]);
     sec.row(vec![
         "`Published::render()` alone, in-process, same population: p50 / p99 (10 renders)".into(),
@@ -2440,14 +2467,14 @@ impl Report {
         s.row(vec![
             "ingest CPU vs bare fetch+parse floor".into(),
             format!(
-                "{:.2}x best of {INGEST_ROUNDS} rounds (median round {:.2}x); {:.0} entries counted per CPU-second; {:.2}x the serde_json::Value floor",
-                ingest.ratio(),
+                "{:.2}x (median of {INGEST_ROUNDS} rounds; best rounds {:.2}x); {:.0} entries counted per CPU-second; {:.2}x the serde_json::Value floor",
                 ingest.ratio_median,
+                ingest.ratio(),
                 ingest.entries_counted as f64 / ingest.exporter.thread_s,
                 ingest.exporter.thread_s / ingest.floor_value.thread_s
             ),
             format!("≤ {GOAL_INGEST_RATIO}x"),
-            verdict(ingest.ratio() <= GOAL_INGEST_RATIO),
+            verdict(ingest.ratio_median <= GOAL_INGEST_RATIO),
         ]);
         s.row(vec![
             "dedupe state per idle webhook".into(),
@@ -2481,23 +2508,15 @@ impl Report {
         s.row(vec![
             "/metrics render, 10k webhooks".into(),
             format!(
-                "render alone p99 {}; in the live exporter (until headers) p99 {}; whole scrape p50 {} / p99 {} for {:.1} MiB, {} series",
-                ms(scale.render_p99),
-                ms(scale.scrape_ttfb_p99),
+                "whole scrape (request to last byte, streamed) p50 {} / p99 {} for {:.1} MiB, {} series; render alone p99 {}",
                 ms(scale.scrape_p50),
                 ms(scale.scrape_p99),
                 scale.scrape_bytes as f64 / 1048576.0,
-                scale.series
+                scale.series,
+                ms(scale.render_p99),
             ),
             format!("p99 < {}", ms(GOAL_SCRAPE_P99)),
-            match (
-                scale.scrape_ttfb_p99 < GOAL_SCRAPE_P99 && scale.render_p99 < GOAL_SCRAPE_P99,
-                scale.scrape_p99 < GOAL_SCRAPE_P99,
-            ) {
-                (true, true) => verdict(true),
-                (true, false) => "met for render; whole scrape over".into(),
-                _ => verdict(false),
-            },
+            verdict(scale.scrape_p99 < GOAL_SCRAPE_P99 && scale.render_p99 < GOAL_SCRAPE_P99),
         ]);
         s.row(vec![
             "polling during scrapes".into(),
