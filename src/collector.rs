@@ -715,6 +715,14 @@ impl<S: PageSource> Poll<'_, S> {
             if reached_known && pending_below.is_none() {
                 return Ok(());
             }
+            let next = self.older(page.number);
+            // Already read, so free: even a spent budget may use it.
+            if stray.as_ref().is_some_and(|p| p.number == next) {
+                if let Some(p) = stray.take() {
+                    page = p;
+                    continue;
+                }
+            }
             let bottom = pending_below.map_or(known_top, |p| p.min(known_top));
             if budget == 0 || self.budget == 0 {
                 let unread = if reached_known {
@@ -724,13 +732,6 @@ impl<S: PageSource> Poll<'_, S> {
                 };
                 self.open_gap(page.number, applied.oldest_ms, bottom, unread);
                 return Ok(());
-            }
-            let next = self.older(page.number);
-            if stray.as_ref().is_some_and(|p| p.number == next) {
-                if let Some(p) = stray.take() {
-                    page = p;
-                    continue;
-                }
             }
             budget -= 1;
             match self.fetch(next).await {
