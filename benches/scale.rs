@@ -1626,7 +1626,7 @@ fn per_class_from_scrape(body: &str) -> BTreeMap<Class, (f64, f64, f64, usize)> 
     for line in body.lines() {
         let slot = if line.starts_with("talkover_exporter_api_requests_total{") {
             0
-        } else if line.starts_with("talkover_exporter_poll_duration_seconds_count{") {
+        } else if line.starts_with("talkover_exporter_polls_total{") {
             1
         } else if line.starts_with("talkover_webhook_delivery_attempts_total{") {
             2

@@ -38,7 +38,7 @@ use tracing::{debug, info, warn};
 use crate::api::{self, ApiError, LogEntry, LogPage};
 use crate::metrics::{
     AttemptKey, DeliveryCounts, PollStats, Published, TargetSnapshot, ATTEMPT_BUCKETS,
-    DURATION_BUCKETS, LAG_BUCKETS, POLL_BUCKETS,
+    DURATION_BUCKETS, LAG_BUCKETS,
 };
 use crate::state;
 use crate::target::Target;
@@ -306,9 +306,10 @@ pub async fn run_target<S: PageSource>(
             r = poll => r,
             _ = shutdown.changed() => break,
         };
-        stats
-            .poll_duration
-            .observe(POLL_BUCKETS, started.elapsed().as_secs_f64());
+        let took = started.elapsed().as_secs_f64();
+        stats.polls += 1;
+        stats.last_duration = Some(took);
+        sink.published.observe_poll(took);
         delay = match result {
             Ok(()) => {
                 failures = 0;

@@ -159,8 +159,10 @@ pub struct PollStats {
     pub requests: BTreeMap<(&'static str, String), u64>,
     /// Failed polls by reason.
     pub errors: BTreeMap<&'static str, u64>,
-    /// How long polls took.
-    pub poll_duration: Histogram,
+    /// Polls finished, successful or not.
+    pub polls: u64,
+    /// How long the last poll took, in seconds.
+    pub last_duration: Option<f64>,
     /// Unix time of the last successful poll.
     pub last_success: Option<f64>,
 }
@@ -188,6 +190,10 @@ pub struct Published {
     snapshots: RwLock<BTreeMap<Target, Arc<TargetSnapshot>>>,
     info: RwLock<BTreeMap<Target, WebhookMeta>>,
     registry: Registry,
+    /// One histogram for the polls of every target: per target it would be
+    /// 14 series each, most of a large account's `/metrics`, to say what
+    /// the shared API's latency already says.
+    poll_duration: prometheus::Histogram,
 }
 
 impl Default for Published {
@@ -207,11 +213,26 @@ impl Published {
                 prometheus::process_collector::ProcessCollector::for_self(),
             ));
         }
+        let poll_duration = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(
+                "talkover_exporter_poll_duration_seconds",
+                "Time taken by one poll of one webhook's delivery logs, all webhooks together.",
+            )
+            .buckets(POLL_BUCKETS.to_vec()),
+        )
+        .unwrap_or_else(|_| unreachable!("a constant metric definition is valid"));
+        let _ = registry.register(Box::new(poll_duration.clone()));
         Published {
             snapshots: RwLock::default(),
             info: RwLock::default(),
             registry,
+            poll_duration,
         }
+    }
+
+    /// Records how long one poll of one target took.
+    pub fn observe_poll(&self, seconds: f64) {
+        self.poll_duration.observe(seconds);
     }
 
     /// The registry of global self-metrics, rendered after the per-target families.
@@ -360,11 +381,10 @@ fn render_build_info(out: &mut String) {
 fn render_targets(snaps: &[Arc<TargetSnapshot>], out: &mut Output<'_>) {
     // The target labels of each snapshot, escaped once for all families.
     let prefixes: Vec<String> = snaps.iter().map(|s| label_prefix(&s.target)).collect();
-    let (duration_les, attempt_les, lag_les, poll_les) = (
+    let (duration_les, attempt_les, lag_les) = (
         les(DURATION_BUCKETS),
         les(ATTEMPT_BUCKETS),
         les(LAG_BUCKETS),
-        les(POLL_BUCKETS),
     );
     let fam =
         |out: &mut Output<'_>, name, kind, help, f: &dyn Fn(&mut Series<'_>, &TargetSnapshot)| {
@@ -459,10 +479,21 @@ fn render_targets(snaps: &[Arc<TargetSnapshot>], out: &mut Output<'_>) {
     );
     fam(
         out,
-        "talkover_exporter_poll_duration_seconds",
-        "histogram",
-        "Time taken by one poll of a webhook's delivery logs.",
-        &|w, s| w.histogram(&[], &poll_les, &s.stats.poll_duration),
+        "talkover_exporter_polls_total",
+        "counter",
+        "Polls of this webhook's delivery logs, successful or not.",
+        &|w, s| w.value(&[], s.stats.polls),
+    );
+    fam(
+        out,
+        "talkover_exporter_last_poll_duration_seconds",
+        "gauge",
+        "Time taken by the last poll of this webhook's delivery logs.",
+        &|w, s| {
+            if let Some(d) = s.stats.last_duration {
+                w.float(&[], d);
+            }
+        },
     );
     fam(
         out,
@@ -839,7 +870,8 @@ mod render_timing {
                 ..PollStats::default()
             };
             stats.requests.insert(("success", "200".into()), 100);
-            stats.poll_duration.observe(POLL_BUCKETS, 0.01);
+            stats.polls = 100;
+            stats.last_duration = Some(0.01);
             published.publish(TargetSnapshot {
                 target,
                 counts,

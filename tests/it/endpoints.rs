@@ -79,6 +79,47 @@ async fn promtool_accepts_the_metrics() {
     exporter.stop().await;
 }
 
+/// Poll self-metrics: one poll-duration histogram for the whole exporter,
+/// and per webhook a poll count (requests per poll are then a division)
+/// and the last poll's duration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_self_metrics() {
+    let s = start_sim(33, ListOrder::NewestFirst, &[A, B], quiet_profile()).await;
+    let exporter = start_exporter(&s.url, &[A, B], ExporterOptions::default()).await;
+    exporter.wait_ready().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let scrape = exporter.scrape().await;
+    let histogram_counts: Vec<_> = scrape
+        .series
+        .iter()
+        .filter(|(n, _, _)| n == "talkover_exporter_poll_duration_seconds_count")
+        .collect();
+    assert_eq!(
+        histogram_counts.len(),
+        1,
+        "one histogram, not one per webhook"
+    );
+    assert!(!histogram_counts[0].1.contains_key("webhook_id"));
+    let mut polls = 0.0;
+    for t in s.sim.targets() {
+        let n = scrape.target_value("talkover_exporter_polls_total", &t, &[]);
+        let requests = scrape.target_value("talkover_exporter_api_requests_total", &t, &[]);
+        assert!(n >= 2.0, "{t}: {n} polls in 500 ms at a 100 ms interval");
+        // Idle webhooks: one request per poll, the baseline poll included.
+        assert_eq!(requests, n, "{t}: requests per poll");
+        let last = scrape.target_value("talkover_exporter_last_poll_duration_seconds", &t, &[]);
+        assert!(last > 0.0 && last < 2.0, "{t}: last poll took {last} s");
+        polls += n;
+    }
+    // Observed as a poll ends, published with the state just after.
+    assert!(
+        histogram_counts[0].2 >= polls,
+        "{} < {polls}",
+        histogram_counts[0].2
+    );
+    exporter.stop().await;
+}
+
 pub fn which(name: &str) -> Option<std::path::PathBuf> {
     let out = Command::new("sh")
         .args(["-c", &format!("command -v {name}")])
