@@ -778,6 +778,17 @@ struct ValuePage {
     data: Vec<serde_json::Value>,
 }
 
+/// The floors' fetch: a plain GET, the body whole.
+async fn bare_get(http: &reqwest::Client, url: &str) -> impl std::ops::Deref<Target = [u8]> {
+    http.get(url)
+        .send()
+        .await
+        .expect("GET")
+        .bytes()
+        .await
+        .expect("body")
+}
+
 #[derive(Debug, Default, Clone, Copy)]
 struct IngestFigures {
     /// Median over rounds of the per-round exporter/floor ratio.
@@ -925,14 +936,7 @@ fn ingest(report: &mut Report) -> IngestFigures {
                         let (n, bytes) = rt.block_on(async {
                             let (mut n, mut bytes, mut ok) = (0u64, 0u64, 0u64);
                             for url in t_urls {
-                                let body = bare
-                                    .get(url.as_str())
-                                    .send()
-                                    .await
-                                    .expect("GET")
-                                    .bytes()
-                                    .await
-                                    .expect("body");
+                                let body = bare_get(&bare, url).await;
                                 bytes += body.len() as u64;
                                 let page: FloorPage =
                                     serde_json::from_slice(&body).expect("floor parse");
@@ -956,14 +960,7 @@ fn ingest(report: &mut Report) -> IngestFigures {
                         rt.block_on(async {
                             let mut n = 0u64;
                             for url in t_urls {
-                                let body = bare
-                                    .get(url.as_str())
-                                    .send()
-                                    .await
-                                    .expect("GET")
-                                    .bytes()
-                                    .await
-                                    .expect("body");
+                                let body = bare_get(&bare, url).await;
                                 let page: ValuePage =
                                     serde_json::from_slice(&body).expect("value parse");
                                 n += page.data.len() as u64;
