@@ -673,18 +673,22 @@ fn shorten(s: &str, max: usize) -> String {
     }
 }
 
-/// `Retry-After` is either delay-seconds or an HTTP date.
+/// `Retry-After` is either delay-seconds or an HTTP date. Capped at an hour:
+/// a larger value is garbage, and would hold every target back for good.
 fn parse_retry_after(v: &HeaderValue) -> Option<Duration> {
     let s = v.to_str().ok()?.trim();
-    if let Ok(secs) = s.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = httpdate::parse_http_date(s).ok()?;
-    Some(
-        when.duration_since(std::time::SystemTime::now())
+    let wait = match s.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(s)
+            .ok()?
+            .duration_since(std::time::SystemTime::now())
             .unwrap_or(Duration::ZERO),
-    )
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
+
+/// The longest `Retry-After` obeyed.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 #[derive(Deserialize)]
 #[serde(bound = "T: Deserialize<'de>")]
@@ -925,5 +929,12 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after(&HeaderValue::from_static("soon")), None);
+        for huge in ["18446744073709551615", "Fri, 31 Dec 9999 23:59:59 GMT"] {
+            assert_eq!(
+                parse_retry_after(&HeaderValue::from_static(huge)),
+                Some(MAX_RETRY_AFTER),
+                "{huge}"
+            );
+        }
     }
 }
