@@ -282,8 +282,9 @@ impl Published {
     /// Renders the `/metrics` body in pieces of about [`CHUNK_BYTES`], handing
     /// each to `emit` as soon as it is written, so a scrape of thousands of
     /// targets starts sending before rendering ends. Stops early when `emit`
-    /// returns false (the scraper went away).
-    pub fn render_chunks(&self, emit: &mut dyn FnMut(String) -> bool) {
+    /// returns false (the scraper went away); returns whether the whole body
+    /// was handed on.
+    pub fn render_chunks(&self, emit: &mut dyn FnMut(String) -> bool) -> bool {
         let snaps = self.snapshots();
         let mut out = Output::new(emit);
         self.render_info(&snaps, &mut out);
@@ -296,7 +297,7 @@ impl Published {
         {
             out.buf.push_str(&String::from_utf8_lossy(&buf));
         }
-        out.finish();
+        out.finish()
     }
 }
 
@@ -329,10 +330,12 @@ impl<'a> Output<'a> {
         !self.closed
     }
 
-    fn finish(mut self) {
+    /// Hands on the rest; whether everything was handed on.
+    fn finish(mut self) -> bool {
         if !self.closed && !self.buf.is_empty() {
-            (self.emit)(std::mem::take(&mut self.buf));
+            self.closed = !(self.emit)(std::mem::take(&mut self.buf));
         }
+        !self.closed
     }
 }
 
@@ -344,10 +347,16 @@ impl Published {
             "gauge",
             "Always 1: the name and enabled state of each watched webhook, for joins with group_left.",
         );
-        let info = self.info.read().unwrap_or_else(|e| e.into_inner());
-        let unknown = WebhookMeta::default();
-        for s in snaps {
-            let meta = info.get(&s.target).unwrap_or(&unknown);
+        // Copied out: handing a piece on may wait for a slow scraper, and
+        // discovery must not wait for the lock meanwhile.
+        let metas: Vec<WebhookMeta> = {
+            let info = self.info.read().unwrap_or_else(|e| e.into_inner());
+            snaps
+                .iter()
+                .map(|s| info.get(&s.target).cloned().unwrap_or_default())
+                .collect()
+        };
+        for (s, meta) in snaps.iter().zip(&metas) {
             let enabled = if meta.enabled { "true" } else { "false" };
             let prefix = label_prefix(&s.target);
             Series {
@@ -755,10 +764,11 @@ mod tests {
     fn chunks_add_up_to_the_whole_body() {
         let published = published_with(1500);
         let mut chunks = Vec::new();
-        published.render_chunks(&mut |chunk| {
+        let whole = published.render_chunks(&mut |chunk| {
             chunks.push(chunk);
             true
         });
+        assert!(whole);
         assert!(chunks.len() > 2, "{} chunks", chunks.len());
         let (last, full) = chunks.split_last().expect("chunks");
         assert!(full.iter().all(|c| c.len() >= CHUNK_BYTES));
@@ -777,11 +787,12 @@ mod tests {
     fn rendering_stops_when_the_scraper_is_gone() {
         let published = published_with(1500);
         let mut calls = 0;
-        published.render_chunks(&mut |_| {
+        let whole = published.render_chunks(&mut |_| {
             calls += 1;
             false
         });
         assert_eq!(calls, 1);
+        assert!(!whole);
     }
 
     #[test]
@@ -805,6 +816,34 @@ mod tests {
         assert_eq!(lag_lines("w0"), LAG_BUCKETS.len() + 3);
         assert_eq!(lag_lines("idle"), 0);
         assert!(body.contains(r#"talkover_up{campaign_id="c9",agent_id="",webhook_id="idle"} 0"#));
+    }
+
+    #[test]
+    fn borrowed_lookups_find_every_attempt_series() {
+        // Values chosen so that each label alone would order them differently.
+        let labels = [
+            ("a", "z", "500"),
+            ("b", "a", "200"),
+            ("a", "a", "none"),
+            ("b", "z", "100"),
+            ("a", "z", "200"),
+        ];
+        let mut counts = DeliveryCounts::default();
+        for (i, (event, status, code)) in labels.iter().enumerate() {
+            let key = AttemptKey {
+                event: event.to_string(),
+                status: status.to_string(),
+                code: code.to_string(),
+            };
+            counts.attempts.insert(key, i as u64);
+        }
+        for (i, (event, status, code)) in labels.iter().enumerate() {
+            assert_eq!(
+                counts.attempt_mut(event, status, code).copied(),
+                Some(i as u64)
+            );
+        }
+        assert_eq!(counts.attempt_mut("a", "z", "404"), None);
     }
 
     #[test]
