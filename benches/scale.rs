@@ -1404,7 +1404,8 @@ async fn assembled_exporter(
             },
         );
     }
-    fleet.reconcile(&wanted).await;
+    let since = talkover_exporter::clock::unix_now_ms();
+    fleet.reconcile(&wanted, |_| since).await;
     let app = router(AppState {
         published,
         readiness,
@@ -1578,7 +1579,7 @@ fn after_burst() -> Vec<(i64, usize, usize)> {
         max_pages: 10,
         per_page: 100,
     };
-    let now = talkover_exporter::collector::unix_now_ms();
+    let now = talkover_exporter::clock::unix_now_ms();
     [0i64, 11, 60]
         .into_iter()
         .map(|age| {

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, RETRY_AFTER};
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, DATE, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
 
+use crate::clock::{unix_now_ms, ApiClock};
 use crate::target::{Scope, Target};
 
 /// The largest `per_page` the API accepts.
@@ -171,8 +172,11 @@ pub struct RateLimiter {
 struct LimiterState {
     /// When the next request is due if requests were perfectly spaced (GCRA).
     next: tokio::time::Instant,
-    /// 429s in a row, for the backoff when no `Retry-After` is given.
+    /// Pauses in a row, for the backoff when no `Retry-After` is given.
     throttled: u32,
+    /// When the current pause began: a 429 to a request sent before then
+    /// belongs to the burst that caused that pause, not to a new one.
+    paused_at: Option<tokio::time::Instant>,
 }
 
 impl RateLimiter {
@@ -185,6 +189,7 @@ impl RateLimiter {
             state: std::sync::Mutex::new(LimiterState {
                 next: tokio::time::Instant::now(),
                 throttled: 0,
+                paused_at: None,
             }),
         }
     }
@@ -205,17 +210,26 @@ impl RateLimiter {
         }
     }
 
-    /// Holds every request back after a 429: for `Retry-After` if given,
-    /// else for a backoff doubling from one second (capped at a minute, with jitter).
-    pub fn throttled(&self, retry_after: Option<Duration>) -> Duration {
+    /// Holds every request back after a 429 to a request sent at `sent`:
+    /// for `Retry-After` if given, else for a backoff doubling from one
+    /// second (capped at a minute, with jitter). Up to 32 requests are in
+    /// flight at once, so one overload answers many of them with 429: only
+    /// the first 429 of a pause escalates it; the others, sent before that
+    /// pause began, join it.
+    pub fn throttled(&self, sent: tokio::time::Instant, retry_after: Option<Duration>) -> Duration {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = tokio::time::Instant::now();
+        if retry_after.is_none() && st.paused_at.is_some_and(|at| sent <= at) {
+            return st.next.saturating_duration_since(now);
+        }
         st.throttled = st.throttled.saturating_add(1);
         let pause = retry_after.unwrap_or_else(|| {
             let base = Duration::from_secs(1u64 << st.throttled.saturating_sub(1).min(6));
             base.min(Duration::from_secs(60))
                 .mul_f64(1.0 + fastrand::f64() * 0.25)
         });
-        let until = tokio::time::Instant::now() + pause + self.burst;
+        st.paused_at = Some(now);
+        let until = now + pause + self.burst;
         st.next = st.next.max(until);
         pause
     }
@@ -226,6 +240,14 @@ impl RateLimiter {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .throttled = 0;
+    }
+
+    /// Pauses escalated so far in a row (0 once a request got through).
+    pub fn escalations(&self) -> u32 {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .throttled
     }
 }
 
@@ -256,6 +278,7 @@ pub struct Client {
     max_body_bytes: usize,
     limiter: std::sync::Arc<RateLimiter>,
     in_flight: std::sync::Arc<tokio::sync::Semaphore>,
+    clock: std::sync::Arc<ApiClock>,
 }
 
 /// Requests to the API at once, all targets together: as many as the warm
@@ -476,7 +499,13 @@ impl Client {
             max_body_bytes: opts.max_body_bytes,
             limiter: std::sync::Arc::new(RateLimiter::new(opts.max_requests_per_second)),
             in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
+            clock: std::sync::Arc::new(ApiClock::new()),
         })
+    }
+
+    /// The API's clock as learned from its `Date` headers so far.
+    pub fn clock(&self) -> &ApiClock {
+        &self.clock
     }
 
     /// Reads page `page` (1-based) of `target`'s delivery log.
@@ -543,16 +572,24 @@ impl Client {
         // (The semaphore is never closed, so this always gets a permit.)
         let _in_flight = self.in_flight.acquire().await.ok();
         let mut retried = false;
-        let (resp, status) = loop {
+        let (resp, status, sent, date_ms) = loop {
             self.limiter.acquire().await;
             let mut req = self.http.get(url.clone());
             if let Some(auth) = self.auth.header() {
                 req = req.header(AUTHORIZATION, auth);
             }
+            let sent = tokio::time::Instant::now();
+            let sent_ms = unix_now_ms();
             let resp = req
                 .send()
                 .await
                 .map_err(|e| self.transport_error(&path, e))?;
+            // Every answer, errors included, tells the API's time.
+            let date_ms = resp
+                .headers()
+                .get(DATE)
+                .and_then(|d| d.to_str().ok())
+                .and_then(|d| self.clock.observe_header(d, sent_ms, unix_now_ms()));
             let status = resp.status();
             let refused = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
             // A refused token may have just been rotated: read the file once
@@ -561,11 +598,14 @@ impl Client {
                 retried = true;
                 continue;
             }
-            break (resp, status);
+            break (resp, status, sent, date_ms);
         };
         if status == StatusCode::TOO_MANY_REQUESTS {
-            let retry_after = resp.headers().get(RETRY_AFTER).and_then(parse_retry_after);
-            let pause = self.limiter.throttled(retry_after);
+            let retry_after = resp
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| parse_retry_after(v, date_ms));
+            let pause = self.limiter.throttled(sent, retry_after);
             tracing::warn!(path = %path, pause = ?pause, "rate limited by the API; holding back every target");
             return Err(ApiError::RateLimited { path, retry_after });
         }
@@ -673,16 +713,22 @@ fn shorten(s: &str, max: usize) -> String {
     }
 }
 
-/// `Retry-After` is either delay-seconds or an HTTP date. Capped at an hour:
-/// a larger value is garbage, and would hold every target back for good.
-fn parse_retry_after(v: &HeaderValue) -> Option<Duration> {
+/// `Retry-After` is either delay-seconds or an HTTP date. A date is read
+/// against the same response's `Date` (`date_ms`) when there is one, so a
+/// host clock that is off does not stretch or cut the pause. Capped at an
+/// hour: a larger value is garbage, and would hold every target back for good.
+fn parse_retry_after(v: &HeaderValue, date_ms: Option<i64>) -> Option<Duration> {
     let s = v.to_str().ok()?.trim();
     let wait = match s.parse::<u64>() {
         Ok(secs) => Duration::from_secs(secs),
-        Err(_) => httpdate::parse_http_date(s)
-            .ok()?
-            .duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO),
+        Err(_) => {
+            let at = httpdate::parse_http_date(s).ok()?;
+            let at_ms = at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            let now_ms = date_ms.unwrap_or_else(unix_now_ms);
+            Duration::from_millis(u64::try_from(at_ms.saturating_sub(now_ms)).unwrap_or(0))
+        }
     };
     Some(wait.min(MAX_RETRY_AFTER))
 }
@@ -903,6 +949,31 @@ mod tests {
     }
 
     #[test]
+    fn a_burst_of_429s_escalates_the_pause_once() {
+        let limiter = RateLimiter::new(10.0);
+        let sent = tokio::time::Instant::now();
+        std::thread::sleep(Duration::from_millis(2));
+        // 32 requests in flight, all refused by one overload.
+        let first = limiter.throttled(sent, None);
+        for _ in 0..31 {
+            let joined = limiter.throttled(sent, None);
+            assert!(joined <= first + Duration::from_secs(1), "{joined:?}");
+        }
+        assert_eq!(limiter.escalations(), 1);
+        assert!(first < Duration::from_millis(1300), "{first:?}");
+        // A request sent during the pause and refused again: a new pause, twice as long.
+        std::thread::sleep(Duration::from_millis(2));
+        let second = limiter.throttled(tokio::time::Instant::now(), None);
+        assert_eq!(limiter.escalations(), 2);
+        assert!(second >= Duration::from_secs(2), "{second:?}");
+        // A Retry-After is obeyed whoever gets it.
+        let told = limiter.throttled(sent, Some(Duration::from_secs(7)));
+        assert_eq!(told, Duration::from_secs(7));
+        limiter.succeeded();
+        assert_eq!(limiter.escalations(), 0);
+    }
+
+    #[test]
     fn token_debug_and_trailing_newline() {
         let t = Token::new("talq_abc\n").expect("token");
         assert_eq!(format!("{t:?}"), "Token(<redacted>)");
@@ -921,17 +992,23 @@ mod tests {
         );
         assert_eq!(parse_timestamp_ms("yesterday"), None);
         assert_eq!(
-            parse_retry_after(&HeaderValue::from_static("7")),
+            parse_retry_after(&HeaderValue::from_static("7"), None),
             Some(Duration::from_secs(7))
         );
         assert_eq!(
-            parse_retry_after(&HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT")),
+            parse_retry_after(
+                &HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+                None
+            ),
             Some(Duration::ZERO)
         );
-        assert_eq!(parse_retry_after(&HeaderValue::from_static("soon")), None);
+        assert_eq!(
+            parse_retry_after(&HeaderValue::from_static("soon"), None),
+            None
+        );
         for huge in ["18446744073709551615", "Fri, 31 Dec 9999 23:59:59 GMT"] {
             assert_eq!(
-                parse_retry_after(&HeaderValue::from_static(huge)),
+                parse_retry_after(&HeaderValue::from_static(huge), None),
                 Some(MAX_RETRY_AFTER),
                 "{huge}"
             );

@@ -28,7 +28,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use foldhash::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
@@ -36,12 +36,16 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::api::{self, ApiError, LogEntry, LogPage};
+use crate::clock::{unix_now_ms, ClockOffset};
 use crate::metrics::{
     AttemptKey, DeliveryCounts, PollStats, Published, TargetSnapshot, ATTEMPT_BUCKETS,
     DURATION_BUCKETS, LAG_BUCKETS,
 };
 use crate::state;
 use crate::target::Target;
+
+/// Whether the missing `Date` header has been logged (once per process).
+static NO_DATE_WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// How late (in `created_at` time) an entry may still appear in the listing
 /// and be counted: the horizon trails the newest entry seen by this much.
@@ -83,6 +87,12 @@ pub trait PageSource {
         page: u64,
         per_page: u32,
     ) -> impl std::future::Future<Output = Result<LogPage, ApiError>> + Send;
+
+    /// How far the API's clock (which writes `created_at`) is from this
+    /// host's, if known; `None` means "assume they agree".
+    fn clock_offset(&self) -> Option<ClockOffset> {
+        None
+    }
 }
 
 impl PageSource for api::Client {
@@ -93,6 +103,10 @@ impl PageSource for api::Client {
         per_page: u32,
     ) -> Result<LogPage, ApiError> {
         api::Client::fetch_logs(self, target, page, per_page).await
+    }
+
+    fn clock_offset(&self) -> Option<ClockOffset> {
+        self.clock().offset()
     }
 }
 
@@ -150,8 +164,14 @@ pub struct Pending {
 /// in-flight ids and counters, as one value that can be saved and restored.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TargetState {
-    /// Whether the first poll has taken the baseline.
+    /// Whether a first read has placed the baseline.
     pub baselined: bool,
+    /// Until that first read: when the exporter began watching the webhook,
+    /// on this host's clock (Unix ms). What the API created before this
+    /// moment is history; everything after it is counted, however long the
+    /// API cannot be read.
+    #[serde(default)]
+    pub since_ms: Option<i64>,
     /// The listing order, once seen.
     pub order: Option<Order>,
     /// `pagination.total` at the last read.
@@ -176,6 +196,17 @@ pub struct TargetState {
     pub per_page_good: u32,
     /// The counters.
     pub counts: DeliveryCounts,
+}
+
+impl TargetState {
+    /// The state of a webhook first watched at `since_ms` (this host's
+    /// clock, Unix ms): nothing read yet, nothing counted.
+    pub fn watching_since(since_ms: i64) -> TargetState {
+        TargetState {
+            since_ms: Some(since_ms),
+            ..TargetState::default()
+        }
+    }
 }
 
 /// What `/-/ready` waits for: the first discovery (if any) and the first
@@ -335,7 +366,15 @@ pub async fn run_target<S: PageSource>(
                     error = %err,
                     "poll failed"
                 );
-                retry_delay(&err, failures, config.interval)
+                if state.baselined {
+                    retry_delay(&err, failures, config.interval)
+                } else {
+                    // Never read yet: its baseline moment keeps what happens
+                    // meanwhile, but every poll interval of waiting after the
+                    // API is back is time without metrics. Poll at the usual
+                    // pace (the shared request budget still spaces requests).
+                    first_read_retry_delay(&err, config.interval)
+                }
             }
         };
         sink.submit(&target, &state, &stats).await;
@@ -386,6 +425,19 @@ fn retry_delay(err: &ApiError, failures: u32, interval: Duration) -> Duration {
     base.mul_f64(1.0 + fastrand::f64() * 0.2).min(cap)
 }
 
+/// After a failure of a webhook never read: `Retry-After` if given, else
+/// the poll interval with jitter, so that recovery is prompt.
+fn first_read_retry_delay(err: &ApiError, interval: Duration) -> Duration {
+    if let ApiError::RateLimited {
+        retry_after: Some(after),
+        ..
+    } = err
+    {
+        return (*after).max(interval);
+    }
+    interval.mul_f64(1.0 + fastrand::f64() * 0.2)
+}
+
 /// What scrapes see of a target.
 pub fn snapshot(target: &Target, state: &TargetState, stats: &PollStats) -> TargetSnapshot {
     TargetSnapshot {
@@ -408,6 +460,7 @@ pub async fn poll_once<S: PageSource>(
     stats: &mut PollStats,
 ) -> Result<(), ApiError> {
     let total_before = state.last_total;
+    let now_ms = unix_now_ms();
     let configured = config.per_page.clamp(1, api::MAX_PER_PAGE);
     let per_page = state
         .per_page
@@ -420,7 +473,8 @@ pub async fn poll_once<S: PageSource>(
         budget: config.max_pages.max(2),
         state,
         stats,
-        now_ms: unix_now_ms(),
+        now_ms,
+        api_now_ms: now_ms + source.clock_offset().map_or(0, |o| o.estimate_ms()),
         observed: HashSet::default(),
         total_before,
         after_oversized: false,
@@ -474,7 +528,10 @@ struct Poll<'a, S> {
     budget: u32,
     state: &'a mut TargetState,
     stats: &'a mut PollStats,
+    /// This host's clock at the start of the poll: for timeouts.
     now_ms: i64,
+    /// The same moment on the API's clock: compared with `created_at`.
+    api_now_ms: i64,
     /// Pending ids observed during this poll.
     observed: HashSet<String>,
     /// `pagination.total` as the previous poll left it.
@@ -505,12 +562,11 @@ impl<S: PageSource> Poll<'_, S> {
     }
 
     async fn run_once(&mut self) -> Result<(), ApiError> {
-        let known_top = self.known_top_ms();
         let (first, stray) = self.read_newest().await?;
         if !self.state.baselined {
-            self.take_baseline(&first);
-            return Ok(());
+            self.place_baseline();
         }
+        let known_top = self.known_top_ms();
         // The misdirected first guess is usually the next older page: the
         // scan uses it instead of reading it again.
         let mut stray = stray;
@@ -578,6 +634,9 @@ impl<S: PageSource> Poll<'_, S> {
             ),
         };
         *self.stats.requests.entry(key).or_default() += 1;
+        if let Some(offset) = self.source.clock_offset() {
+            self.api_now_ms = self.now_ms + offset.estimate_ms();
+        }
         let pp = u64::from(self.per_page);
         let page = match result {
             Err(ApiError::BodyTooLarge { .. }) if self.per_page == 1 => {
@@ -640,38 +699,27 @@ impl<S: PageSource> Poll<'_, S> {
         Ok((page, None))
     }
 
-    /// The first poll: what is listed now is history, not news.
-    fn take_baseline(&mut self, first: &ReadPage) {
-        let mut oldest = i64::MAX;
-        for entry in &first.page.entries {
-            let Some(id) = entry_id(entry) else { continue };
-            let created = self.created_ms(entry);
-            oldest = oldest.min(created);
-            self.state.newest_ms = self.state.newest_ms.max(created);
-            if is_final(entry) {
-                self.state.handled.insert(id.into_owned(), created);
-            } else {
-                self.track_pending(id.into_owned(), created);
-            }
+    /// The first read: entries created before the webhook was first
+    /// watched are history, and everything since is news, however many
+    /// polls failed in between. The moment is on this host's clock and
+    /// `created_at` on the API's, so it is moved by the clock offset; of
+    /// the interval the offset is known to lie in, the earliest end is
+    /// taken, so that nothing created after the moment can fall below it.
+    fn place_baseline(&mut self) {
+        let since = self.state.since_ms.unwrap_or(self.now_ms);
+        let offset = self.source.clock_offset();
+        if offset.is_none() && !NO_DATE_WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            warn!(
+                "the API sent no usable Date header; comparing created_at with this host's clock"
+            );
         }
-        // Older pages are baseline too; entries sharing the oldest timestamp
-        // across the page boundary are counted as baseline, not as news.
-        let pp = u64::from(self.per_page);
-        let only_page = match first.page.total {
-            Some(total) => total <= pp,
-            None => first.page.entries.len() < self.per_page as usize,
-        };
-        self.state.horizon_ms = if only_page || oldest == i64::MAX {
-            i64::MIN
-        } else {
-            oldest.saturating_add(1)
-        };
+        self.state.horizon_ms = since.saturating_add(offset.map_or(0, |o| o.low_ms));
         self.state.baselined = true;
+        self.state.since_ms = None;
         info!(
             target = %self.target,
-            baseline = first.page.entries.len(),
-            total = ?first.page.total,
-            "baseline taken; counting starts with new entries"
+            waited_seconds = self.now_ms.saturating_sub(since) as f64 / 1000.0,
+            "first read; counting every attempt created since the webhook was first watched"
         );
     }
 
@@ -728,6 +776,8 @@ impl<S: PageSource> Poll<'_, S> {
             if budget == 0 || self.budget == 0 {
                 let unread = if reached_known {
                     0
+                } else if self.total_before.is_none() {
+                    self.first_read_backlog(applied.oldest_ms)
                 } else {
                     arrivals.saturating_sub(self.unknown_total)
                 };
@@ -743,6 +793,20 @@ impl<S: PageSource> Poll<'_, S> {
                 }
             }
         }
+    }
+
+    /// On the first read ever, how many entries created since the baseline
+    /// lie below what this poll could read: the pace seen on the pages read,
+    /// carried back to the baseline, and never more than the rest of the list.
+    fn first_read_backlog(&self, oldest_read: Option<i64>) -> u64 {
+        let read = self.unknown_total;
+        let rest = self.total().saturating_sub(read);
+        let Some(oldest) = oldest_read else {
+            return rest;
+        };
+        let span = self.state.newest_ms.saturating_sub(oldest).max(1) as f64;
+        let behind = oldest.saturating_sub(self.state.horizon_ms).max(0) as f64;
+        ((read as f64 * behind / span).ceil() as u64).min(rest)
     }
 
     /// Remembers that the list below page `number` was not read: entries
@@ -858,7 +922,7 @@ impl<S: PageSource> Poll<'_, S> {
                 .created_at
                 .as_deref()
                 .and_then(api::parse_timestamp_ms);
-            let created = parsed.unwrap_or(self.now_ms);
+            let created = parsed.unwrap_or(self.api_now_ms);
             applied.oldest_ms = Some(applied.oldest_ms.map_or(created, |o: i64| o.min(created)));
             self.state.newest_ms = self.state.newest_ms.max(created);
             let handled = self.state.handled.contains_key(id);
@@ -965,7 +1029,7 @@ impl<S: PageSource> Poll<'_, S> {
             .created_at
             .as_deref()
             .and_then(api::parse_timestamp_ms)
-            .unwrap_or(self.now_ms)
+            .unwrap_or(self.api_now_ms)
     }
 
     /// Moves the horizon up, forgets what is below it, and gives up on
@@ -981,7 +1045,7 @@ impl<S: PageSource> Poll<'_, S> {
         // remembers only the ids at its newest timestamp, not its last burst.
         // (A step, not a slide: the state of an idle webhook changes once,
         // so idle polls keep writing nothing to the state file.)
-        let settled = self.now_ms.saturating_sub(LATENESS_MS) >= state.newest_ms;
+        let settled = self.api_now_ms.saturating_sub(LATENESS_MS) >= state.newest_ms;
         let mut horizon = if settled {
             state.newest_ms
         } else {
@@ -1210,13 +1274,6 @@ fn capped_label<'a>(
     } else {
         value
     }
-}
-
-/// Wall-clock Unix milliseconds.
-pub fn unix_now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

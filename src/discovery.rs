@@ -147,8 +147,7 @@ impl DiscoveryMetrics {
     /// A discovery listed `webhooks` webhooks.
     pub fn record_success(&self, webhooks: usize) {
         self.runs.with_label_values(&["success"]).inc();
-        self.last_success
-            .set(crate::collector::unix_now_ms() / 1000);
+        self.last_success.set(crate::clock::unix_now_ms() / 1000);
         self.listed.set(webhooks as i64);
     }
 

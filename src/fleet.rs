@@ -83,7 +83,13 @@ impl<S: PageSource + Send + Sync + 'static> Fleet<S> {
     }
 
     /// Starts pollers for `wanted` webhooks not running, stops the others.
-    pub async fn reconcile(&mut self, wanted: &BTreeSet<Target>) {
+    /// A webhook watched for the first time counts what the API created
+    /// since `since_ms(webhook)` (this host's clock, Unix ms).
+    pub async fn reconcile(
+        &mut self,
+        wanted: &BTreeSet<Target>,
+        since_ms: impl Fn(&Target) -> i64,
+    ) {
         let gone: Vec<Target> = self
             .running
             .keys()
@@ -111,10 +117,14 @@ impl<S: PageSource + Send + Sync + 'static> Fleet<S> {
             }
             let state = match self.retired.remove(target) {
                 Some(mut r) => match r.stopping.take() {
-                    Some(handle) => handle.await.unwrap_or_default(),
-                    None => r.state.unwrap_or_default(),
+                    Some(handle) => handle
+                        .await
+                        .unwrap_or_else(|_| TargetState::watching_since(since_ms(target))),
+                    None => r
+                        .state
+                        .unwrap_or_else(|| TargetState::watching_since(since_ms(target))),
                 },
-                None => TargetState::default(),
+                None => TargetState::watching_since(since_ms(target)),
             };
             self.start(target.clone(), state);
         }

@@ -6,6 +6,7 @@
 //!
 //! - [`cli`]: flags and environment, validated into a [`cli::Config`].
 //! - [`target`]: the identity of a watched webhook.
+//! - [`clock`]: this host's clock, and the API's clock learned from `Date` headers.
 //! - [`api`]: the Talkover REST client and its serde models (no metrics).
 //! - [`discovery`]: which webhooks to watch (static, discovered, filtered, sharded).
 //! - [`collector`]: polling, paging and dedupe; per-target state as one value.
@@ -20,6 +21,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod clock;
 pub mod collector;
 pub mod discovery;
 pub mod fleet;
@@ -80,6 +82,9 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    // What the webhooks given on the command line begin to count from,
+    // however long the API takes to answer.
+    let started_ms = clock::unix_now_ms();
     let (base_url, credentials, allow_insecure, mut static_targets) = match &config.source {
         Source::Api {
             url,
@@ -109,6 +114,15 @@ pub async fn run(
         max_requests_per_second: config.max_requests_per_second,
     })?);
     let published = Arc::new(Published::new());
+    {
+        let client = client.clone();
+        let _ = metrics::GaugeFn::register(
+            published.registry(),
+            "talkover_exporter_api_clock_offset_seconds",
+            "How far the API's clock (from its Date headers) is ahead of this host's; absent until a response carried a usable Date.",
+            move || client.clock().offset().map(|o| o.estimate_ms() as f64 / 1000.0),
+        );
+    }
     let readiness = Arc::new(Readiness::new(!config.discover.is_empty()));
     // Known before serving, so /-/ready cannot answer before the pollers exist.
     for target in &static_targets {
@@ -158,7 +172,10 @@ pub async fn run(
     let supervisor = tokio::spawn(supervise(
         fleet,
         client,
-        static_targets,
+        StaticTargets {
+            targets: static_targets,
+            since_ms: started_ms,
+        },
         config.clone(),
         published.clone(),
         readiness.clone(),
@@ -229,18 +246,30 @@ async fn start_demo(listen: std::net::SocketAddr) -> Result<(url::Url, Vec<Targe
     Ok((url, targets))
 }
 
+/// The webhooks named by flags or the config file, and when the exporter
+/// began watching them: what the API creates after that is counted.
+#[derive(Debug)]
+struct StaticTargets {
+    targets: BTreeSet<Target>,
+    since_ms: i64,
+}
+
 /// Keeps the fleet in line with what should be watched: the static targets
 /// plus, every `--discover.interval`, what discovery finds (enabled,
 /// allowed by the filters, in this shard). Sweeps retired webhooks each second.
 async fn supervise(
     mut fleet: Fleet<Client>,
     client: Arc<Client>,
-    static_targets: BTreeSet<Target>,
+    statics: StaticTargets,
     config: Config,
     published: Arc<Published>,
     readiness: Arc<Readiness>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let StaticTargets {
+        targets: static_targets,
+        since_ms: started_ms,
+    } = statics;
     let metrics = DiscoveryMetrics::register(&published);
     let discovering = !config.discover.is_empty();
     let mut discovered: BTreeMap<Target, WebhookMeta> = BTreeMap::new();
@@ -249,6 +278,8 @@ async fn supervise(
     loop {
         if discovering && tokio::time::Instant::now() >= next_discovery {
             next_discovery = tokio::time::Instant::now() + config.discover_interval;
+            // A webhook this run lists for the first time counts from here.
+            let listed_ms = clock::unix_now_ms();
             let found = tokio::select! {
                 found = discovery::discover(&client, &config.discover) => found,
                 _ = stop.changed() => break,
@@ -280,10 +311,18 @@ async fn supervise(
                         .map(|(t, _)| t.clone()),
                 )
                 .collect();
-            fleet.reconcile(&wanted).await;
+            fleet
+                .reconcile(&wanted, |t| {
+                    if static_targets.contains(t) {
+                        started_ms
+                    } else {
+                        listed_ms
+                    }
+                })
+                .await;
             readiness.discovery_done();
         } else if !discovering && fleet.watched() == 0 && !static_targets.is_empty() {
-            fleet.reconcile(&static_targets).await;
+            fleet.reconcile(&static_targets, |_| started_ms).await;
             info!(targets = static_targets.len(), "watching webhooks");
         }
         metrics.targets.set(fleet.watched() as i64);

@@ -2,7 +2,7 @@
 //! realistic traffic and fault injection. `--demo` runs it in-process; the
 //! tests run the same code and compare the exporter against its ground truth.
 //!
-//! Control endpoints under `/_sim/` (pause, resume, truth, fault) let a test
+//! Control endpoints under `/_sim/` (pause, resume, truth, fault, outage) let a test
 //! that drives the real binary steer it over HTTP.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -100,6 +100,17 @@ pub enum Fault {
     Reset,
 }
 
+/// The whole API down, as a test or the demo switches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outage {
+    /// Every API request answers 503 (a load balancer with no backend).
+    Unavailable,
+    /// Connections are closed as soon as they are accepted, and open ones
+    /// are dropped (nothing listening, a network not ready yet).
+    Refused,
+}
+
 /// A queued fault: served to the next `count` matching requests.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FaultRule {
@@ -175,6 +186,10 @@ struct SimState {
     paused: bool,
     fault_log: BTreeMap<String, u64>,
     listing_requests: u64,
+    outage: Option<Outage>,
+    /// How far this API's clock is ahead of the host's: `created_at`,
+    /// `delivered_at` and the `Date` header are all written on it.
+    clock_offset_ms: i64,
 }
 
 /// Ground truth: final attempts by `(event, status, code)`.
@@ -185,6 +200,9 @@ pub type Truth = BTreeMap<(String, String, String), u64>;
 pub struct Simulator {
     inner: Arc<Mutex<SimState>>,
     in_flight: Arc<InFlight>,
+    /// Whether connections are being refused ([`Outage::Refused`]): open
+    /// connections watch it to drop themselves.
+    refusing: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// Log requests being answered now, and the most there ever were at once.
@@ -226,8 +244,11 @@ impl Simulator {
                 paused: false,
                 fault_log: BTreeMap::new(),
                 listing_requests: 0,
+                outage: None,
+                clock_offset_ms: 0,
             })),
             in_flight: Arc::default(),
+            refusing: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
     }
 
@@ -283,10 +304,12 @@ impl Simulator {
                 );
             }
         }
-        // Some history, so the baseline has something to skip.
+        // Some history from the last few minutes, so the baseline has
+        // something to skip.
         for target in sim.targets() {
             sim.generate(&target, 30);
         }
+        sim.backdate(Duration::from_secs(300));
         sim
     }
 
@@ -376,6 +399,36 @@ impl Simulator {
     /// Faults served so far, by kind.
     pub fn faults_served(&self) -> BTreeMap<String, u64> {
         self.lock().fault_log.clone()
+    }
+
+    /// Takes the whole API down (`Some`) or brings it back (`None`).
+    pub fn set_outage(&self, outage: Option<Outage>) {
+        self.lock().outage = outage;
+        self.refusing.send_replace(outage == Some(Outage::Refused));
+    }
+
+    /// Sets how far the API's clock is ahead of the host's (negative:
+    /// behind). Set it before making traffic: entries never go back in
+    /// time, so after a step back new ones keep the last time (plus 1 ms)
+    /// until the clock has caught up.
+    pub fn set_clock_offset(&self, offset_ms: i64) {
+        self.lock().clock_offset_ms = offset_ms;
+    }
+
+    /// Moves every entry `by` into the past, as if the history had been
+    /// made earlier: a test making history just before starting an
+    /// exporter keeps it clear of the start (the `Date` header gives the
+    /// exporter the API's time to about a second).
+    pub fn backdate(&self, by: Duration) {
+        let by = by.as_millis() as i64;
+        let mut st = self.lock();
+        for log in st.logs.values_mut() {
+            for e in log.entries.iter_mut() {
+                e.created_ms -= by;
+                e.delivered_ms = e.delivered_ms.map(|d| d - by);
+            }
+        }
+        st.last_ms -= by;
     }
 
     /// Requests served for a webhook's logs.
@@ -514,9 +567,37 @@ impl Simulator {
             .collect()
     }
 
-    /// Serves the API on `listener` until the task is dropped.
+    /// Serves the API on `listener` until the task is dropped. During an
+    /// [`Outage::Refused`] new connections are closed at once and open ones
+    /// are dropped.
     pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
-        axum::serve(listener, self.router()).await
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        use hyper_util::service::TowerToHyperService;
+        let app = TowerToHyperService::new(self.clone().router());
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                // Out of descriptors or a reset before accept: go on.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            if *self.refusing.borrow() {
+                drop(stream);
+                continue;
+            }
+            let app = app.clone();
+            let mut refusing = self.refusing.subscribe();
+            tokio::spawn(async move {
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let conn = builder.serve_connection(TokioIo::new(stream), app);
+                tokio::select! {
+                    _ = conn => {}
+                    _ = refusing.wait_for(|r| *r) => {}
+                }
+            });
+        }
     }
 
     /// Runs [`Simulator::tick`] every 200 ms, for the demo.
@@ -544,6 +625,11 @@ impl Simulator {
             .route("/_sim/truth", get(truth))
             .route("/_sim/fault", post(fault))
             .route("/_sim/success-ratio", post(success_ratio))
+            .route("/_sim/outage", post(set_outage))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                api_clock_and_outage,
+            ))
             .with_state(self)
     }
 }
@@ -570,7 +656,7 @@ fn finish(e: &mut SimEntry, now: i64) {
 impl SimState {
     /// Strictly increasing wall-clock milliseconds, so listings have a total order.
     fn now_ms(&mut self) -> i64 {
-        let now = crate::collector::unix_now_ms().max(self.last_ms + 1);
+        let now = (crate::clock::unix_now_ms() + self.clock_offset_ms).max(self.last_ms + 1);
         self.last_ms = now;
         now
     }
@@ -722,6 +808,39 @@ fn error(status: StatusCode, message: &str, code: &str) -> Response {
         Json(json!({"success": false, "message": message, "code": code})),
     )
         .into_response()
+}
+
+/// Every answer carries a `Date` on the API's clock; during an
+/// [`Outage::Unavailable`] the API endpoints answer 503 (the control
+/// endpoints stay up, so a test can end the outage).
+async fn api_clock_and_outage(
+    State(sim): State<Simulator>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (outage, offset_ms) = {
+        let st = sim.lock();
+        (st.outage, st.clock_offset_ms)
+    };
+    let mut response = if outage.is_some() && request.uri().path().starts_with("/api/") {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service unavailable",
+            "UNAVAILABLE",
+        )
+    } else {
+        next.run(request).await
+    };
+    let now = std::time::SystemTime::now();
+    let api_now = if offset_ms >= 0 {
+        now + Duration::from_millis(offset_ms as u64)
+    } else {
+        now - Duration::from_millis(offset_ms.unsigned_abs())
+    };
+    if let Ok(date) = header::HeaderValue::from_str(&httpdate::fmt_http_date(api_now)) {
+        response.headers_mut().insert(header::DATE, date);
+    }
+    response
 }
 
 async fn list_logs(
@@ -1070,6 +1189,16 @@ async fn success_ratio(State(sim): State<Simulator>, Json(req): Json<SuccessRati
         }
         None => StatusCode::NOT_FOUND,
     }
+}
+
+#[derive(Deserialize)]
+struct OutageRequest {
+    outage: Option<Outage>,
+}
+
+async fn set_outage(State(sim): State<Simulator>, Json(req): Json<OutageRequest>) -> StatusCode {
+    sim.set_outage(req.outage);
+    StatusCode::NO_CONTENT
 }
 
 async fn fault(State(sim): State<Simulator>, Json(rule): Json<FaultRule>) -> StatusCode {

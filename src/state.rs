@@ -330,7 +330,7 @@ fn check_meta(db: &impl ReadableDatabase, path: &Path) -> Result<(), StateError>
 
 /// Where an unusable state file is moved: beside it, never over anything.
 fn aside_path(path: &Path) -> PathBuf {
-    let stamp = crate::collector::unix_now_ms();
+    let stamp = crate::clock::unix_now_ms();
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".unusable-{stamp}"));
     path.with_file_name(name)
@@ -526,7 +526,7 @@ impl Committer {
                 self.metrics.commits.with_label_values(&["success"]).inc();
                 self.metrics
                     .last_success
-                    .set(crate::collector::unix_now_ms() / 1000);
+                    .set(crate::clock::unix_now_ms() / 1000);
                 if self.failures > 0 {
                     info!("state file commits work again");
                 }

@@ -1,5 +1,6 @@
-//! The proof of exactness: a randomized run (fixed seeds, bounded time) in
-//! which the simulator injects every kind of fault at random while
+//! The proof of exactness: a randomized run (fixed seeds, bounded time) that
+//! starts with the API down (503s, or connections refused) while deliveries
+//! go on, and in which the simulator injects every kind of fault at random while
 //! generating traffic with pending entries, retries, hostile entries and a
 //! burst larger than the page budget, and the real exporter binary is
 //! restarted twice with a state file, once with SIGTERM and once with
@@ -13,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use talkover_exporter::simulator::{Fault, FaultRule, ListOrder, Profile, Simulator};
+use talkover_exporter::simulator::{Fault, FaultRule, ListOrder, Outage, Profile, Simulator};
 use talkover_exporter::target::Target;
 use tokio::net::TcpListener;
 
@@ -174,6 +175,16 @@ async fn run_chaos(seed: u64, order: ListOrder) {
         sim.generate(t, 150);
     }
     sim.finish_pending();
+    // History from a minute ago, clear of the start (known to about a second).
+    sim.backdate(Duration::from_secs(60));
+    // The API is down when the exporter starts, and deliveries go on.
+    let outage = if order == ListOrder::NewestFirst {
+        Outage::Unavailable
+    } else {
+        Outage::Refused
+    };
+    sim.set_outage(Some(outage));
+    let mark = sim.mark();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sim");
     let sim_url = format!("http://{}/", listener.local_addr().expect("addr"));
     tokio::spawn(sim.clone().serve(listener));
@@ -181,7 +192,18 @@ async fn run_chaos(seed: u64, order: ListOrder) {
     let port = free_port();
     let mut exporter = spawn_exporter(&sim_url, port, &state, &log);
     wait_until("first start ready", Duration::from_secs(30), || ready(port)).await;
-    let mark = sim.mark();
+    let outage_started = Instant::now();
+    let mut during_outage = 0;
+    while outage_started.elapsed() < Duration::from_secs(3) {
+        for t in &targets {
+            let n = 5;
+            sim.generate(t, n);
+            during_outage += n;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sim.set_outage(None);
+    let outage_secs = outage_started.elapsed().as_secs_f64();
 
     let watch = Arc::new(Mutex::new(Watch::default()));
     let current_port = Arc::new(std::sync::atomic::AtomicU16::new(port));
@@ -346,7 +368,8 @@ async fn run_chaos(seed: u64, order: ListOrder) {
     let w = watch.lock().expect("watch");
     let faults_served: u64 = sim.faults_served().values().sum();
     println!(
-        "chaos[{order:?} seed {seed}]: attempts generated {generated}, faults {faults_served} {:?}, hostile {:?}, restarts {restarts}, lost {lost}, double-counted {double}, decreases {}, scrapes {}, state commit p99 <= {commit_p99}",
+        "chaos[{order:?} seed {seed}]: start-up outage {outage:?} {:.1} s with {during_outage} attempts, attempts generated {generated}, faults {faults_served} {:?}, hostile {:?}, restarts {restarts}, lost {lost}, double-counted {double}, decreases {}, scrapes {}, state commit p99 <= {commit_p99}",
+        outage_secs,
         sim.faults_served(),
         sim.hostile(mark),
         w.decreases.len(),

@@ -7,7 +7,10 @@
 //! encoding, as the state file does), lost commits, request failures and
 //! arrivals *between the page reads of one poll* must converge, once traffic
 //! stops and every attempt is final, to exactly the counts of the entries
-//! created after the baseline: nothing lost, nothing counted twice.
+//! created after the baseline: nothing lost, nothing counted twice. The
+//! baseline is a moment, not a read: the first reads may fail for any
+//! number of polls while entries arrive, and the model's clock may be
+//! minutes ahead of or behind the host's.
 //!
 //! The property is checked without allowances, for both listing orders and
 //! every page budget from one page up: the counts (attempts by event,
@@ -26,6 +29,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use talkover_exporter::api::{ApiError, LogEntry, LogPage};
+use talkover_exporter::clock::ClockOffset;
 use talkover_exporter::collector::{
     poll_once, PageSource, PollConfig, TargetState, LATENESS_MS, PENDING_TIMEOUT,
 };
@@ -127,15 +131,17 @@ struct World {
     scheduled: BTreeMap<u64, usize>,
     /// Ids served, by request number (for the deterministic tests).
     served: Vec<Vec<String>>,
+    /// How far the model's clock is ahead of the host's.
+    skew_ms: i64,
 }
 
 impl World {
-    fn new(listing: Listing, seed: u64) -> World {
+    fn new(listing: Listing, seed: u64, skew_ms: i64) -> World {
         let now = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
         World {
             listing,
             entries: Vec::new(),
-            last_ms: i64::try_from(now).expect("now in range") - 3_600_000,
+            last_ms: i64::try_from(now).expect("now in range") - 3_600_000 + skew_ms,
             rng: seed,
             fail_next: 0,
             arrival_pct: 0,
@@ -143,6 +149,7 @@ impl World {
             requests: 0,
             scheduled: BTreeMap::new(),
             served: Vec::new(),
+            skew_ms,
         }
     }
 
@@ -271,9 +278,9 @@ struct Model {
 }
 
 impl Model {
-    fn new(listing: Listing, seed: u64) -> Model {
+    fn new(listing: Listing, seed: u64, skew_ms: i64) -> Model {
         Model {
-            world: Mutex::new(World::new(listing, seed)),
+            world: Mutex::new(World::new(listing, seed, skew_ms)),
         }
     }
 
@@ -324,6 +331,17 @@ impl PageSource for Model {
             answer
         }
     }
+
+    /// Known as a real `Date` header would tell it: to within a second,
+    /// the true offset at the interval's low end (the end the collector
+    /// places its baseline by).
+    fn clock_offset(&self) -> Option<ClockOffset> {
+        let skew = self.world().skew_ms;
+        Some(ClockOffset {
+            low_ms: skew,
+            high_ms: skew + 1_000,
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -368,9 +386,14 @@ struct Harness {
 
 impl Harness {
     fn new(listing: Listing, seed: u64, max_pages: u32, per_page: u32) -> Harness {
+        Harness::skewed(listing, seed, max_pages, per_page, 0)
+    }
+
+    /// A harness whose model API's clock is `skew_ms` ahead of the host's.
+    fn skewed(listing: Listing, seed: u64, max_pages: u32, per_page: u32, skew_ms: i64) -> Harness {
         Harness {
             rt: runtime(),
-            model: Model::new(listing, seed),
+            model: Model::new(listing, seed, skew_ms),
             target: target(),
             config: PollConfig {
                 interval: Duration::from_secs(30),
@@ -444,24 +467,34 @@ impl Harness {
     }
 
     /// `history` more final entries; everything in flight turns final; then
-    /// a poll without faults or arrivals takes the baseline. (An attempt in
-    /// flight on the first page at baseline time would be counted when it
-    /// finishes: that is by design, but it would complicate the oracle.)
+    /// the exporter begins watching, just after the newest of them, and the
+    /// next `first_failures` requests fail. What is created from then on
+    /// must be counted, whenever the first read succeeds.
+    fn begin_watching(&mut self, history: usize, first_failures: u32) {
+        let mut w = self.model.world();
+        w.append(history, 0);
+        w.finish(usize::MAX, false);
+        // On the host's clock: the model's clock is skewed.
+        let moment = w.last_ms + 1 - w.skew_ms;
+        self.state = TargetState::watching_since(moment);
+        self.committed_before = self.state.clone();
+        self.baseline = w.entries.len();
+        w.fail_next = first_failures;
+    }
+
+    /// [`Harness::begin_watching`], then a first poll without faults or arrivals.
     fn take_baseline(&mut self, history: usize) {
+        self.begin_watching(history, 0);
         let quiet = {
             let mut w = self.model.world();
-            w.append(history, 0);
-            w.finish(usize::MAX, false);
-            let quiet = (w.fail_next, w.arrival_pct);
-            (w.fail_next, w.arrival_pct) = (0, 0);
+            let quiet = w.arrival_pct;
+            w.arrival_pct = 0;
             quiet
         };
         let result = self.poll();
         assert!(result.is_ok(), "baseline poll failed: {result:?}");
-        assert!(self.state.baselined, "the first poll takes the baseline");
-        let mut w = self.model.world();
-        self.baseline = w.entries.len();
-        (w.fail_next, w.arrival_pct) = quiet;
+        assert!(self.state.baselined, "the first read places the baseline");
+        self.model.world().arrival_pct = quiet;
     }
 
     /// A restart: the state comes back from the state file.
@@ -475,11 +508,6 @@ impl Harness {
     fn lose_last_commit(&mut self) {
         self.state = through_state_file(&self.committed_before);
         self.stats = PollStats::default();
-        if !self.state.baselined {
-            // The baseline itself was never committed: the restarted
-            // exporter takes a new one, and counts from there.
-            self.take_baseline(0);
-        }
     }
 
     fn caught_up(&self) -> bool {
@@ -618,6 +646,10 @@ enum Op {
 #[derive(Debug, Clone)]
 struct Case {
     listing: Listing,
+    /// How far the API's clock is ahead of the host's.
+    skew_ms: i64,
+    /// Requests that fail from the start: the first reads.
+    first_failures: u32,
     history: usize,
     max_pages: u32,
     per_page: u32,
@@ -643,25 +675,42 @@ fn op() -> impl Strategy<Value = Op> {
 fn case() -> impl Strategy<Value = Case> {
     (
         prop_oneof![Just(Listing::NewestFirst), Just(Listing::OldestFirst)],
+        prop_oneof![
+            Just(0i64),
+            Just(120_000),
+            Just(-120_000),
+            -300_000i64..300_000
+        ],
+        prop_oneof![Just(0u32), 1u32..4, 4u32..40],
         prop_oneof![0usize..12, 0usize..300],
         1u32..=4,
         2u32..=7,
         any::<u64>(),
         proptest::collection::vec(op(), 0..40),
     )
-        .prop_map(|(listing, history, max_pages, per_page, seed, ops)| Case {
-            listing,
-            history,
-            max_pages,
-            per_page,
-            seed,
-            ops,
-        })
+        .prop_map(
+            |(listing, skew_ms, first_failures, history, max_pages, per_page, seed, ops)| Case {
+                listing,
+                skew_ms,
+                first_failures,
+                history,
+                max_pages,
+                per_page,
+                seed,
+                ops,
+            },
+        )
 }
 
 fn run_case(case: &Case) -> Result<(), String> {
-    let mut h = Harness::new(case.listing, case.seed, case.max_pages, case.per_page);
-    h.take_baseline(case.history);
+    let mut h = Harness::skewed(
+        case.listing,
+        case.seed,
+        case.max_pages,
+        case.per_page,
+        case.skew_ms,
+    );
+    h.begin_watching(case.history, case.first_failures);
     for op in &case.ops {
         match *op {
             Op::Append { n, pending_pct } => h.model.world().append(n, pending_pct),

@@ -27,6 +27,9 @@ async fn counts_exactly(order: ListOrder) {
         s.sim.generate(&t, 250);
     }
     s.sim.finish_pending();
+    // History from a minute ago: clear of the exporter's start, which it
+    // knows on the API's clock to about a second.
+    s.sim.backdate(Duration::from_secs(60));
     let exporter = start_exporter(&s.url, &[A, B], ExporterOptions::default()).await;
     exporter.wait_ready().await;
     let mark = s.sim.mark();
@@ -148,6 +151,7 @@ async fn backlog_larger_than_page_budget_is_caught_up() {
         )
         .await;
         s.sim.generate(&A.parse().expect("t"), 120);
+        s.sim.backdate(Duration::from_secs(60));
         let exporter = start_exporter(
             &s.url,
             &[A],

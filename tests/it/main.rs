@@ -7,5 +7,6 @@ mod endpoints;
 mod faults;
 mod restart;
 mod scale;
+mod startup;
 mod util;
 mod web;

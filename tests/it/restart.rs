@@ -43,6 +43,9 @@ async fn counters_resume_exactly_across_restarts() {
         s.sim.generate(&t, 120);
     }
     s.sim.finish_pending();
+    // History from a minute ago: clear of the exporter's start, which it
+    // knows on the API's clock to about a second.
+    s.sim.backdate(Duration::from_secs(60));
     let exporter = start_exporter(&s.url, &[A, B], opts(&state)).await;
     exporter.wait_ready().await;
     let mark = s.sim.mark();
@@ -101,6 +104,7 @@ async fn reconfigured_targets_are_dropped_or_baselined() {
     exporter.stop().await;
 
     s.sim.generate(&b, 30); // history for B: baseline when B is added
+    s.sim.backdate(Duration::from_secs(60));
     let exporter = start_exporter(&s.url, &[B], opts(&state)).await;
     exporter.wait_ready().await;
     let scrape = exporter.scrape().await;
