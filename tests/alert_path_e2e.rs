@@ -26,11 +26,12 @@
 //! Prometheus loaded them. Windows (`[15m]`), thresholds, labels and
 //! annotations are the shipped ones.
 //!
-//! Before Prometheus starts, traffic is paused and every pending attempt is
-//! finished and counted, so the attempts made with the demo's default
-//! (partly failing) profile are in each series' first sample, which `rate()`
-//! and `increase()` cannot see: the rules see only traffic under the test's
-//! success ratios.
+//! Before Prometheus starts, every webhook gets a first counted attempt
+//! under the test's success ratios, then traffic is paused and every
+//! pending attempt is finished and counted, so what came before is in each
+//! series' first sample, which `rate()` and `increase()` cannot see: the
+//! rules see only traffic under the test's success ratios. (The demo's
+//! history is from before the start and is never counted.)
 //!
 //! Needs `prometheus` (Debian/Ubuntu package `prometheus`), Alertmanager
 //! (package `prometheus-alertmanager`, binary `prometheus-alertmanager`; an
@@ -614,22 +615,43 @@ async fn failing_webhook_alert_reaches_alertmanager_receiver_and_healthy_webhook
     // -- the exporter and its simulated API; fix the traffic before counting --
     let mut exporter = spawn_demo_exporter(exporter_port, sim_port, dir);
     wait_until(
-        "simulator accepts /_sim/pause",
+        "simulator accepts /_sim/resume",
         Duration::from_secs(30),
         &mut [&mut exporter],
-        || async { http.post(&format!("{sim}/_sim/pause"), None).await },
+        || async { http.post(&format!("{sim}/_sim/resume"), None).await },
     )
     .await;
     for target in HEALTHY {
         http.set_success_ratio(&sim, target, 1.0).await;
     }
     http.set_success_ratio(&sim, FAILING, 0.0).await;
-    http.post(&format!("{sim}/_sim/finish-pending"), None)
-        .await
-        .expect("finish-pending");
     let ready = format!("{exporter_url}/-/ready");
     let what = "exporter ready (first poll of every webhook)";
     wait_ready(&http, what, &ready, &mut [&mut exporter]).await;
+    // The demo's history is not counted: let every webhook have a series
+    // (made after the start, under the test's ratios) before pausing.
+    wait_until(
+        "every webhook has counted attempts",
+        Duration::from_secs(30),
+        &mut [&mut exporter],
+        || async {
+            let text = http.text(&format!("{exporter_url}/metrics")).await?;
+            let (counts, _) = exporter_counts(&text);
+            let with_attempts = counts.values().filter(|v| **v > 0.0).count();
+            if with_attempts == 1 + HEALTHY.len() {
+                Ok(())
+            } else {
+                Err(format!("attempts {counts:?}"))
+            }
+        },
+    )
+    .await;
+    http.post(&format!("{sim}/_sim/pause"), None)
+        .await
+        .expect("pause");
+    http.post(&format!("{sim}/_sim/finish-pending"), None)
+        .await
+        .expect("finish-pending");
     // Converged: nothing pending and the counts stable over two polls.
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut previous = None;
