@@ -40,9 +40,9 @@ use clap::Parser as _;
 use serde::Deserialize;
 use talkover_exporter::api::{Client, ClientOptions, Credentials, Token};
 use talkover_exporter::cli::{Cli, Config};
-use talkover_exporter::collector::{poll_once, PollConfig, TargetState};
-use talkover_exporter::metrics::PollStats;
-use talkover_exporter::simulator::{ListOrder, Profile, Simulator};
+use talkover_exporter::collect::{poll_once, PollConfig};
+use talkover_exporter::model::{PollStats, TargetState};
+use talkover_exporter::sim::{Order, Profile, Simulator};
 use talkover_exporter::target::Target;
 
 const ROLE_ENV: &str = "SCALE_BENCH_ROLE";
@@ -263,7 +263,7 @@ fn sim_role(mode: &str) {
         .enable_all()
         .build()
         .expect("sim runtime");
-    let sim = Simulator::new(20_261_124, None, ListOrder::NewestFirst);
+    let sim = Simulator::new(20_261_124, None, Order::NewestFirst);
     let mut clock = SimClock::new(&sim);
     match mode {
         "ingest" => {
@@ -345,8 +345,8 @@ fn sim_role(mode: &str) {
             },
             Some("order") => {
                 let order = match words.get(1).copied() {
-                    Some("oldest") => ListOrder::OldestFirst,
-                    _ => ListOrder::NewestFirst,
+                    Some("oldest") => Order::OldestFirst,
+                    _ => Order::NewestFirst,
                 };
                 sim.set_order(order);
                 "ok".to_string()
@@ -735,7 +735,7 @@ impl MemorySource {
     }
 }
 
-impl talkover_exporter::collector::PageSource for MemorySource {
+impl talkover_exporter::collect::PageSource for MemorySource {
     async fn fetch_logs(
         &self,
         target: &Target,
@@ -1114,8 +1114,8 @@ fn ingest(report: &mut Report) -> IngestFigures {
 fn collector_micro_costs(rt: &tokio::runtime::Runtime, client: &Client, target: &Target) -> String {
     use std::hint::black_box;
     use talkover_exporter::api::parse_timestamp_ms;
-    use talkover_exporter::collector::{is_final, record};
-    use talkover_exporter::metrics::DeliveryCounts;
+    use talkover_exporter::collect::{is_final, record};
+    use talkover_exporter::model::DeliveryCounts;
     let entries: Vec<talkover_exporter::api::LogEntry> = rt.block_on(async {
         let mut all = Vec::new();
         for page in 1..=100 {
@@ -1327,7 +1327,7 @@ impl BenchSource {
     }
 }
 
-impl talkover_exporter::collector::PageSource for BenchSource {
+impl talkover_exporter::collect::PageSource for BenchSource {
     async fn fetch_logs(
         &self,
         target: &Target,
@@ -1372,9 +1372,10 @@ async fn assembled_exporter(
     listener: tokio::net::TcpListener,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<(), String> {
-    use talkover_exporter::collector::{Readiness, Sink};
-    use talkover_exporter::fleet::Fleet;
+    use talkover_exporter::collect::Fleet;
     use talkover_exporter::metrics::Published;
+    use talkover_exporter::model::Readiness;
+    use talkover_exporter::persist::Sink;
     use talkover_exporter::server::{router, AppState};
     use talkover_exporter::target::WebhookMeta;
     let published = Arc::new(Published::new());
@@ -1422,7 +1423,9 @@ async fn assembled_exporter(
 
 /// The size of one poller's state machine as `Fleet` spawns it.
 fn poller_future_size(base: &str) -> usize {
-    use talkover_exporter::collector::{run_target, Readiness, Sink};
+    use talkover_exporter::collect::run_target;
+    use talkover_exporter::model::Readiness;
+    use talkover_exporter::persist::Sink;
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let future = run_target(
         scale_target(0),
@@ -1447,8 +1450,8 @@ fn poller_future_size(base: &str) -> usize {
 /// exporter competing for the CPU: 10,000 snapshots built from the shadow
 /// states, each webhook taking the state of a shadow of its class.
 fn render_in_process(shadows: &Mutex<Shadows>) -> (Duration, Duration, usize) {
-    use talkover_exporter::collector::snapshot;
     use talkover_exporter::metrics::Published;
+    use talkover_exporter::model::TargetSnapshot;
     use talkover_exporter::target::WebhookMeta;
     let published = Published::new();
     {
@@ -1464,7 +1467,7 @@ fn render_in_process(shadows: &Mutex<Shadows>) -> (Duration, Duration, usize) {
             let shadow = of_class[*k % of_class.len()];
             *k += 1;
             let target = scale_target(i);
-            published.publish(snapshot(&target, &shadow.state, &shadow.stats));
+            published.publish(TargetSnapshot::of(&target, &shadow.state, &shadow.stats));
             published.set_info(
                 &target,
                 WebhookMeta {
@@ -1542,7 +1545,7 @@ impl SyntheticLog {
     }
 }
 
-impl talkover_exporter::collector::PageSource for SyntheticLog {
+impl talkover_exporter::collect::PageSource for SyntheticLog {
     async fn fetch_logs(
         &self,
         _target: &Target,

@@ -2,33 +2,34 @@
 //!
 //! # Layout
 //!
-//! The modules follow the data: API pages → collector → metrics → `/metrics`.
+//! The modules follow the data: API pages → collector → state file →
+//! metrics → HTTP. Each depends only on those before it (and on `model`).
 //!
 //! - [`cli`]: flags and environment, validated into a [`cli::Config`].
 //! - [`target`]: the identity of a watched webhook.
+//! - [`model`]: plain data, no I/O: per-webhook state, counters, snapshots, readiness.
 //! - [`clock`]: this host's clock, and the API's clock learned from `Date` headers.
 //! - [`api`]: the Talkover REST client and its serde models (no metrics).
 //! - [`discovery`]: which webhooks to watch (static, discovered, filtered, sharded).
-//! - [`collector`]: polling, paging and dedupe; per-target state as one value.
-//! - [`fleet`]: one poller per watched webhook, started, stopped and retired.
-//! - [`state`]: the state file; commits each target's state, then publishes it.
-//! - [`metrics`]: plain counter values and their Prometheus text rendering (no HTTP).
+//! - [`collect`]: polling, paging, counting; one poller per watched webhook.
+//! - [`persist`]: the state file; commits each webhook's state, then publishes it.
+//! - [`metrics`]: published snapshots and their Prometheus text rendering (no HTTP).
 //! - [`server`]: the axum routes.
 //! - [`web`]: `--web.config.file`: TLS, basic auth and headers around them.
-//! - [`simulator`]: a fake Talkover API with fault injection, for `--demo` and tests.
+//! - [`sim`]: a fake Talkover API with fault injection, for `--demo` and tests.
 
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod cli;
 pub mod clock;
-pub mod collector;
+pub mod collect;
 pub mod discovery;
-pub mod fleet;
 pub mod metrics;
+pub mod model;
+pub mod persist;
 pub mod server;
-pub mod simulator;
-pub mod state;
+pub mod sim;
 pub mod target;
 pub mod web;
 
@@ -44,13 +45,13 @@ use tracing::{info, warn};
 
 use crate::api::{Client, ClientOptions};
 use crate::cli::{Config, Source};
-use crate::collector::{PollConfig, Readiness, Sink};
+use crate::collect::{Fleet, PollConfig};
 use crate::discovery::DiscoveryMetrics;
-use crate::fleet::Fleet;
 use crate::metrics::Published;
+use crate::model::{Readiness, TargetSnapshot};
+use crate::persist::{Sink, StateStore};
 use crate::server::AppState;
-use crate::simulator::Simulator;
-use crate::state::StateStore;
+use crate::sim::Simulator;
 use crate::target::{Target, WebhookMeta};
 
 /// Why the exporter could not run.
@@ -70,7 +71,7 @@ pub enum Error {
     Client(#[from] reqwest::Error),
     /// The state file could not be opened or created.
     #[error(transparent)]
-    State(#[from] state::StateError),
+    State(#[from] persist::StateError),
 }
 
 /// How long in-flight scrapes may take to finish once shutdown starts.
@@ -145,13 +146,13 @@ pub async fn run(
             let fixed = config.discover.is_empty().then_some(&static_targets);
             let (store, restored) = StateStore::open(path, fixed)?;
             let (tx, rx) = mpsc::channel(4096);
-            let task = tokio::spawn(state::run_committer(store, rx, published.clone()));
+            let task = tokio::spawn(persist::run_committer(store, rx, published.clone()));
             (restored, Some(tx), Some(task))
         }
     };
     // Restored counters are durable already: scrapes see them before any poll.
     for (target, state) in &restored {
-        published.publish(collector::snapshot(target, state, &Default::default()));
+        published.publish(TargetSnapshot::of(target, state, &Default::default()));
     }
     let fleet = Fleet::new(
         client.clone(),

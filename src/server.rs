@@ -16,8 +16,8 @@ use axum::Router;
 use futures_core::Stream;
 use tokio::sync::mpsc;
 
-use crate::collector::Readiness;
 use crate::metrics::Published;
+use crate::model::Readiness;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use talkover_exporter::simulator::{Fault, FaultRule, ListOrder, Outage, Profile, Simulator};
+use talkover_exporter::sim::{Fault, FaultRule, Order, Outage, Profile, Simulator};
 use talkover_exporter::target::Target;
 use tokio::net::TcpListener;
 
@@ -157,7 +157,7 @@ struct Watch {
     served: String,
 }
 
-async fn run_chaos(seed: u64, order: ListOrder) {
+async fn run_chaos(seed: u64, order: Order) {
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state.redb");
     let log = dir.path().join("exporter.log");
@@ -178,7 +178,7 @@ async fn run_chaos(seed: u64, order: ListOrder) {
     // History from a minute ago, clear of the start (known to about a second).
     sim.backdate(Duration::from_secs(60));
     // The API is down when the exporter starts, and deliveries go on.
-    let outage = if order == ListOrder::NewestFirst {
+    let outage = if order == Order::NewestFirst {
         Outage::Unavailable
     } else {
         Outage::Refused
@@ -428,11 +428,11 @@ fn tail(s: &str, n: usize) -> String {
 /// Newest-first listing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_newest_first() {
-    run_chaos(20261124, ListOrder::NewestFirst).await;
+    run_chaos(20261124, Order::NewestFirst).await;
 }
 
 /// Oldest-first listing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_oldest_first() {
-    run_chaos(7, ListOrder::OldestFirst).await;
+    run_chaos(7, Order::OldestFirst).await;
 }

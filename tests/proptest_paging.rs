@@ -30,10 +30,8 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use talkover_exporter::api::{ApiError, LogEntry, LogPage};
 use talkover_exporter::clock::ClockOffset;
-use talkover_exporter::collector::{
-    poll_once, PageSource, PollConfig, TargetState, LATENESS_MS, PENDING_TIMEOUT,
-};
-use talkover_exporter::metrics::{AttemptKey, PollStats};
+use talkover_exporter::collect::{poll_once, PageSource, PollConfig, LATENESS_MS, PENDING_TIMEOUT};
+use talkover_exporter::model::{AttemptKey, PollStats, TargetState};
 use talkover_exporter::target::Target;
 use time::macros::format_description;
 use time::OffsetDateTime;

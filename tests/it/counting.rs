@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use talkover_exporter::simulator::{ListOrder, Profile};
+use talkover_exporter::sim::{Order, Profile};
 use talkover_exporter::target::Target;
 
 use crate::util::*;
@@ -21,7 +21,7 @@ fn busy_profile() -> Profile {
 
 /// History present at start is baseline; everything after is counted once,
 /// including pending entries that turn final later and retries.
-async fn counts_exactly(order: ListOrder) {
+async fn counts_exactly(order: Order) {
     let s = start_sim(7, order, &[A, B], busy_profile()).await;
     for t in s.sim.targets() {
         s.sim.generate(&t, 250);
@@ -90,20 +90,20 @@ async fn counts_exactly(order: ListOrder) {
 /// Newest-first listing (the documented examples' order).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn newest_first_counts_each_attempt_once() {
-    counts_exactly(ListOrder::NewestFirst).await;
+    counts_exactly(Order::NewestFirst).await;
 }
 
 /// Oldest-first listing: new entries land on the last page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oldest_first_counts_each_attempt_once() {
-    counts_exactly(ListOrder::OldestFirst).await;
+    counts_exactly(Order::OldestFirst).await;
 }
 
 /// Traffic keeps arriving while pages are read, so entries shift from one
 /// page to the next mid-poll; nothing is lost or counted twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shifting_pages_under_continuous_traffic() {
-    for order in [ListOrder::NewestFirst, ListOrder::OldestFirst] {
+    for order in [Order::NewestFirst, Order::OldestFirst] {
         let s = start_sim(
             11,
             order,
@@ -139,7 +139,7 @@ async fn shifting_pages_under_continuous_traffic() {
 /// read on the following polls, and the backlog gauge shows it meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backlog_larger_than_page_budget_is_caught_up() {
-    for order in [ListOrder::NewestFirst, ListOrder::OldestFirst] {
+    for order in [Order::NewestFirst, Order::OldestFirst] {
         let s = start_sim(
             5,
             order,
@@ -202,7 +202,7 @@ async fn many_targets_each_counted_exactly() {
         })
         .collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let s = start_sim(3, ListOrder::NewestFirst, &refs, busy_profile()).await;
+    let s = start_sim(3, Order::NewestFirst, &refs, busy_profile()).await;
     let exporter = start_exporter(&s.url, &refs, ExporterOptions::default()).await;
     exporter.wait_ready().await;
     let mark = s.sim.mark();
@@ -221,7 +221,7 @@ async fn many_targets_each_counted_exactly() {
 async fn hostile_entries_are_counted_and_reported() {
     let s = start_sim(
         13,
-        ListOrder::NewestFirst,
+        Order::NewestFirst,
         &[A],
         Profile {
             hostile_ratio: 0.4,
@@ -265,7 +265,7 @@ async fn hostile_entries_are_counted_and_reported() {
 async fn entries_expired_before_read_are_counted_as_missed() {
     let s = start_sim(
         17,
-        ListOrder::NewestFirst,
+        Order::NewestFirst,
         &[A],
         Profile {
             pending_ratio: 0.0,

@@ -3,7 +3,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use talkover_exporter::simulator::{Fault, FaultRule, ListOrder};
+use talkover_exporter::sim::{Fault, FaultRule, Order};
 use tokio::io::AsyncWriteExt;
 
 use crate::util::*;
@@ -15,7 +15,7 @@ const B: &str = "agents/agt-1/webhooks/wh-2";
 /// the landing page links to the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn landing_health_and_readiness() {
-    let s = start_sim(31, ListOrder::NewestFirst, &[A, B], quiet_profile()).await;
+    let s = start_sim(31, Order::NewestFirst, &[A, B], quiet_profile()).await;
     // Hold B's first poll for a while.
     s.sim.inject(FaultRule {
         target: Some(B.into()),
@@ -43,7 +43,7 @@ async fn landing_health_and_readiness() {
 /// `promtool check metrics` finds no problem in a scrape full of traffic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promtool_accepts_the_metrics() {
-    let s = start_sim(32, ListOrder::NewestFirst, &[A, B], quiet_profile()).await;
+    let s = start_sim(32, Order::NewestFirst, &[A, B], quiet_profile()).await;
     let exporter = start_exporter(&s.url, &[A, B], ExporterOptions::default()).await;
     exporter.wait_ready().await;
     for t in s.sim.targets() {
@@ -84,7 +84,7 @@ async fn promtool_accepts_the_metrics() {
 /// and the last poll's duration.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poll_self_metrics() {
-    let s = start_sim(33, ListOrder::NewestFirst, &[A, B], quiet_profile()).await;
+    let s = start_sim(33, Order::NewestFirst, &[A, B], quiet_profile()).await;
     let exporter = start_exporter(&s.url, &[A, B], ExporterOptions::default()).await;
     exporter.wait_ready().await;
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 use axum::routing::get;
-use talkover_exporter::simulator::{Fault, FaultRule, ListOrder};
+use talkover_exporter::sim::{Fault, FaultRule, Order};
 use talkover_exporter::target::Target;
 use tokio::net::TcpListener;
 
@@ -19,7 +19,7 @@ const B: &str = "campaigns/cmp-2/webhooks/wh-2";
 /// recovers it catches up exactly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_target_does_not_delay_others() {
-    let s = start_sim(21, ListOrder::NewestFirst, &[A, B], quiet_profile()).await;
+    let s = start_sim(21, Order::NewestFirst, &[A, B], quiet_profile()).await;
     let exporter = start_exporter(&s.url, &[A, B], ExporterOptions::default()).await;
     exporter.wait_ready().await;
     let mark = s.sim.mark();
@@ -73,7 +73,7 @@ async fn failing_target_does_not_delay_others() {
 /// reached (the first poll finished), and the token shows nowhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_token_is_reported_not_fatal() {
-    let s = start_sim(22, ListOrder::NewestFirst, &[A], quiet_profile()).await;
+    let s = start_sim(22, Order::NewestFirst, &[A], quiet_profile()).await;
     let exporter = start_exporter(
         &s.url,
         &[A],
@@ -109,7 +109,7 @@ async fn wrong_token_is_reported_not_fatal() {
 /// the faults, counting resumes exactly where it stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_answers_fail_cleanly_and_counting_resumes() {
-    let s = start_sim(23, ListOrder::NewestFirst, &[A], quiet_profile()).await;
+    let s = start_sim(23, Order::NewestFirst, &[A], quiet_profile()).await;
     let exporter = start_exporter(
         &s.url,
         &[A],
@@ -178,7 +178,7 @@ async fn redirects_are_not_followed_with_the_token() {
         let _ = axum::serve(other, app).await;
     });
 
-    let s = start_sim(24, ListOrder::NewestFirst, &[A], quiet_profile()).await;
+    let s = start_sim(24, Order::NewestFirst, &[A], quiet_profile()).await;
     s.sim.inject(FaultRule {
         target: None,
         fault: Fault::Redirect {
@@ -212,9 +212,9 @@ async fn redirects_are_not_followed_with_the_token() {
 async fn oversized_pages_are_split_and_oversized_entries_missed_once() {
     let s = start_sim(
         25,
-        ListOrder::NewestFirst,
+        Order::NewestFirst,
         &[A],
-        talkover_exporter::simulator::Profile {
+        talkover_exporter::sim::Profile {
             payload_bytes: 4096,
             ..quiet_profile()
         },
@@ -271,7 +271,7 @@ async fn oversized_pages_are_split_and_oversized_entries_missed_once() {
 /// Waits until the counted total is the truth minus `missing` attempts.
 async fn wait_exact_except(
     exporter: &Exporter,
-    sim: &talkover_exporter::simulator::Simulator,
+    sim: &talkover_exporter::sim::Simulator,
     mark: u64,
     missing: u64,
 ) {
@@ -297,7 +297,7 @@ async fn request_budget_is_shared_by_all_targets() {
         .map(|i| format!("campaigns/c{i}/webhooks/w{i}"))
         .collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let s = start_sim(26, ListOrder::NewestFirst, &refs, quiet_profile()).await;
+    let s = start_sim(26, Order::NewestFirst, &refs, quiet_profile()).await;
     let exporter = start_exporter(
         &s.url,
         &refs,
@@ -329,7 +329,7 @@ async fn request_budget_is_shared_by_all_targets() {
 /// the Retry-After time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_slows_every_target() {
-    let s = start_sim(27, ListOrder::NewestFirst, &[A, B], quiet_profile()).await;
+    let s = start_sim(27, Order::NewestFirst, &[A, B], quiet_profile()).await;
     let exporter = start_exporter(&s.url, &[A, B], ExporterOptions::default()).await;
     exporter.wait_ready().await;
     let (a, b): (Target, Target) = (A.parse().expect("a"), B.parse().expect("b"));
@@ -375,7 +375,7 @@ async fn token_rotation_through_the_token_file() {
     let token_file = dir.path().join("token");
     let log_path = dir.path().join("exporter.log");
     std::fs::write(&token_file, format!("{OLD}\n")).expect("token file");
-    let s = start_sim(28, ListOrder::NewestFirst, &[A], quiet_profile()).await;
+    let s = start_sim(28, Order::NewestFirst, &[A], quiet_profile()).await;
     s.sim.set_token(Some(OLD.into()));
     let a: Target = A.parse().expect("a");
     let port = free_port();

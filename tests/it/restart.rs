@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use talkover_exporter::simulator::{ListOrder, Profile};
+use talkover_exporter::sim::{Order, Profile};
 use talkover_exporter::target::Target;
 
 use crate::util::*;
@@ -30,7 +30,7 @@ async fn counters_resume_exactly_across_restarts() {
     let state = dir.path().join("state.redb");
     let s = start_sim(
         41,
-        ListOrder::NewestFirst,
+        Order::NewestFirst,
         &[A, B],
         Profile {
             rate_per_second: 0.0,
@@ -87,7 +87,7 @@ async fn counters_resume_exactly_across_restarts() {
 async fn reconfigured_targets_are_dropped_or_baselined() {
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state.redb");
-    let s = start_sim(42, ListOrder::NewestFirst, &[A, B], quiet_profile()).await;
+    let s = start_sim(42, Order::NewestFirst, &[A, B], quiet_profile()).await;
     let (a, b): (Target, Target) = (A.parse().expect("a"), B.parse().expect("b"));
     let exporter = start_exporter(&s.url, &[A], opts(&state)).await;
     exporter.wait_ready().await;
@@ -141,7 +141,7 @@ async fn reconfigured_targets_are_dropped_or_baselined() {
 /// exporter starts fresh.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unusable_state_files_are_moved_aside() {
-    let s = start_sim(43, ListOrder::NewestFirst, &[A], quiet_profile()).await;
+    let s = start_sim(43, Order::NewestFirst, &[A], quiet_profile()).await;
     type Make = Box<dyn Fn(&std::path::Path)>;
     let cases: Vec<(&str, Make)> = vec![
         (
@@ -218,7 +218,7 @@ async fn unusable_state_files_are_moved_aside() {
 async fn idle_polls_do_not_rewrite_the_state() {
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state.redb");
-    let s = start_sim(44, ListOrder::NewestFirst, &[A, B], quiet_profile()).await;
+    let s = start_sim(44, Order::NewestFirst, &[A, B], quiet_profile()).await;
     let exporter = start_exporter(&s.url, &[A, B], opts(&state)).await;
     exporter.wait_ready().await;
     let a: Target = A.parse().expect("a");
@@ -264,7 +264,7 @@ async fn failing_commits_do_not_stop_counting() {
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state.redb");
     let log_path = dir.path().join("exporter.log");
-    let s = start_sim(45, ListOrder::NewestFirst, &[A], quiet_profile()).await;
+    let s = start_sim(45, Order::NewestFirst, &[A], quiet_profile()).await;
     let a: Target = A.parse().expect("a");
     // A first run creates the file.
     let exporter = start_exporter(&s.url, &[A], opts(&state)).await;

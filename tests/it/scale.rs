@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use talkover_exporter::api::{Client, ClientOptions, Credentials, Token};
-use talkover_exporter::collector::{poll_once, PollConfig, TargetState};
+use talkover_exporter::collect::{poll_once, PollConfig};
 use talkover_exporter::discovery::{Filters, Pattern, Shard};
-use talkover_exporter::metrics::PollStats;
-use talkover_exporter::simulator::ListOrder;
+use talkover_exporter::model::{PollStats, TargetState};
+use talkover_exporter::sim::Order;
 use talkover_exporter::target::{Scope, Target};
 
 use crate::util::*;
@@ -44,7 +44,7 @@ async fn discovery_follows_webhooks_as_they_come_and_go() {
         "campaigns/c2/webhooks/w3",
         "agents/a1/webhooks/w4",
     ];
-    let s = start_sim(51, ListOrder::NewestFirst, &hooks, quiet_profile()).await;
+    let s = start_sim(51, Order::NewestFirst, &hooks, quiet_profile()).await;
     let t: Vec<Target> = hooks.iter().map(|h| h.parse().expect("t")).collect();
     s.sim.set_name(&t[0], "CRM sync");
     let exporter = start_exporter(&s.url, &[], discovering()).await;
@@ -114,7 +114,7 @@ async fn discovery_filters() {
         "campaigns/c1/webhooks/test-1",
         "agents/a1/webhooks/prod-2",
     ];
-    let s = start_sim(52, ListOrder::NewestFirst, &hooks, quiet_profile()).await;
+    let s = start_sim(52, Order::NewestFirst, &hooks, quiet_profile()).await;
     let exporter = start_exporter(
         &s.url,
         &[],
@@ -149,7 +149,7 @@ async fn three_shards_watch_every_webhook_once() {
         })
         .collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let s = start_sim(53, ListOrder::NewestFirst, &refs, quiet_profile()).await;
+    let s = start_sim(53, Order::NewestFirst, &refs, quiet_profile()).await;
     let mut replicas = Vec::new();
     for index in 0..3 {
         let opts = ExporterOptions {
@@ -201,17 +201,17 @@ async fn three_shards_watch_every_webhook_once() {
 /// ceil(new / 100) + 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_per_poll_follow_the_formula() {
-    requests_per_poll(ListOrder::NewestFirst, true).await;
+    requests_per_poll(Order::NewestFirst, true).await;
 }
 
 /// Oldest-first listings stay within the same budget formula (the newest
 /// page is the last one, found from a total that may have moved).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oldest_first_requests_stay_within_the_formula() {
-    requests_per_poll(ListOrder::OldestFirst, false).await;
+    requests_per_poll(Order::OldestFirst, false).await;
 }
 
-async fn requests_per_poll(order: ListOrder, exact: bool) {
+async fn requests_per_poll(order: Order, exact: bool) {
     let hook = "campaigns/c1/webhooks/w1";
     let s = start_sim(54, order, &[hook], quiet_profile()).await;
     let target: Target = hook.parse().expect("t");
@@ -275,13 +275,13 @@ async fn requests_per_poll(order: ListOrder, exact: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_in_flight_are_capped() {
     use talkover_exporter::api::MAX_IN_FLIGHT;
-    use talkover_exporter::simulator::{Fault, FaultRule};
+    use talkover_exporter::sim::{Fault, FaultRule};
 
     let names: Vec<String> = (0..100)
         .map(|i| format!("campaigns/c{}/webhooks/w{i}", i / 10))
         .collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let s = start_sim(61, ListOrder::NewestFirst, &refs, quiet_profile()).await;
+    let s = start_sim(61, Order::NewestFirst, &refs, quiet_profile()).await;
     // Every first poll takes 400 ms: without a cap, about all 100 would be
     // in flight together (polls are spread over the 100 ms interval).
     s.sim.inject(FaultRule {

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use talkover_exporter::simulator::{Fault, FaultRule, ListOrder, Outage, Simulator};
+use talkover_exporter::sim::{Fault, FaultRule, Order, Outage, Simulator};
 use talkover_exporter::target::{Scope, Target};
 
 use crate::util::*;
@@ -86,7 +86,7 @@ fn total(scrape: &Scrape) -> f64 {
 /// One start-up: history, then the exporter starts while the API is down
 /// (and its clock `skew_ms` off this host's); deliveries go on; the API
 /// comes back. Returns how long after that every webhook had been read.
-async fn outage_at_start(order: ListOrder, skew_ms: i64, outage: Outage, seed: u64) -> Duration {
+async fn outage_at_start(order: Order, skew_ms: i64, outage: Outage, seed: u64) -> Duration {
     let what = format!("{order:?}, API clock {skew_ms:+} ms, {outage:?}");
     let s = start_sim(seed, order, &[A, B], quiet_profile()).await;
     s.sim.set_clock_offset(skew_ms);
@@ -161,10 +161,10 @@ async fn outage_at_start(order: ListOrder, skew_ms: i64, outage: Outage, seed: u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_down_at_start_with_a_skewed_clock_loses_nothing() {
     let (a, b, c, d) = tokio::join!(
-        outage_at_start(ListOrder::NewestFirst, 120_000, Outage::Unavailable, 301),
-        outage_at_start(ListOrder::OldestFirst, -120_000, Outage::Refused, 302),
-        outage_at_start(ListOrder::NewestFirst, -120_000, Outage::Refused, 303),
-        outage_at_start(ListOrder::OldestFirst, 120_000, Outage::Unavailable, 304),
+        outage_at_start(Order::NewestFirst, 120_000, Outage::Unavailable, 301),
+        outage_at_start(Order::OldestFirst, -120_000, Outage::Refused, 302),
+        outage_at_start(Order::NewestFirst, -120_000, Outage::Refused, 303),
+        outage_at_start(Order::OldestFirst, 120_000, Outage::Unavailable, 304),
     );
     let slowest = a.max(b).max(c).max(d);
     println!("start-up outage: every webhook read {slowest:?} after the API came back (poll interval 300ms)");
@@ -184,7 +184,7 @@ async fn forty_webhooks_recover_within_a_few_poll_intervals() {
         .map(|i| format!("campaigns/c{i}/webhooks/w{i}"))
         .collect();
     let refs: Vec<&str> = hooks.iter().map(String::as_str).collect();
-    let s = start_sim(305, ListOrder::NewestFirst, &refs, quiet_profile()).await;
+    let s = start_sim(305, Order::NewestFirst, &refs, quiet_profile()).await;
     s.sim.set_outage(Some(Outage::Unavailable));
     let mark = s.sim.mark();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -232,7 +232,7 @@ async fn forty_webhooks_recover_within_a_few_poll_intervals() {
 async fn token_mounted_late_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = dir.path().join("token");
-    let s = start_sim(306, ListOrder::NewestFirst, &[A], quiet_profile()).await;
+    let s = start_sim(306, Order::NewestFirst, &[A], quiet_profile()).await;
     let a: Target = A.parse().expect("a");
     s.sim.generate(&a, 50);
     s.sim.finish_pending();
@@ -272,7 +272,7 @@ async fn token_mounted_late_loses_nothing() {
 /// poll due a second later: the attempts made in between are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_first_request_loses_nothing() {
-    let s = start_sim(307, ListOrder::OldestFirst, &[A, B], quiet_profile()).await;
+    let s = start_sim(307, Order::OldestFirst, &[A, B], quiet_profile()).await;
     for t in s.sim.targets() {
         s.sim.generate(&t, 40);
     }
@@ -318,7 +318,7 @@ async fn a_failed_first_request_loses_nothing() {
 /// counted, what came after is, once its log can be read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_discovered_while_the_api_fails_loses_nothing() {
-    let s = start_sim(308, ListOrder::NewestFirst, &[A], quiet_profile()).await;
+    let s = start_sim(308, Order::NewestFirst, &[A], quiet_profile()).await;
     let exporter = start_exporter(
         &s.url,
         &[],

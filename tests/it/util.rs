@@ -9,7 +9,7 @@ use std::time::Duration;
 use talkover_exporter::api::{Credentials, Token};
 use talkover_exporter::cli::{Config, Source};
 use talkover_exporter::discovery::{Filters, Shard};
-use talkover_exporter::simulator::{ListOrder, Profile, Simulator, Truth};
+use talkover_exporter::sim::{Order, Profile, Simulator, Truth};
 use talkover_exporter::target::{Scope, Target};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -23,7 +23,7 @@ pub struct Sim {
     _task: tokio::task::JoinHandle<()>,
 }
 
-pub async fn start_sim(seed: u64, order: ListOrder, targets: &[&str], profile: Profile) -> Sim {
+pub async fn start_sim(seed: u64, order: Order, targets: &[&str], profile: Profile) -> Sim {
     let sim = Simulator::new(seed, Some(TOKEN.to_string()), order);
     for t in targets {
         sim.add_webhook(t.parse().expect("target"), profile.clone());

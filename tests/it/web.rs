@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use talkover_exporter::simulator::ListOrder;
+use talkover_exporter::sim::Order;
 use talkover_exporter::web::WebConfig;
 
 use crate::util::*;
@@ -76,7 +76,7 @@ fn client(ca_pem: &str, identity: Option<(&Path, &Path)>) -> reqwest::Client {
 }
 
 async fn start(web: WebConfig) -> (Sim, Exporter) {
-    let s = start_sim(61, ListOrder::NewestFirst, &[A], quiet_profile()).await;
+    let s = start_sim(61, Order::NewestFirst, &[A], quiet_profile()).await;
     let e = start_exporter(
         &s.url,
         &[A],

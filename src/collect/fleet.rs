@@ -12,7 +12,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::info;
 
-use crate::collector::{run_target, PageSource, PollConfig, Readiness, Sink, TargetState};
+use super::{run_target, PageSource, PollConfig};
+use crate::model::{Readiness, TargetState};
+use crate::persist::Sink;
 use crate::target::Target;
 
 /// A poller and how to stop it.

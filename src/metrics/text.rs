@@ -1,319 +1,15 @@
-//! What is served on `/metrics`: the plain values the collector fills in, and
-//! their rendering in the Prometheus text format.
-//!
-//! Per-webhook series are rendered straight from each target's published
-//! snapshot at scrape time instead of living in registry globals: a target's
-//! counters are one value that the collector can persist and restore as a
-//! unit, and a target that goes away takes its series with it. The process
-//! metrics come from the `prometheus` crate's registry and are appended.
+//! The Prometheus text exposition format, written in pieces as it renders.
 
-use std::borrow::Borrow;
-use std::cmp::Ordering;
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
-use prometheus::{Encoder, Registry, TextEncoder};
-use serde::{Deserialize, Serialize};
+use prometheus::{Encoder, TextEncoder};
 
+use super::Published;
+use crate::model::{Histogram, TargetSnapshot, ATTEMPT_BUCKETS, DURATION_BUCKETS, LAG_BUCKETS};
 use crate::target::{Target, WebhookMeta};
 
-/// Buckets of `talkover_webhook_delivery_duration_seconds`: 50 ms up to the
-/// 120 s maximum webhook timeout.
-pub const DURATION_BUCKETS: &[f64] = &[
-    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0,
-];
-/// Buckets of `talkover_webhook_delivery_attempt_number`: one per possible
-/// attempt (`max_retries` is at most 10).
-pub const ATTEMPT_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0];
-/// Buckets of `talkover_webhook_delivery_lag_seconds` (created → delivered).
-pub const LAG_BUCKETS: &[f64] = &[
-    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
-];
-/// Buckets of `talkover_exporter_poll_duration_seconds`.
-pub const POLL_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
-
-/// A histogram as plain data: a count per bucket (the last one is `+Inf`)
-/// and the sum. The bucket bounds are the constants above.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Histogram {
-    /// Non-cumulative counts, one per bound plus one for `+Inf`.
-    pub buckets: Vec<u64>,
-    /// Sum of observed values.
-    pub sum: f64,
-}
-
-impl Histogram {
-    /// Adds one observation.
-    pub fn observe(&mut self, bounds: &[f64], value: f64) {
-        if self.buckets.len() != bounds.len() + 1 {
-            self.buckets.resize(bounds.len() + 1, 0);
-        }
-        let i = bounds.partition_point(|b| *b < value);
-        self.buckets[i] += 1;
-        self.sum += value;
-    }
-
-    /// Number of observations.
-    pub fn count(&self) -> u64 {
-        self.buckets.iter().sum()
-    }
-}
-
-/// The label set of one `talkover_webhook_delivery_attempts_total` series.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct AttemptKey {
-    /// `event` label.
-    pub event: String,
-    /// `status` label.
-    pub status: String,
-    /// `code` label: the HTTP status, or `none`.
-    pub code: String,
-}
-
-/// `(event, status, code)` borrowed: what [`AttemptKey`] is compared by, so
-/// that the attempts map can be searched without building an owned key.
-trait AttemptLabels {
-    fn labels(&self) -> (&str, &str, &str);
-}
-
-impl AttemptLabels for AttemptKey {
-    fn labels(&self) -> (&str, &str, &str) {
-        (&self.event, &self.status, &self.code)
-    }
-}
-
-impl AttemptLabels for (&str, &str, &str) {
-    fn labels(&self) -> (&str, &str, &str) {
-        *self
-    }
-}
-
-// The derived order of `AttemptKey` compares event, then status, then code:
-// the tuple order below is the same, as `Borrow` requires.
-impl<'a> Borrow<dyn AttemptLabels + 'a> for AttemptKey {
-    fn borrow(&self) -> &(dyn AttemptLabels + 'a) {
-        self
-    }
-}
-
-impl PartialEq for dyn AttemptLabels + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.labels() == other.labels()
-    }
-}
-
-impl Eq for dyn AttemptLabels + '_ {}
-
-impl PartialOrd for dyn AttemptLabels + '_ {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for dyn AttemptLabels + '_ {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.labels().cmp(&other.labels())
-    }
-}
-
-/// Everything counted for one webhook: the values that must never go
-/// backwards, and so the values the state file persists.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct DeliveryCounts {
-    /// Final attempts by event, status and code.
-    #[serde(with = "map_as_pairs")]
-    pub attempts: BTreeMap<AttemptKey, u64>,
-    /// Attempt durations by status.
-    pub duration: BTreeMap<String, Histogram>,
-    /// Attempt numbers by status.
-    pub attempt_number: BTreeMap<String, Histogram>,
-    /// Attempts with `attempt > 1`.
-    pub retries: u64,
-    /// `delivered_at - created_at`.
-    pub lag: Histogram,
-    /// `created_at` (Unix seconds) of the newest counted attempt, by status.
-    pub last_attempt: BTreeMap<String, f64>,
-    /// Entries that could not be counted, by reason.
-    pub missed: BTreeMap<String, u64>,
-    /// Entry fields left out of a histogram, by `(field, reason)`.
-    #[serde(with = "map_as_pairs")]
-    pub invalid_fields: BTreeMap<(String, String), u64>,
-}
-
-impl DeliveryCounts {
-    /// The count of one existing `talkover_webhook_delivery_attempts_total`
-    /// series, found without allocating.
-    pub fn attempt_mut(&mut self, event: &str, status: &str, code: &str) -> Option<&mut u64> {
-        self.attempts
-            .get_mut(&(event, status, code) as &dyn AttemptLabels)
-    }
-}
-
-/// Self-observations of one target's polling; reset on restart.
-#[derive(Debug, Clone, Default)]
-pub struct PollStats {
-    /// Whether the last poll succeeded.
-    pub up: bool,
-    /// API requests by outcome and HTTP code.
-    pub requests: BTreeMap<(&'static str, String), u64>,
-    /// Failed polls by reason.
-    pub errors: BTreeMap<&'static str, u64>,
-    /// Polls finished, successful or not.
-    pub polls: u64,
-    /// How long the last poll took, in seconds.
-    pub last_duration: Option<f64>,
-    /// Unix time of the last successful poll.
-    pub last_success: Option<f64>,
-}
-
-/// What one scrape shows of one target.
-#[derive(Debug, Clone)]
-pub struct TargetSnapshot {
-    /// The webhook.
-    pub target: Target,
-    /// Its counters.
-    pub counts: DeliveryCounts,
-    /// Its polling self-metrics.
-    pub stats: PollStats,
-    /// Attempts seen in flight and not yet final.
-    pub pending: u64,
-    /// Estimated entries listed by the API but not read yet.
-    pub backlog: u64,
-}
-
-/// A gauge whose value is read at scrape time from elsewhere (the API's
-/// clock, say), and left out of the scrape while there is none.
-pub struct GaugeFn {
-    gauge: prometheus::Gauge,
-    value: Box<dyn Fn() -> Option<f64> + Send + Sync>,
-}
-
-impl std::fmt::Debug for GaugeFn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GaugeFn").finish_non_exhaustive()
-    }
-}
-
-impl GaugeFn {
-    /// Registers the gauge `name` in `registry`, valued by `value`.
-    pub fn register(
-        registry: &Registry,
-        name: &str,
-        help: &str,
-        value: impl Fn() -> Option<f64> + Send + Sync + 'static,
-    ) -> prometheus::Result<()> {
-        let gauge = prometheus::Gauge::new(name, help)?;
-        registry.register(Box::new(GaugeFn {
-            gauge,
-            value: Box::new(value),
-        }))
-    }
-}
-
-impl prometheus::core::Collector for GaugeFn {
-    fn desc(&self) -> Vec<&prometheus::core::Desc> {
-        self.gauge.desc()
-    }
-
-    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
-        match (self.value)() {
-            Some(v) => {
-                self.gauge.set(v);
-                self.gauge.collect()
-            }
-            None => Vec::new(),
-        }
-    }
-}
-
-/// The snapshots scrapes read, one per target, replaced whole after each
-/// poll. A std lock is enough: nothing awaits while holding it, and a scrape
-/// only clones `Arc`s under it, so rendering never stalls polling.
-#[derive(Debug)]
-pub struct Published {
-    snapshots: RwLock<BTreeMap<Target, Arc<TargetSnapshot>>>,
-    info: RwLock<BTreeMap<Target, WebhookMeta>>,
-    registry: Registry,
-    /// One histogram for the polls of every target: per target it would be
-    /// 14 series each, most of a large account's `/metrics`, to say what
-    /// the shared API's latency already says.
-    poll_duration: prometheus::Histogram,
-}
-
-impl Default for Published {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Published {
-    /// An empty set, with process metrics registered where the platform has them.
-    pub fn new() -> Published {
-        let registry = Registry::new();
-        #[cfg(target_os = "linux")]
-        {
-            // Registration fails only on a duplicate, which cannot happen here.
-            let _ = registry.register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ));
-        }
-        let poll_duration = prometheus::Histogram::with_opts(
-            prometheus::HistogramOpts::new(
-                "talkover_exporter_poll_duration_seconds",
-                "Time taken by one poll of one webhook's delivery logs, all webhooks together.",
-            )
-            .buckets(POLL_BUCKETS.to_vec()),
-        )
-        .unwrap_or_else(|_| unreachable!("a constant metric definition is valid"));
-        let _ = registry.register(Box::new(poll_duration.clone()));
-        Published {
-            snapshots: RwLock::default(),
-            info: RwLock::default(),
-            registry,
-            poll_duration,
-        }
-    }
-
-    /// Records how long one poll of one target took.
-    pub fn observe_poll(&self, seconds: f64) {
-        self.poll_duration.observe(seconds);
-    }
-
-    /// The registry of global self-metrics, rendered after the per-target families.
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
-    /// Makes `snapshot` what scrapes see of its target.
-    pub fn publish(&self, snapshot: TargetSnapshot) {
-        let mut map = self.snapshots.write().unwrap_or_else(|e| e.into_inner());
-        map.insert(snapshot.target.clone(), Arc::new(snapshot));
-    }
-
-    /// Drops a target's series.
-    pub fn remove(&self, target: &Target) {
-        let mut map = self.snapshots.write().unwrap_or_else(|e| e.into_inner());
-        map.remove(target);
-        drop(map);
-        self.info
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(target);
-    }
-
-    /// Records a webhook's name and state, shown while it has series.
-    pub fn set_info(&self, target: &Target, meta: WebhookMeta) {
-        let mut map = self.info.write().unwrap_or_else(|e| e.into_inner());
-        map.insert(target.clone(), meta);
-    }
-
-    /// The current snapshots, in target order.
-    pub fn snapshots(&self) -> Vec<Arc<TargetSnapshot>> {
-        let map = self.snapshots.read().unwrap_or_else(|e| e.into_inner());
-        map.values().cloned().collect()
-    }
-
     /// Renders the whole `/metrics` body in the text exposition format.
     pub fn render(&self) -> String {
         let mut body = String::new();
@@ -350,7 +46,7 @@ impl Published {
 pub const CHUNK_BYTES: usize = 256 * 1024;
 
 /// A body being rendered: text accumulates in `buf` and leaves in pieces.
-struct Output<'a> {
+pub(super) struct Output<'a> {
     buf: String,
     emit: &'a mut dyn FnMut(String) -> bool,
     /// The receiver is gone: the rest is not rendered.
@@ -385,7 +81,7 @@ impl<'a> Output<'a> {
 }
 
 impl Published {
-    fn render_info(&self, snaps: &[Arc<TargetSnapshot>], out: &mut Output<'_>) {
+    pub(super) fn render_info(&self, snaps: &[Arc<TargetSnapshot>], out: &mut Output<'_>) {
         header(
             &mut out.buf,
             "talkover_webhook_info",
@@ -417,7 +113,7 @@ impl Published {
     }
 }
 
-fn render_build_info(out: &mut String) {
+pub(super) fn render_build_info(out: &mut String) {
     header(
         out,
         "talkover_exporter_build_info",
@@ -432,7 +128,7 @@ fn render_build_info(out: &mut String) {
 }
 
 /// Renders every per-target family, each family once with all its series.
-fn render_targets(snaps: &[Arc<TargetSnapshot>], out: &mut Output<'_>) {
+pub(super) fn render_targets(snaps: &[Arc<TargetSnapshot>], out: &mut Output<'_>) {
     // The target labels of each snapshot, escaped once for all families.
     let prefixes: Vec<String> = snaps.iter().map(|s| label_prefix(&s.target)).collect();
     let (duration_les, attempt_les, lag_les) = (
@@ -715,45 +411,10 @@ fn escape_into(out: &mut String, v: &str) {
     }
 }
 
-/// JSON object keys must be strings; maps keyed by structs or tuples are
-/// stored as lists of pairs instead.
-mod map_as_pairs {
-    use std::collections::BTreeMap;
-
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
-        map: &BTreeMap<K, V>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.collect_seq(map.iter())
-    }
-
-    pub fn deserialize<'de, K, V, D>(d: D) -> Result<BTreeMap<K, V>, D::Error>
-    where
-        K: Deserialize<'de> + Ord,
-        V: Deserialize<'de>,
-        D: Deserializer<'de>,
-    {
-        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn histogram_buckets_are_le_inclusive() {
-        let mut h = Histogram::default();
-        for v in [0.05, 0.051, 200.0] {
-            h.observe(DURATION_BUCKETS, v);
-        }
-        assert_eq!(h.buckets[0], 1);
-        assert_eq!(h.buckets[1], 1);
-        assert_eq!(h.buckets[DURATION_BUCKETS.len()], 1);
-        assert_eq!(h.count(), 3);
-    }
+    use crate::model::{AttemptKey, DeliveryCounts, PollStats};
 
     #[test]
     fn renders_escaped_labels_and_cumulative_buckets() {
@@ -862,57 +523,12 @@ mod tests {
         assert_eq!(lag_lines("idle"), 0);
         assert!(body.contains(r#"talkover_up{campaign_id="c9",agent_id="",webhook_id="idle"} 0"#));
     }
-
-    #[test]
-    fn borrowed_lookups_find_every_attempt_series() {
-        // Values chosen so that each label alone would order them differently.
-        let labels = [
-            ("a", "z", "500"),
-            ("b", "a", "200"),
-            ("a", "a", "none"),
-            ("b", "z", "100"),
-            ("a", "z", "200"),
-        ];
-        let mut counts = DeliveryCounts::default();
-        for (i, (event, status, code)) in labels.iter().enumerate() {
-            let key = AttemptKey {
-                event: event.to_string(),
-                status: status.to_string(),
-                code: code.to_string(),
-            };
-            counts.attempts.insert(key, i as u64);
-        }
-        for (i, (event, status, code)) in labels.iter().enumerate() {
-            assert_eq!(
-                counts.attempt_mut(event, status, code).copied(),
-                Some(i as u64)
-            );
-        }
-        assert_eq!(counts.attempt_mut("a", "z", "404"), None);
-    }
-
-    #[test]
-    fn counts_round_trip_through_json() {
-        let mut c = DeliveryCounts::default();
-        c.attempts.insert(
-            AttemptKey {
-                event: "e".into(),
-                status: "failed".into(),
-                code: "none".into(),
-            },
-            7,
-        );
-        c.invalid_fields
-            .insert(("duration_ms".into(), "negative".into()), 1);
-        let json = serde_json::to_string(&c).expect("serialize");
-        let back: DeliveryCounts = serde_json::from_str(&json).expect("deserialize");
-        assert_eq!(back, c);
-    }
 }
 
 #[cfg(test)]
 mod render_timing {
     use super::*;
+    use crate::model::{AttemptKey, DeliveryCounts, PollStats};
 
     /// Not a benchmark (see benches/scale.rs): a quick look at render time
     /// for 10,000 busy-looking targets. `cargo test --release -- --ignored render_10k --nocapture`.

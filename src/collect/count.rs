@@ -1,0 +1,224 @@
+//! One final attempt added to a webhook's counters, with label values
+//! capped so a misbehaving API cannot explode cardinality.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::api;
+use crate::api::LogEntry;
+use crate::model::{AttemptKey, DeliveryCounts, ATTEMPT_BUCKETS, DURATION_BUCKETS, LAG_BUCKETS};
+
+/// Distinct `event` or `status` label values per target before the rest
+/// are counted as `other`.
+pub const LABEL_VALUES_CAP: usize = 64;
+
+/// Statuses that mean "not finished yet": such entries are followed, not counted.
+const IN_FLIGHT: &[&str] = &[
+    "pending",
+    "queued",
+    "scheduled",
+    "in_progress",
+    "processing",
+    "sending",
+    "retrying",
+];
+
+/// Whether an entry's status is final (anything but the in-flight ones).
+pub fn is_final(entry: &LogEntry) -> bool {
+    match &entry.status {
+        Some(s) => !IN_FLIGHT.iter().any(|f| s.eq_ignore_ascii_case(f)),
+        None => true,
+    }
+}
+
+/// Adds one final attempt to the counters.
+///
+/// Called for every counted entry, so the usual case (every series already
+/// exists) allocates nothing: labels are looked up as borrowed strings and
+/// only a new series pays for owned keys and for the label cap.
+pub fn record(counts: &mut DeliveryCounts, entry: &LogEntry, created_ms: Option<i64>) {
+    let mut code_text = itoa::Buffer::new();
+    let code = match entry.http_status {
+        None => "none",
+        Some(c @ 100..=599) => code_text.format(c),
+        Some(_) => "other",
+    };
+    let event = label_value(entry.event.as_deref());
+    let status = label_value(entry.status.as_deref());
+    let status = match counts.attempt_mut(event, status, code) {
+        Some(n) => {
+            *n += 1;
+            status
+        }
+        None => {
+            let status = capped_label(counts, status, |k| &k.status);
+            let event = capped_label(counts, event, |k| &k.event);
+            count_new_series(counts, event, status, code);
+            status
+        }
+    };
+
+    match entry.duration_ms {
+        None => invalid_field(counts, "duration_ms", "missing"),
+        Some(d) if d < 0.0 => invalid_field(counts, "duration_ms", "negative"),
+        // Far beyond the 120 s maximum timeout: a unit mix-up or garbage.
+        Some(d) if d > 3_600_000.0 => invalid_field(counts, "duration_ms", "absurd"),
+        Some(d) => by_status(&mut counts.duration, status).observe(DURATION_BUCKETS, d / 1000.0),
+    }
+    match entry.attempt {
+        None => invalid_field(counts, "attempt", "missing"),
+        Some(a) if !(1..=1000).contains(&a) => invalid_field(counts, "attempt", "out_of_range"),
+        Some(a) => {
+            if a > 1 {
+                counts.retries += 1;
+            }
+            by_status(&mut counts.attempt_number, status).observe(ATTEMPT_BUCKETS, a as f64);
+        }
+    }
+    let delivered = entry.delivered_at.as_deref().map(api::parse_timestamp_ms);
+    match (created_ms, delivered) {
+        (None, _) => invalid_field(counts, "created_at", "unparsable"),
+        (Some(_), None) => {}
+        (Some(_), Some(None)) => invalid_field(counts, "delivered_at", "unparsable"),
+        (Some(c), Some(Some(d))) if d < c => {
+            invalid_field(counts, "delivered_at", "before_created")
+        }
+        (Some(c), Some(Some(d))) => counts.lag.observe(LAG_BUCKETS, (d - c) as f64 / 1000.0),
+    }
+    if let Some(c) = created_ms {
+        let t = c as f64 / 1000.0;
+        match counts.last_attempt.get_mut(status) {
+            Some(last) => *last = last.max(t),
+            None => {
+                counts.last_attempt.insert(status.to_string(), t);
+            }
+        }
+    }
+}
+
+/// An entry's `event` or `status` as a label value: at most 128 characters.
+fn label_value(value: Option<&str>) -> &str {
+    let value = value.unwrap_or("unknown");
+    match value.char_indices().nth(128) {
+        Some((end, _)) => &value[..end],
+        None => value,
+    }
+}
+
+/// Starts a `talkover_webhook_delivery_attempts_total` series at 1.
+fn count_new_series(counts: &mut DeliveryCounts, event: &str, status: &str, code: &str) {
+    // `capped_label` may have folded the label into an existing `other` series.
+    if let Some(n) = counts.attempt_mut(event, status, code) {
+        *n += 1;
+        return;
+    }
+    let key = AttemptKey {
+        event: event.to_string(),
+        status: status.to_string(),
+        code: code.to_string(),
+    };
+    counts.attempts.insert(key, 1);
+}
+
+/// The value kept for `status`, created empty the first time.
+fn by_status<'m, V: Default>(map: &'m mut BTreeMap<String, V>, status: &str) -> &'m mut V {
+    if !map.contains_key(status) {
+        map.insert(status.to_string(), V::default());
+    }
+    map.get_mut(status).expect("inserted above")
+}
+
+fn invalid_field(counts: &mut DeliveryCounts, field: &str, reason: &str) {
+    *counts
+        .invalid_fields
+        .entry((field.to_string(), reason.to_string()))
+        .or_default() += 1;
+}
+
+/// Keeps the number of distinct values of one label bounded per target:
+/// a value not seen before becomes `other` once the label has 64 values.
+fn capped_label<'a>(
+    counts: &DeliveryCounts,
+    value: &'a str,
+    field: impl Fn(&AttemptKey) -> &String,
+) -> &'a str {
+    let mut seen = BTreeSet::new();
+    for key in counts.attempts.keys() {
+        let v = field(key);
+        if v == value {
+            return value;
+        }
+        seen.insert(v.as_str());
+    }
+    if seen.len() >= LABEL_VALUES_CAP {
+        "other"
+    } else {
+        value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn final_entry(event: &str, status: &str, http_status: Option<i64>) -> LogEntry {
+        LogEntry {
+            event: Some(event.into()),
+            status: Some(status.into()),
+            http_status,
+            attempt: Some(1),
+            duration_ms: Some(120.0),
+            ..LogEntry::default()
+        }
+    }
+
+    #[test]
+    fn record_caps_label_values_and_still_counts_every_attempt() {
+        let mut counts = DeliveryCounts::default();
+        let created = Some(1_700_000_000_000);
+        // Twice over: the second pass finds every series, `other` included.
+        for _ in 0..2 {
+            for i in 0..100 {
+                record(
+                    &mut counts,
+                    &final_entry(&format!("e{i}"), "success", Some(200)),
+                    created,
+                );
+            }
+        }
+        let events: BTreeSet<&str> = counts.attempts.keys().map(|k| k.event.as_str()).collect();
+        assert_eq!(events.len(), LABEL_VALUES_CAP + 1);
+        assert!(events.contains("e63") && !events.contains("e64"));
+        assert_eq!(
+            counts.attempt_mut("other", "success", "200").copied(),
+            Some(72)
+        );
+        assert_eq!(counts.attempts.values().sum::<u64>(), 200);
+        assert_eq!(counts.duration["success"].count(), 200);
+        assert_eq!(counts.last_attempt["success"], 1_700_000_000.0);
+    }
+
+    #[test]
+    fn record_labels_codes_and_long_values() {
+        let mut counts = DeliveryCounts::default();
+        let long = "é".repeat(200);
+        for (status, code) in [(&*long, None), ("failed", Some(42)), ("failed", Some(503))] {
+            record(
+                &mut counts,
+                &final_entry("campaign.started", status, code),
+                None,
+            );
+        }
+        let keys: Vec<(usize, &str)> = counts
+            .attempts
+            .keys()
+            .map(|k| (k.status.chars().count(), k.code.as_str()))
+            .collect();
+        assert_eq!(keys, [(6, "503"), (6, "other"), (128, "none")]);
+        // Without a created_at the attempt counts, but not its timestamp.
+        assert!(counts.last_attempt.is_empty());
+        assert_eq!(
+            counts.invalid_fields[&("created_at".into(), "unparsable".into())],
+            3
+        );
+    }
+}

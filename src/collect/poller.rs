@@ -1,0 +1,153 @@
+//! One webhook's polling loop: when to poll, how to back off after a
+//! failure, and where each poll's state goes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use super::{poll_once, PageSource, PollConfig};
+use crate::api::ApiError;
+use crate::clock::unix_now_ms;
+use crate::model::{PollStats, Readiness, TargetState};
+use crate::persist::Sink;
+use crate::target::Target;
+
+/// Polls one target until `shutdown` turns true, starting from `state`
+/// (restored from the state file, or fresh) and handing the state to `sink`
+/// after every poll. Returns the state, so a target that comes back soon
+/// after being dropped can continue where it was.
+pub async fn run_target<S: PageSource>(
+    target: Target,
+    source: Arc<S>,
+    config: PollConfig,
+    mut state: TargetState,
+    sink: Sink,
+    readiness: Arc<Readiness>,
+    mut shutdown: watch::Receiver<bool>,
+) -> TargetState {
+    let mut stats = PollStats::default();
+    let mut failures: u32 = 0;
+    let mut idle_polls: u32 = 0;
+    // Targets start at a stable offset spread over (at most 10 s of) the
+    // interval, so thousands of them do not all poll at the same instant.
+    let spread = config.interval.min(Duration::from_secs(10));
+    let mut delay = spread.mul_f64(target.spread_fraction());
+    let mut first = true;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => break,
+        }
+        let started = Instant::now();
+        let before = progress(&state);
+        // Boxed: a poll's future (HTTP client state included) is large, and
+        // inline it would sit in every idle poller's task between polls.
+        let poll = Box::pin(poll_once(
+            &*source, &target, &config, &mut state, &mut stats,
+        ));
+        let result = tokio::select! {
+            r = poll => r,
+            _ = shutdown.changed() => break,
+        };
+        let took = started.elapsed().as_secs_f64();
+        stats.polls += 1;
+        stats.last_duration = Some(took);
+        sink.published.observe_poll(took);
+        delay = match result {
+            Ok(()) => {
+                failures = 0;
+                stats.up = true;
+                stats.last_success = Some(unix_now_ms() as f64 / 1000.0);
+                let quiet =
+                    progress(&state) == before && state.pending.is_empty() && state.gaps.is_empty();
+                idle_polls = if quiet {
+                    idle_polls.saturating_add(1)
+                } else {
+                    0
+                };
+                adaptive_delay(config.interval, idle_polls)
+            }
+            Err(err) => {
+                failures += 1;
+                stats.up = false;
+                *stats.errors.entry(err.reason()).or_default() += 1;
+                warn!(
+                    target = %target,
+                    reason = err.reason(),
+                    http_status = err.http_status(),
+                    error = %err,
+                    "poll failed"
+                );
+                if state.baselined {
+                    retry_delay(&err, failures, config.interval)
+                } else {
+                    // Never read yet: its baseline moment keeps what happens
+                    // meanwhile, but every poll interval of waiting after the
+                    // API is back is time without metrics. Poll at the usual
+                    // pace (the shared request budget still spaces requests).
+                    first_read_retry_delay(&err, config.interval)
+                }
+            }
+        };
+        sink.submit(&target, &state, &stats).await;
+        if first {
+            first = false;
+            readiness.forget(&target);
+        }
+    }
+    debug!(target = %target, "poller stopped");
+    state
+}
+
+/// What changes when a poll finds something: the newest entry and the counts.
+fn progress(state: &TargetState) -> (i64, u64) {
+    (state.newest_ms, state.counts.attempts.values().sum())
+}
+
+/// Adaptive polling: a webhook with nothing new for ten polls in a row is
+/// polled half as often, then a quarter as often after twenty, and so on,
+/// but at least every 8 × interval and every two minutes (whichever is more
+/// often; never less often than the interval itself); anything new brings
+/// it back to the configured interval.
+pub fn adaptive_delay(interval: Duration, idle_polls: u32) -> Duration {
+    let slowest = interval
+        .saturating_mul(8)
+        .min(Duration::from_secs(120))
+        .max(interval);
+    interval
+        .saturating_mul(1 << (idle_polls / 10).min(16))
+        .min(slowest)
+}
+
+/// After a failure: honour `Retry-After`, else back off exponentially from
+/// the poll interval (capped at 5 minutes) with jitter, so a failing API is
+/// never hammered.
+fn retry_delay(err: &ApiError, failures: u32, interval: Duration) -> Duration {
+    if let ApiError::RateLimited {
+        retry_after: Some(after),
+        ..
+    } = err
+    {
+        return (*after).max(interval);
+    }
+    let cap = Duration::from_secs(300).max(interval);
+    let base = interval
+        .saturating_mul(1 << failures.saturating_sub(1).min(10))
+        .min(cap);
+    base.mul_f64(1.0 + fastrand::f64() * 0.2).min(cap)
+}
+
+/// After a failure of a webhook never read: `Retry-After` if given, else
+/// the poll interval with jitter, so that recovery is prompt.
+fn first_read_retry_delay(err: &ApiError, interval: Duration) -> Duration {
+    if let ApiError::RateLimited {
+        retry_after: Some(after),
+        ..
+    } = err
+    {
+        return (*after).max(interval);
+    }
+    interval.mul_f64(1.0 + fastrand::f64() * 0.2)
+}

@@ -1,0 +1,116 @@
+//! What is served on `/metrics`: the published snapshots of every webhook
+//! and the exporter's own metrics, rendered in the Prometheus text format.
+//!
+//! Per-webhook series are rendered straight from each target's published
+//! snapshot at scrape time instead of living in registry globals: a target's
+//! counters are one value that the collector can persist and restore as a
+//! unit, and a target that goes away takes its series with it. The process
+//! metrics come from the `prometheus` crate's registry and are appended.
+//!
+//! - `gauge_fn`: a self-metric read from elsewhere at scrape time.
+//! - `text`: the text exposition format, streamed in pieces.
+
+mod gauge_fn;
+mod text;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use prometheus::Registry;
+
+use crate::model::TargetSnapshot;
+use crate::target::{Target, WebhookMeta};
+
+pub use gauge_fn::GaugeFn;
+pub use text::CHUNK_BYTES;
+
+/// Buckets of `talkover_exporter_poll_duration_seconds`.
+pub const POLL_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// The snapshots scrapes read, one per target, replaced whole after each
+/// poll. A std lock is enough: nothing awaits while holding it, and a scrape
+/// only clones `Arc`s under it, so rendering never stalls polling.
+#[derive(Debug)]
+pub struct Published {
+    snapshots: RwLock<BTreeMap<Target, Arc<TargetSnapshot>>>,
+    info: RwLock<BTreeMap<Target, WebhookMeta>>,
+    registry: Registry,
+    /// One histogram for the polls of every target: per target it would be
+    /// 14 series each, most of a large account's `/metrics`, to say what
+    /// the shared API's latency already says.
+    poll_duration: prometheus::Histogram,
+}
+
+impl Default for Published {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Published {
+    /// An empty set, with process metrics registered where the platform has them.
+    pub fn new() -> Published {
+        let registry = Registry::new();
+        #[cfg(target_os = "linux")]
+        {
+            // Registration fails only on a duplicate, which cannot happen here.
+            let _ = registry.register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ));
+        }
+        let poll_duration = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(
+                "talkover_exporter_poll_duration_seconds",
+                "Time taken by one poll of one webhook's delivery logs, all webhooks together.",
+            )
+            .buckets(POLL_BUCKETS.to_vec()),
+        )
+        .unwrap_or_else(|_| unreachable!("a constant metric definition is valid"));
+        let _ = registry.register(Box::new(poll_duration.clone()));
+        Published {
+            snapshots: RwLock::default(),
+            info: RwLock::default(),
+            registry,
+            poll_duration,
+        }
+    }
+
+    /// Records how long one poll of one target took.
+    pub fn observe_poll(&self, seconds: f64) {
+        self.poll_duration.observe(seconds);
+    }
+
+    /// The registry of global self-metrics, rendered after the per-target families.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Makes `snapshot` what scrapes see of its target.
+    pub fn publish(&self, snapshot: TargetSnapshot) {
+        let mut map = self.snapshots.write().unwrap_or_else(|e| e.into_inner());
+        map.insert(snapshot.target.clone(), Arc::new(snapshot));
+    }
+
+    /// Drops a target's series.
+    pub fn remove(&self, target: &Target) {
+        let mut map = self.snapshots.write().unwrap_or_else(|e| e.into_inner());
+        map.remove(target);
+        drop(map);
+        self.info
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(target);
+    }
+
+    /// Records a webhook's name and state, shown while it has series.
+    pub fn set_info(&self, target: &Target, meta: WebhookMeta) {
+        let mut map = self.info.write().unwrap_or_else(|e| e.into_inner());
+        map.insert(target.clone(), meta);
+    }
+
+    /// The current snapshots, in target order.
+    pub fn snapshots(&self) -> Vec<Arc<TargetSnapshot>> {
+        let map = self.snapshots.read().unwrap_or_else(|e| e.into_inner());
+        map.values().cloned().collect()
+    }
+}

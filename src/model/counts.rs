@@ -1,0 +1,225 @@
+//! The counters of one webhook as plain values: what `/metrics` shows of
+//! it, and what the state file keeps, so that they never go backwards.
+
+use std::borrow::Borrow;
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Buckets of `talkover_webhook_delivery_duration_seconds`: 50 ms up to the
+/// 120 s maximum webhook timeout.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0,
+];
+/// Buckets of `talkover_webhook_delivery_attempt_number`: one per possible
+/// attempt (`max_retries` is at most 10).
+pub const ATTEMPT_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0];
+/// Buckets of `talkover_webhook_delivery_lag_seconds` (created → delivered).
+pub const LAG_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
+/// A histogram as plain data: a count per bucket (the last one is `+Inf`)
+/// and the sum. The bucket bounds are the constants above.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    /// Non-cumulative counts, one per bound plus one for `+Inf`.
+    pub buckets: Vec<u64>,
+    /// Sum of observed values.
+    pub sum: f64,
+}
+
+impl Histogram {
+    /// Adds one observation.
+    pub fn observe(&mut self, bounds: &[f64], value: f64) {
+        if self.buckets.len() != bounds.len() + 1 {
+            self.buckets.resize(bounds.len() + 1, 0);
+        }
+        let i = bounds.partition_point(|b| *b < value);
+        self.buckets[i] += 1;
+        self.sum += value;
+    }
+
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+}
+
+/// The label set of one `talkover_webhook_delivery_attempts_total` series.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AttemptKey {
+    /// `event` label.
+    pub event: String,
+    /// `status` label.
+    pub status: String,
+    /// `code` label: the HTTP status, or `none`.
+    pub code: String,
+}
+
+/// `(event, status, code)` borrowed: what [`AttemptKey`] is compared by, so
+/// that the attempts map can be searched without building an owned key.
+trait AttemptLabels {
+    fn labels(&self) -> (&str, &str, &str);
+}
+
+impl AttemptLabels for AttemptKey {
+    fn labels(&self) -> (&str, &str, &str) {
+        (&self.event, &self.status, &self.code)
+    }
+}
+
+impl AttemptLabels for (&str, &str, &str) {
+    fn labels(&self) -> (&str, &str, &str) {
+        *self
+    }
+}
+
+// The derived order of `AttemptKey` compares event, then status, then code:
+// the tuple order below is the same, as `Borrow` requires.
+impl<'a> Borrow<dyn AttemptLabels + 'a> for AttemptKey {
+    fn borrow(&self) -> &(dyn AttemptLabels + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn AttemptLabels + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.labels() == other.labels()
+    }
+}
+
+impl Eq for dyn AttemptLabels + '_ {}
+
+impl PartialOrd for dyn AttemptLabels + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn AttemptLabels + '_ {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.labels().cmp(&other.labels())
+    }
+}
+
+/// Everything counted for one webhook: the values that must never go
+/// backwards, and so the values the state file persists.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryCounts {
+    /// Final attempts by event, status and code.
+    #[serde(with = "map_as_pairs")]
+    pub attempts: BTreeMap<AttemptKey, u64>,
+    /// Attempt durations by status.
+    pub duration: BTreeMap<String, Histogram>,
+    /// Attempt numbers by status.
+    pub attempt_number: BTreeMap<String, Histogram>,
+    /// Attempts with `attempt > 1`.
+    pub retries: u64,
+    /// `delivered_at - created_at`.
+    pub lag: Histogram,
+    /// `created_at` (Unix seconds) of the newest counted attempt, by status.
+    pub last_attempt: BTreeMap<String, f64>,
+    /// Entries that could not be counted, by reason.
+    pub missed: BTreeMap<String, u64>,
+    /// Entry fields left out of a histogram, by `(field, reason)`.
+    #[serde(with = "map_as_pairs")]
+    pub invalid_fields: BTreeMap<(String, String), u64>,
+}
+
+impl DeliveryCounts {
+    /// The count of one existing `talkover_webhook_delivery_attempts_total`
+    /// series, found without allocating.
+    pub fn attempt_mut(&mut self, event: &str, status: &str, code: &str) -> Option<&mut u64> {
+        self.attempts
+            .get_mut(&(event, status, code) as &dyn AttemptLabels)
+    }
+}
+
+/// JSON object keys must be strings; maps keyed by structs or tuples are
+/// stored as lists of pairs instead.
+mod map_as_pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        map: &BTreeMap<K, V>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(d: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_le_inclusive() {
+        let mut h = Histogram::default();
+        for v in [0.05, 0.051, 200.0] {
+            h.observe(DURATION_BUCKETS, v);
+        }
+        assert_eq!(h.buckets[0], 1);
+        assert_eq!(h.buckets[1], 1);
+        assert_eq!(h.buckets[DURATION_BUCKETS.len()], 1);
+        assert_eq!(h.count(), 3);
+    }
+
+    #[test]
+    fn borrowed_lookups_find_every_attempt_series() {
+        // Values chosen so that each label alone would order them differently.
+        let labels = [
+            ("a", "z", "500"),
+            ("b", "a", "200"),
+            ("a", "a", "none"),
+            ("b", "z", "100"),
+            ("a", "z", "200"),
+        ];
+        let mut counts = DeliveryCounts::default();
+        for (i, (event, status, code)) in labels.iter().enumerate() {
+            let key = AttemptKey {
+                event: event.to_string(),
+                status: status.to_string(),
+                code: code.to_string(),
+            };
+            counts.attempts.insert(key, i as u64);
+        }
+        for (i, (event, status, code)) in labels.iter().enumerate() {
+            assert_eq!(
+                counts.attempt_mut(event, status, code).copied(),
+                Some(i as u64)
+            );
+        }
+        assert_eq!(counts.attempt_mut("a", "z", "404"), None);
+    }
+
+    #[test]
+    fn counts_round_trip_through_json() {
+        let mut c = DeliveryCounts::default();
+        c.attempts.insert(
+            AttemptKey {
+                event: "e".into(),
+                status: "failed".into(),
+                code: "none".into(),
+            },
+            7,
+        );
+        c.invalid_fields
+            .insert(("duration_ms".into(), "negative".into()), 1);
+        let json = serde_json::to_string(&c).expect("serialize");
+        let back: DeliveryCounts = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!(back, c);
+    }
+}

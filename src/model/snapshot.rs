@@ -1,0 +1,52 @@
+//! What a scrape shows of one webhook: its counters and its polling's
+//! self-observations, replaced whole after each poll.
+
+use std::collections::BTreeMap;
+
+use super::{DeliveryCounts, TargetState};
+use crate::target::Target;
+
+/// Self-observations of one target's polling; reset on restart.
+#[derive(Debug, Clone, Default)]
+pub struct PollStats {
+    /// Whether the last poll succeeded.
+    pub up: bool,
+    /// API requests by outcome and HTTP code.
+    pub requests: BTreeMap<(&'static str, String), u64>,
+    /// Failed polls by reason.
+    pub errors: BTreeMap<&'static str, u64>,
+    /// Polls finished, successful or not.
+    pub polls: u64,
+    /// How long the last poll took, in seconds.
+    pub last_duration: Option<f64>,
+    /// Unix time of the last successful poll.
+    pub last_success: Option<f64>,
+}
+
+/// What one scrape shows of one target.
+#[derive(Debug, Clone)]
+pub struct TargetSnapshot {
+    /// The webhook.
+    pub target: Target,
+    /// Its counters.
+    pub counts: DeliveryCounts,
+    /// Its polling self-metrics.
+    pub stats: PollStats,
+    /// Attempts seen in flight and not yet final.
+    pub pending: u64,
+    /// Estimated entries listed by the API but not read yet.
+    pub backlog: u64,
+}
+
+impl TargetSnapshot {
+    /// What scrapes see of `target` in `state`.
+    pub fn of(target: &Target, state: &TargetState, stats: &PollStats) -> TargetSnapshot {
+        TargetSnapshot {
+            target: target.clone(),
+            counts: state.counts.clone(),
+            stats: stats.clone(),
+            pending: state.pending.len() as u64,
+            backlog: state.gaps.iter().map(|g| g.unread).sum(),
+        }
+    }
+}
