@@ -8,6 +8,7 @@
 //! - [`cli`]: flags and environment, validated into a [`cli::Config`].
 //! - [`target`]: the identity of a watched webhook.
 //! - [`model`]: plain data, no I/O: per-webhook state, counters, snapshots, readiness.
+//! - [`backoff`]: the one exponential backoff (pollers, API pauses, commits).
 //! - [`clock`]: this host's clock, and the API's clock learned from `Date` headers.
 //! - [`api`]: the Talkover REST client and its serde models (no metrics).
 //! - [`discovery`]: which webhooks to watch (static, discovered, filtered, sharded).
@@ -21,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod backoff;
 pub mod cli;
 pub mod clock;
 pub mod collect;

@@ -2,6 +2,15 @@
 
 use std::time::Duration;
 
+use crate::backoff::Backoff;
+
+/// The pause after a 429 without `Retry-After`, by pauses in a row.
+const PAUSE: Backoff = Backoff {
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(60),
+    jitter: 0.25,
+};
+
 /// The request budget shared by every target using one token: requests are
 /// spaced to at most `per_second` (with a burst of as many), and a 429 holds
 /// back every target, not only the one that got it.
@@ -67,11 +76,7 @@ impl RateLimiter {
             return st.next.saturating_duration_since(now);
         }
         st.throttled = st.throttled.saturating_add(1);
-        let pause = retry_after.unwrap_or_else(|| {
-            let base = Duration::from_secs(1u64 << st.throttled.saturating_sub(1).min(6));
-            base.min(Duration::from_secs(60))
-                .mul_f64(1.0 + fastrand::f64() * 0.25)
-        });
+        let pause = retry_after.unwrap_or_else(|| PAUSE.delay(st.throttled));
         st.paused_at = Some(now);
         let until = now + pause + self.burst;
         st.next = st.next.max(until);

@@ -9,6 +9,7 @@ use tracing::{debug, warn};
 
 use super::{poll_once, PageSource, PollConfig};
 use crate::api::ApiError;
+use crate::backoff::Backoff;
 use crate::clock::unix_now_ms;
 use crate::model::{PollStats, Readiness, TargetState};
 use crate::persist::Sink;
@@ -132,11 +133,12 @@ fn retry_delay(err: &ApiError, failures: u32, interval: Duration) -> Duration {
     {
         return (*after).max(interval);
     }
-    let cap = Duration::from_secs(300).max(interval);
-    let base = interval
-        .saturating_mul(1 << failures.saturating_sub(1).min(10))
-        .min(cap);
-    base.mul_f64(1.0 + fastrand::f64() * 0.2).min(cap)
+    Backoff {
+        min: interval,
+        max: Duration::from_secs(300).max(interval),
+        jitter: 0.2,
+    }
+    .delay(failures)
 }
 
 /// After a failure of a webhook never read: `Retry-After` if given, else

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::{StateError, StateStore};
+use crate::backoff::Backoff;
 use crate::metrics::Published;
 use crate::model::{TargetSnapshot, TargetState};
 use crate::target::Target;
@@ -102,6 +103,13 @@ fn unreachable_metric<T>() -> T {
     unreachable!("constant metric definitions are valid")
 }
 
+/// Waits before a failed commit is tried again (no jitter: one committer).
+const RETRY: Backoff = Backoff {
+    min: Duration::from_millis(500),
+    max: Duration::from_secs(32),
+    jitter: 0.0,
+};
+
 /// How long the committer gathers states before writing them together.
 const BATCH_WINDOW: Duration = Duration::from_millis(50);
 
@@ -124,7 +132,7 @@ pub async fn run_committer(
         let first = if committer.retry.is_empty() {
             rx.recv().await
         } else {
-            let backoff = Duration::from_millis(500u64 << committer.failures.min(6));
+            let backoff = RETRY.base(committer.failures.saturating_add(1));
             tokio::select! {
                 c = rx.recv() => c,
                 _ = tokio::time::sleep(backoff) => committer.retry.pop_first().map(|(_, c)| c),
