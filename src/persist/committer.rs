@@ -202,7 +202,7 @@ impl Committer {
             .unwrap_or_else(|e| {
                 Err(StateError::Io {
                     path: self.store.path.clone(),
-                    detail: format!("commit task failed: {e}"),
+                    source: e.into(),
                 })
             });
         self.metrics

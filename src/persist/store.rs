@@ -27,16 +27,20 @@ const FORMAT: &str = "talkover-exporter-state";
 /// Bumped whenever the stored shape of [`TargetState`] changes.
 const VERSION: u32 = 1;
 
+/// A failure from below (redb, the file system, a decoder), kept whole.
+type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why the state file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// Not a database we can open (corrupt, truncated, not redb at all).
-    #[error("state file {path} is unreadable: {detail}")]
+    #[error("state file {path} is unreadable: {source}")]
     Unreadable {
         /// The file.
         path: PathBuf,
         /// What redb said.
-        detail: String,
+        #[source]
+        source: redb::DatabaseError,
     },
     /// A redb file that is not a talkover-exporter state file.
     #[error("state file {path} is not a talkover-exporter state file")]
@@ -53,22 +57,41 @@ pub enum StateError {
         found: u32,
     },
     /// A stored target state could not be decoded.
-    #[error("state file {path}: entry {key:?} is corrupt: {detail}")]
+    #[error("state file {path}: entry {key:?} is corrupt: {source}")]
     CorruptEntry {
         /// The file.
         path: PathBuf,
         /// The row key.
         key: String,
         /// The decode error.
-        detail: String,
+        #[source]
+        source: Cause,
+    },
+    /// Another process holds the file open.
+    #[error("state file {path} is already open by another process (another exporter?)")]
+    InUse {
+        /// The file.
+        path: PathBuf,
+    },
+    /// An unusable file could not be moved out of the way.
+    #[error("state file {path} is unusable and could not be moved aside to {to}: {source}")]
+    MoveAside {
+        /// The file.
+        path: PathBuf,
+        /// Where it was to go.
+        to: PathBuf,
+        /// Why the rename failed.
+        #[source]
+        source: std::io::Error,
     },
     /// A read or write failed (disk full, read-only volume, …).
-    #[error("state file {path}: {detail}")]
+    #[error("state file {path}: {source}")]
     Io {
         /// The file.
         path: PathBuf,
         /// What failed.
-        detail: String,
+        #[source]
+        source: Cause,
     },
 }
 
@@ -94,13 +117,14 @@ impl StateStore {
     ) -> Result<(StateStore, BTreeMap<Target, TargetState>), StateError> {
         let (store, mut states) = match Self::open_existing(path) {
             Ok(found) => found,
-            Err(err @ StateError::Io { .. }) => return Err(err),
+            Err(err @ (StateError::Io { .. } | StateError::InUse { .. })) => return Err(err),
             Err(err) => {
                 let aside = aside_path(path);
                 error!(error = %err, moved_to = %aside.display(), "state file unusable; moved aside, starting fresh");
-                std::fs::rename(path, &aside).map_err(|e| StateError::Io {
+                std::fs::rename(path, &aside).map_err(|source| StateError::MoveAside {
                     path: path.to_path_buf(),
-                    detail: format!("moving it aside to {}: {e}", aside.display()),
+                    to: aside.clone(),
+                    source,
                 })?;
                 Self::open_existing(path)?
             }
@@ -129,14 +153,14 @@ impl StateStore {
     fn open_existing(
         path: &Path,
     ) -> Result<(StateStore, BTreeMap<Target, TargetState>), StateError> {
-        let io = |e: &dyn std::fmt::Display| StateError::Io {
+        let io = |e: std::io::Error| StateError::Io {
             path: path.to_path_buf(),
-            detail: e.to_string(),
+            source: e.into(),
         };
         let is_new = match std::fs::metadata(path) {
             Ok(m) => m.len() == 0,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-            Err(e) => return Err(io(&e)),
+            Err(e) => return Err(io(e)),
         };
         if !is_new {
             // Look before writing: a file that is not ours must be moved aside
@@ -184,10 +208,10 @@ impl StateStore {
         result
     }
 
-    fn io_err(&self, e: impl std::fmt::Display) -> StateError {
+    fn io_err(&self, e: impl Into<Cause>) -> StateError {
         StateError::Io {
             path: self.path.clone(),
-            detail: e.to_string(),
+            source: e.into(),
         }
     }
 
@@ -217,17 +241,17 @@ impl StateStore {
         let mut out = BTreeMap::new();
         for row in table.iter().map_err(|e| self.io_err(e))? {
             let (k, v) = row.map_err(|e| self.io_err(e))?;
-            let corrupt = |detail: String| StateError::CorruptEntry {
+            let corrupt = |source: Cause| StateError::CorruptEntry {
                 path: self.path.clone(),
                 key: k.value().to_string(),
-                detail,
+                source,
             };
             let target: Target = k
                 .value()
                 .parse()
-                .map_err(|e: crate::target::ParseTargetError| corrupt(e.to_string()))?;
+                .map_err(|e: crate::target::ParseTargetError| corrupt(e.into()))?;
             let state: TargetState =
-                serde_json::from_slice(v.value()).map_err(|e| corrupt(e.to_string()))?;
+                serde_json::from_slice(v.value()).map_err(|e| corrupt(e.into()))?;
             out.insert(target, state);
         }
         Ok(out)
@@ -275,18 +299,17 @@ fn open_error(path: &Path, e: redb::DatabaseError) -> StateError {
         {
             StateError::Io {
                 path: path.to_path_buf(),
-                detail: io.to_string(),
+                source: io.into(),
             }
         }
         redb::DatabaseError::DatabaseAlreadyOpen | redb::DatabaseError::LockProtocolMismatch => {
-            StateError::Io {
+            StateError::InUse {
                 path: path.to_path_buf(),
-                detail: "already open by another process (another exporter?)".into(),
             }
         }
-        other => StateError::Unreadable {
+        source => StateError::Unreadable {
             path: path.to_path_buf(),
-            detail: other.to_string(),
+            source,
         },
     }
 }
@@ -298,7 +321,7 @@ fn check_meta(db: &impl ReadableDatabase, path: &Path) -> Result<(), StateError>
     };
     let txn = db.begin_read().map_err(|e| StateError::Io {
         path: path.to_path_buf(),
-        detail: e.to_string(),
+        source: e.into(),
     })?;
     let meta = txn.open_table(META).map_err(|_| foreign())?;
     let format = meta
