@@ -38,7 +38,7 @@
 //! upstream `alertmanager` binary on PATH works too) and `python3` on PATH;
 //! the test fails, rather than skips, without them.
 
-mod common;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -52,7 +52,7 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Value};
 
-use common::{
+use support::{
     find_on_path, free_ports, get_text, http_client, prometheus_on_path, shipped_rules_path,
     spawn_demo_exporter, spawn_prometheus, string_labels, yaml_quote, ChildGuard, Key, ATTEMPTS,
 };
@@ -488,7 +488,7 @@ impl Http {
     }
 
     async fn post(&self, url: &str, body: Option<Value>) -> Result<(), String> {
-        common::post(&self.client, url, body).await
+        support::post(&self.client, url, body).await
     }
 
     async fn set_success_ratio(&self, sim: &str, target: &str, ratio: f64) {

@@ -10,7 +10,7 @@
 //! down.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,9 @@ use talkover_exporter::sim::{Fault, FaultRule, Order, Outage, Profile, Simulator
 use talkover_exporter::target::Target;
 use tokio::net::TcpListener;
 
-const BIN: &str = env!("CARGO_BIN_EXE_talkover-exporter");
+mod support;
+use support::{free_port, ready_at, scrape_at, wait_for, ChildGuard, Scrape, BIN};
+
 const TOKEN: &str = "talq_chaos_secret_9f8e7d6c5b4a";
 const TARGETS: [&str; 3] = [
     "campaigns/cmp-a/webhooks/wh-1",
@@ -29,35 +31,12 @@ const TARGETS: [&str; 3] = [
 /// Series name + labels → value, for counters only.
 type Counters = BTreeMap<String, f64>;
 
-struct Exporter {
-    child: Child,
-}
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 fn spawn_exporter(
     sim_url: &str,
     port: u16,
     state: &std::path::Path,
     log: &std::path::Path,
-) -> Exporter {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log file");
+) -> ChildGuard {
     let mut cmd = Command::new(BIN);
     cmd.args([
         "--talkover.url",
@@ -77,75 +56,25 @@ fn spawn_exporter(
     .arg("--state.file")
     .arg(state)
     .env("TALKOVER_TOKEN", TOKEN)
-    .env_remove("TALKOVER_TARGETS")
-    .stdout(Stdio::null())
-    .stderr(log);
+    .env_remove("TALKOVER_TARGETS");
     for t in TARGETS {
         cmd.args(["--target", t]);
     }
-    Exporter {
-        child: cmd.spawn().expect("spawn exporter"),
-    }
+    // Appends: one log across restarts, searched whole for the token.
+    ChildGuard::spawn("exporter", &mut cmd, log.to_path_buf())
 }
 
-async fn scrape(port: u16) -> Option<String> {
-    let resp = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .ok()?;
-    resp.text().await.ok()
-}
-
-async fn ready(port: u16) -> bool {
-    matches!(reqwest::get(format!("http://127.0.0.1:{port}/-/ready")).await, Ok(r) if r.status() == 200)
-}
-
-fn counters(text: &str) -> Counters {
-    text.lines()
-        .filter(|l| {
-            l.starts_with("talkover_webhook_delivery_attempts_total{")
-                || l.starts_with("talkover_webhook_delivery_retries_total{")
+/// The counters of a scrape (attempts and retries), by series.
+fn counters(scrape: &Scrape) -> Counters {
+    scrape
+        .series
+        .iter()
+        .filter(|(name, _, _)| {
+            name == "talkover_webhook_delivery_attempts_total"
+                || name == "talkover_webhook_delivery_retries_total"
         })
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
+        .map(|(name, labels, v)| (format!("{name}{labels:?}"), *v))
         .collect()
-}
-
-fn attempts_of(c: &Counters, t: &Target) -> BTreeMap<(String, String, String), u64> {
-    let mut out = BTreeMap::new();
-    let prefix = format!(
-        "talkover_webhook_delivery_attempts_total{{campaign_id=\"{}\",agent_id=\"{}\",webhook_id=\"{}\",",
-        t.campaign_id(),
-        t.agent_id(),
-        t.webhook_id
-    );
-    for (k, v) in c {
-        let Some(rest) = k.strip_prefix(&prefix) else {
-            continue;
-        };
-        let label = |name: &str| {
-            let start = rest.find(&format!("{name}=\""))? + name.len() + 2;
-            let end = rest[start..].find('"')? + start;
-            Some(rest[start..end].to_string())
-        };
-        if let (Some(e), Some(s), Some(c)) = (label("event"), label("status"), label("code")) {
-            *out.entry((e, s, c)).or_default() += *v as u64;
-        }
-    }
-    out
-}
-
-async fn wait_until<F: std::future::Future<Output = bool>>(
-    what: &str,
-    limit: Duration,
-    mut f: impl FnMut() -> F,
-) {
-    let deadline = Instant::now() + limit;
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Watches every scrape for a counter that went down, across restarts too.
@@ -191,7 +120,10 @@ async fn run_chaos(seed: u64, order: Order) {
 
     let port = free_port();
     let mut exporter = spawn_exporter(&sim_url, port, &state, &log);
-    wait_until("first start ready", Duration::from_secs(30), || ready(port)).await;
+    wait_for("first start ready", Duration::from_secs(30), || {
+        ready_at(port)
+    })
+    .await;
     let outage_started = Instant::now();
     let mut during_outage = 0;
     while outage_started.elapsed() < Duration::from_secs(3) {
@@ -213,8 +145,8 @@ async fn run_chaos(seed: u64, order: Order) {
         tokio::spawn(async move {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let port = current_port.load(std::sync::atomic::Ordering::Relaxed);
-                if let Some(text) = scrape(port).await {
-                    let now = counters(&text);
+                if let Some(scrape) = scrape_at(port).await {
+                    let now = counters(&scrape);
                     let mut guard = watch.lock().expect("watch");
                     let w = &mut *guard;
                     w.scrapes += 1;
@@ -228,7 +160,7 @@ async fn run_chaos(seed: u64, order: Order) {
                     w.last.extend(now);
                     // Enough of what was served to search it for the token.
                     if w.served.len() < 8 << 20 {
-                        w.served.push_str(&text);
+                        w.served.push_str(&scrape.raw);
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -278,13 +210,13 @@ async fn run_chaos(seed: u64, order: Order) {
         }
         if step == 60 {
             // SIGTERM: graceful; traffic continues while it is down.
-            let pid = exporter.child.id().to_string();
+            let pid = exporter.pid().to_string();
             Command::new("kill")
                 .args(["-TERM", &pid])
                 .status()
                 .expect("kill");
             let t = Instant::now();
-            let status = exporter.child.wait().expect("wait");
+            let status = exporter.child().wait().expect("wait");
             assert!(status.success(), "SIGTERM exit: {status:?}");
             assert!(
                 t.elapsed() < Duration::from_secs(6),
@@ -309,8 +241,8 @@ async fn run_chaos(seed: u64, order: Order) {
                 });
             }
             tokio::time::sleep(Duration::from_millis(450)).await;
-            exporter.child.kill().expect("SIGKILL");
-            exporter.child.wait().expect("wait");
+            exporter.child().kill().expect("SIGKILL");
+            exporter.child().wait().expect("wait");
             for t in &targets {
                 sim.generate(t, 40);
             }
@@ -329,11 +261,11 @@ async fn run_chaos(seed: u64, order: Order) {
     let port = current_port.load(std::sync::atomic::Ordering::Relaxed);
     let truth = sim.truth(mark);
     let deadline = Instant::now() + Duration::from_secs(40);
-    let mut got = Counters::new();
+    let mut got = Scrape::parse("");
     loop {
-        if let Some(text) = scrape(port).await {
-            got = counters(&text);
-            if targets.iter().all(|t| attempts_of(&got, t) == truth[t]) {
+        if let Some(scrape) = scrape_at(port).await {
+            got = scrape;
+            if targets.iter().all(|t| got.attempts(t) == truth[t]) {
                 break;
             }
         }
@@ -343,16 +275,16 @@ async fn run_chaos(seed: u64, order: Order) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let commit_p99 = scrape(port)
+    let commit_p99 = scrape_at(port)
         .await
-        .map(|t| commit_quantile(&t, 0.99))
+        .map(|s| commit_quantile(&s.raw, 0.99))
         .unwrap_or_default();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     scraper.await.expect("scraper");
 
     let (mut lost, mut double, mut generated) = (0u64, 0u64, 0u64);
     for t in &targets {
-        let mine = attempts_of(&got, t);
+        let mine = got.attempts(t);
         for (k, want) in &truth[t] {
             generated += want;
             let have = mine.get(k).copied().unwrap_or(0);

@@ -16,7 +16,7 @@
 //! Needs `prometheus` on PATH (Debian/Ubuntu: `apt-get install prometheus`);
 //! the test fails, rather than skips, without it.
 
-mod common;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use common::{
+use support::{
     free_ports, get_text, http_client, post, prometheus_on_path, send, shipped_rules_path,
     spawn_demo_exporter, spawn_prometheus, string_labels, yaml_quote, Key, ATTEMPTS,
 };

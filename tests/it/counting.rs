@@ -5,7 +5,7 @@ use std::time::Duration;
 use talkover_exporter::sim::{Order, Profile};
 use talkover_exporter::target::Target;
 
-use crate::util::*;
+use crate::support::*;
 
 const A: &str = "campaigns/cmp-1/webhooks/wh-1";
 const B: &str = "agents/agt-1/webhooks/wh-2";

@@ -6,7 +6,7 @@ use std::time::Duration;
 use talkover_exporter::sim::{Fault, FaultRule, Order};
 use tokio::io::AsyncWriteExt;
 
-use crate::util::*;
+use crate::support::*;
 
 const A: &str = "campaigns/cmp-1/webhooks/wh-1";
 const B: &str = "agents/agt-1/webhooks/wh-2";

@@ -10,7 +10,7 @@ use talkover_exporter::sim::{Fault, FaultRule, Order};
 use talkover_exporter::target::Target;
 use tokio::net::TcpListener;
 
-use crate::util::*;
+use crate::support::*;
 
 const A: &str = "campaigns/cmp-1/webhooks/wh-1";
 const B: &str = "campaigns/cmp-2/webhooks/wh-2";
@@ -379,9 +379,9 @@ async fn token_rotation_through_the_token_file() {
     s.sim.set_token(Some(OLD.into()));
     let a: Target = A.parse().expect("a");
     let port = free_port();
-    let log = std::fs::File::create(&log_path).expect("log");
-    let mut child = KillOnDrop::spawn(
-        std::process::Command::new(env!("CARGO_BIN_EXE_talkover-exporter"))
+    let mut child = ChildGuard::spawn(
+        "exporter",
+        std::process::Command::new(BIN)
             .args([
                 "--talkover.url",
                 &s.url,
@@ -400,8 +400,8 @@ async fn token_rotation_through_the_token_file() {
             .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
             .arg("--talkover.token-file")
             .arg(&token_file)
-            .env_remove("TALKOVER_TOKEN")
-            .stderr(log),
+            .env_remove("TALKOVER_TOKEN"),
+        log_path.clone(),
     );
     let scrape = || scrape_at(port);
     wait_for("ready", Duration::from_secs(20), || async {
@@ -482,8 +482,8 @@ async fn token_rotation_through_the_token_file() {
         "the 401 was retried with the new token, not failed"
     );
 
-    let _ = child.0.kill();
-    let _ = child.0.wait();
+    let _ = child.child().kill();
+    let _ = child.child().wait();
     let logs = std::fs::read_to_string(&log_path).expect("logs");
     assert!(logs.contains("token file changed"), "rotation not logged");
     for token in [OLD, NEW, NEWER] {

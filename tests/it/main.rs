@@ -8,5 +8,6 @@ mod faults;
 mod restart;
 mod scale;
 mod startup;
-mod util;
+#[path = "../support/mod.rs"]
+mod support;
 mod web;

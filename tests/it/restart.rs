@@ -6,7 +6,7 @@ use std::time::Duration;
 use talkover_exporter::sim::{Order, Profile};
 use talkover_exporter::target::Target;
 
-use crate::util::*;
+use crate::support::*;
 
 const A: &str = "campaigns/cmp-1/webhooks/wh-1";
 const B: &str = "agents/agt-1/webhooks/wh-2";
@@ -279,10 +279,10 @@ async fn failing_commits_do_not_stop_counting() {
     // disk would refuse); SIGXFSZ is ignored so writes fail with EFBIG instead.
     let port = free_port();
     let script = format!("trap '' XFSZ; ulimit -S -f {size_kib}; exec \"$0\" \"$@\"");
-    let log = std::fs::File::create(&log_path).expect("log");
-    let mut child = KillOnDrop::spawn(
+    let mut child = ChildGuard::spawn(
+        "exporter",
         std::process::Command::new("bash")
-            .args(["-c", &script, env!("CARGO_BIN_EXE_talkover-exporter")])
+            .args(["-c", &script, BIN])
             .args([
                 "--talkover.url",
                 &s.url,
@@ -298,8 +298,8 @@ async fn failing_commits_do_not_stop_counting() {
             ])
             .arg("--state.file")
             .arg(&state)
-            .env("TALKOVER_TOKEN", TOKEN)
-            .stderr(log),
+            .env("TALKOVER_TOKEN", TOKEN),
+        log_path.clone(),
     );
     let scrape = || scrape_at(port);
     wait_for("ready", Duration::from_secs(20), || async {
@@ -340,7 +340,7 @@ async fn failing_commits_do_not_stop_counting() {
     };
     let before = successes(&scrape().await.expect("scrape"));
     let lifted = std::process::Command::new("prlimit")
-        .args(["--pid", &child.0.id().to_string(), "--fsize=unlimited"])
+        .args(["--pid", &child.pid().to_string(), "--fsize=unlimited"])
         .status()
         .expect("prlimit (util-linux) is required");
     assert!(lifted.success());
@@ -350,8 +350,8 @@ async fn failing_commits_do_not_stop_counting() {
         scrape().await.is_some_and(|sc| successes(&sc) > before)
     })
     .await;
-    let _ = child.0.kill();
-    let _ = child.0.wait();
+    let _ = child.child().kill();
+    let _ = child.child().wait();
     let logs = std::fs::read_to_string(&log_path).expect("logs");
     assert!(
         logs.contains("state file commit failed"),

@@ -11,7 +11,7 @@ use talkover_exporter::model::{PollStats, TargetState};
 use talkover_exporter::sim::Order;
 use talkover_exporter::target::{Scope, Target};
 
-use crate::util::*;
+use crate::support::*;
 
 fn discovering() -> ExporterOptions {
     ExporterOptions {

@@ -10,15 +10,14 @@
 //! second an entry fell.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use talkover_exporter::sim::{Fault, FaultRule, Order, Outage, Simulator};
+use talkover_exporter::sim::{Fault, FaultRule, Order, Outage};
 use talkover_exporter::target::{Scope, Target};
 
-use crate::util::*;
+use crate::support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_talkover-exporter");
 const A: &str = "campaigns/cmp-1/webhooks/wh-1";
 const B: &str = "agents/agt-2/webhooks/wh-2";
 
@@ -28,55 +27,25 @@ fn spawn_exporter(
     targets: &[&str],
     extra: &[&str],
     log: &Path,
-) -> (KillOnDrop, u16) {
+) -> (ChildGuard, u16) {
     let port = free_port();
-    let log = std::fs::File::create(log).expect("log file");
     let mut cmd = Command::new(BIN);
     cmd.args(["--talkover.url", sim_url, "--talkover.allow-insecure"])
         .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
         .args(["--log.format", "json"])
         .args(extra)
-        .env("TALKOVER_TOKEN", TOKEN)
-        .stderr(Stdio::from(log));
+        .env("TALKOVER_TOKEN", TOKEN);
     for t in targets {
         cmd.args(["--target", t]);
     }
-    (KillOnDrop::spawn(&mut cmd), port)
+    (
+        ChildGuard::spawn("exporter", &mut cmd, log.to_path_buf()),
+        port,
+    )
 }
 
 async fn wait_ready_at(port: u16) {
-    wait_for("exporter ready", Duration::from_secs(20), || async move {
-        reqwest::get(format!("http://127.0.0.1:{port}/-/ready"))
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-}
-
-/// Waits until every webhook's counters equal the simulator's truth since `mark`.
-async fn wait_exact_at(port: u16, sim: &Simulator, mark: u64, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let truth = sim.truth(mark);
-        if let Some(scrape) = scrape_at(port).await {
-            let diffs: Vec<String> = truth
-                .iter()
-                .filter_map(|(t, want)| {
-                    let got = scrape.attempts(t);
-                    (got != *want).then(|| format!("{t}: exporter {got:?}\n  truth {want:?}"))
-                })
-                .collect();
-            if diffs.is_empty() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: counters never matched the simulator:\n{}",
-                diffs.join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for("exporter ready", Duration::from_secs(20), || ready_at(port)).await;
 }
 
 fn total(scrape: &Scrape) -> f64 {
@@ -138,7 +107,7 @@ async fn outage_at_start(order: Order, skew_ms: i64, outage: Outage, seed: u64) 
         s.sim.generate(&t, 30);
     }
     s.sim.finish_pending();
-    wait_exact_at(port, &s.sim, mark, &what).await;
+    wait_exact_at(port, &s.sim, mark).await;
 
     let scrape = scrape_at(port).await.expect("scrape");
     let offset = scrape.sum("talkover_exporter_api_clock_offset_seconds", &[]);
@@ -222,7 +191,7 @@ async fn forty_webhooks_recover_within_a_few_poll_intervals() {
         "recovery took {recovery:?}, more than a few poll intervals"
     );
     s.sim.finish_pending();
-    wait_exact_at(port, &s.sim, mark, "40 webhooks").await;
+    wait_exact_at(port, &s.sim, mark).await;
 }
 
 /// The token Secret is mounted a few seconds late: 401s first (the file

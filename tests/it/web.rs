@@ -9,7 +9,7 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair}
 use talkover_exporter::sim::Order;
 use talkover_exporter::web::WebConfig;
 
-use crate::util::*;
+use crate::support::*;
 
 const A: &str = "campaigns/cmp-1/webhooks/wh-1";
 

@@ -1,22 +1,13 @@
-//! Plumbing shared by the end-to-end tests that run the real
-//! `talkover-exporter --demo` binary next to real Prometheus / Alertmanager
-//! processes (`prometheus_e2e.rs`, `alert_path_e2e.rs`).
-//!
-//! Every item here is used by both of those test binaries; what only one of
-//! them needs stays in that file, so that neither gets dead-code warnings.
+//! Child processes killed (and reaped) when a test ends, even on panic,
+//! and the loopback ports they listen on.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
+/// The exporter binary cargo built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_talkover-exporter");
-pub const ATTEMPTS: &str = "talkover_webhook_delivery_attempts_total";
-
-/// (campaign_id, agent_id, webhook_id); an absent label is "".
-pub type Key = (String, String, String);
 
 /// A child process killed (and reaped) when dropped, even on panic; on panic
 /// it also prints the tail of the child's log.
@@ -28,7 +19,12 @@ pub struct ChildGuard {
 
 impl ChildGuard {
     pub fn spawn(name: &'static str, cmd: &mut Command, log: PathBuf) -> ChildGuard {
-        let out = File::create(&log).expect("create log file");
+        // Appending: a test that restarts a process keeps one whole log.
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("create log file");
         let err = out.try_clone().expect("clone log file handle");
         let child = cmd
             .stdin(Stdio::null())
@@ -37,6 +33,16 @@ impl ChildGuard {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name} ({:?}): {e}", cmd.get_program()));
         ChildGuard { name, child, log }
+    }
+
+    /// The process itself: to signal it, or wait for its exit.
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Panics (with the log) if the process has already exited.
@@ -70,6 +76,11 @@ fn log_tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A free loopback port (bound, read, released) for a child process to use.
+pub fn free_port() -> u16 {
+    free_ports::<1>()[0]
 }
 
 /// Distinct free loopback ports (all held until every one is picked).
@@ -150,67 +161,4 @@ pub fn spawn_prometheus(
         .arg(format!("--storage.tsdb.path={}", data_dir.display()))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"));
     ChildGuard::spawn("prometheus", &mut prom_cmd, dir.join("prometheus.log"))
-}
-
-/// The HTTP client of the tests: every request times out after 10s.
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("HTTP client")
-}
-
-/// Sends `req`: the status and the body of the answer; an error names `what`
-/// (`GET <url>`).
-pub async fn send(
-    req: reqwest::RequestBuilder,
-    what: &str,
-) -> Result<(reqwest::StatusCode, String), String> {
-    let resp = req.send().await.map_err(|e| format!("{what}: {e}"))?;
-    let status = resp.status();
-    let body = resp.text().await.map_err(|e| format!("{what}: {e}"))?;
-    Ok((status, body))
-}
-
-/// The body of a successful GET.
-pub async fn get_text(http: &reqwest::Client, url: &str) -> Result<String, String> {
-    let (status, body) = send(http.get(url), &format!("GET {url}")).await?;
-    if status.is_success() {
-        Ok(body)
-    } else {
-        Err(format!("GET {url}: HTTP {status}: {body}"))
-    }
-}
-
-/// The labels of a JSON object (a Prometheus `metric`, an alert's
-/// `labels`); a value that is not a string counts as "".
-pub fn string_labels(labels: &serde_json::Value) -> BTreeMap<String, String> {
-    labels
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").into()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// POSTs `body` (as JSON) or nothing; Ok on a success status.
-pub async fn post(
-    http: &reqwest::Client,
-    url: &str,
-    body: Option<serde_json::Value>,
-) -> Result<(), String> {
-    let mut req = http.post(url);
-    if let Some(body) = body {
-        req = req
-            .header("content-type", "application/json")
-            .body(body.to_string());
-    }
-    let resp = req.send().await.map_err(|e| format!("POST {url}: {e}"))?;
-    if resp.status().is_success() {
-        Ok(())
-    } else {
-        Err(format!("POST {url}: HTTP {}", resp.status()))
-    }
 }
