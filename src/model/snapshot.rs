@@ -26,7 +26,7 @@ pub struct PollStats {
 /// What one scrape shows of one target.
 #[derive(Debug, Clone)]
 pub struct TargetSnapshot {
-    /// The webhook.
+    /// Whose series these are.
     pub target: Target,
     /// Its counters.
     pub counts: DeliveryCounts,

@@ -10,7 +10,7 @@ use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::{StateError, StateStore};
+use super::{Problem, StateError, StateStore};
 use crate::backoff::Backoff;
 use crate::metrics::Published;
 use crate::model::{TargetSnapshot, TargetState};
@@ -37,7 +37,7 @@ impl Change {
 /// One target's state after a poll, on its way to being committed and published.
 #[derive(Debug)]
 pub struct Commit {
-    /// The target.
+    /// Whose state this is.
     pub target: Target,
     /// Its serialized [`TargetState`].
     pub bytes: Vec<u8>,
@@ -200,9 +200,9 @@ impl Committer {
         let result = tokio::task::spawn_blocking(move || store.commit(&to_write, &to_remove))
             .await
             .unwrap_or_else(|e| {
-                Err(StateError::Io {
+                Err(StateError {
                     path: self.store.path.clone(),
-                    source: e.into(),
+                    problem: Problem::Io(e.into()),
                 })
             });
         self.metrics

@@ -11,4 +11,4 @@ mod store;
 
 pub use committer::{run_committer, Change};
 pub use sink::Sink;
-pub use store::{StateError, StateStore};
+pub use store::{Problem, StateError, StateStore};

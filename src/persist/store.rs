@@ -30,37 +30,32 @@ const VERSION: u32 = 1;
 /// A failure from below (redb, the file system, a decoder), kept whole.
 type Cause = Box<dyn std::error::Error + Send + Sync>;
 
-/// Why the state file could not be used.
+/// Why the state file could not be used: which file, and what was wrong.
 #[derive(Debug, thiserror::Error)]
-pub enum StateError {
+#[error("state file {}: {problem}", path.display())]
+pub struct StateError {
+    /// The state file.
+    pub path: PathBuf,
+    /// What was wrong with it.
+    #[source]
+    pub problem: Problem,
+}
+
+/// What was wrong with a state file.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
     /// Not a database we can open (corrupt, truncated, not redb at all).
-    #[error("state file {path} is unreadable: {source}")]
-    Unreadable {
-        /// The file.
-        path: PathBuf,
-        /// What redb said.
-        #[source]
-        source: redb::DatabaseError,
-    },
+    #[error("unreadable: {0}")]
+    Unreadable(#[source] redb::DatabaseError),
     /// A redb file that is not a talkover-exporter state file.
-    #[error("state file {path} is not a talkover-exporter state file")]
-    Foreign {
-        /// The file.
-        path: PathBuf,
-    },
-    /// Written by a newer version of the exporter.
-    #[error("state file {path} has format version {found}, newer than this exporter's {VERSION}")]
-    Newer {
-        /// The file.
-        path: PathBuf,
-        /// The version found.
-        found: u32,
-    },
-    /// A stored target state could not be decoded.
-    #[error("state file {path}: entry {key:?} is corrupt: {source}")]
+    #[error("not a talkover-exporter state file")]
+    Foreign,
+    /// Written by a newer version of the exporter, with this format version.
+    #[error("format version {0}, newer than this exporter's {VERSION}")]
+    Newer(u32),
+    /// The stored state of the webhook `key` could not be decoded.
+    #[error("entry {key:?} is corrupt: {source}")]
     CorruptEntry {
-        /// The file.
-        path: PathBuf,
         /// The row key.
         key: String,
         /// The decode error.
@@ -68,16 +63,11 @@ pub enum StateError {
         source: Cause,
     },
     /// Another process holds the file open.
-    #[error("state file {path} is already open by another process (another exporter?)")]
-    InUse {
-        /// The file.
-        path: PathBuf,
-    },
-    /// An unusable file could not be moved out of the way.
-    #[error("state file {path} is unusable and could not be moved aside to {to}: {source}")]
+    #[error("already open by another process (another exporter?)")]
+    InUse,
+    /// The unusable file could not be moved aside to `to`.
+    #[error("unusable, and could not be moved aside to {}: {source}", to.display())]
     MoveAside {
-        /// The file.
-        path: PathBuf,
         /// Where it was to go.
         to: PathBuf,
         /// Why the rename failed.
@@ -85,14 +75,18 @@ pub enum StateError {
         source: std::io::Error,
     },
     /// A read or write failed (disk full, read-only volume, …).
-    #[error("state file {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// What failed.
-        #[source]
-        source: Cause,
-    },
+    #[error("{0}")]
+    Io(#[source] Cause),
+}
+
+impl Problem {
+    /// This problem with the file at `path`.
+    fn at(self, path: &Path) -> StateError {
+        StateError {
+            path: path.to_path_buf(),
+            problem: self,
+        }
+    }
 }
 
 /// The open state file.
@@ -117,14 +111,17 @@ impl StateStore {
     ) -> Result<(StateStore, BTreeMap<Target, TargetState>), StateError> {
         let (store, mut states) = match Self::open_existing(path) {
             Ok(found) => found,
-            Err(err @ (StateError::Io { .. } | StateError::InUse { .. })) => return Err(err),
+            // Not the file's fault: moving it aside would not help.
+            Err(err) if matches!(err.problem, Problem::Io(_) | Problem::InUse) => return Err(err),
             Err(err) => {
                 let aside = aside_path(path);
                 error!(error = %err, moved_to = %aside.display(), "state file unusable; moved aside, starting fresh");
-                std::fs::rename(path, &aside).map_err(|source| StateError::MoveAside {
-                    path: path.to_path_buf(),
-                    to: aside.clone(),
-                    source,
+                std::fs::rename(path, &aside).map_err(|source| {
+                    Problem::MoveAside {
+                        to: aside.clone(),
+                        source,
+                    }
+                    .at(path)
                 })?;
                 Self::open_existing(path)?
             }
@@ -153,10 +150,7 @@ impl StateStore {
     fn open_existing(
         path: &Path,
     ) -> Result<(StateStore, BTreeMap<Target, TargetState>), StateError> {
-        let io = |e: std::io::Error| StateError::Io {
-            path: path.to_path_buf(),
-            source: e.into(),
-        };
+        let io = |e: std::io::Error| Problem::Io(e.into()).at(path);
         let is_new = match std::fs::metadata(path) {
             Ok(m) => m.len() == 0,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
@@ -209,10 +203,7 @@ impl StateStore {
     }
 
     fn io_err(&self, e: impl Into<Cause>) -> StateError {
-        StateError::Io {
-            path: self.path.clone(),
-            source: e.into(),
-        }
+        Problem::Io(e.into()).at(&self.path)
     }
 
     fn write_meta(&self) -> Result<(), StateError> {
@@ -241,10 +232,12 @@ impl StateStore {
         let mut out = BTreeMap::new();
         for row in table.iter().map_err(|e| self.io_err(e))? {
             let (k, v) = row.map_err(|e| self.io_err(e))?;
-            let corrupt = |source: Cause| StateError::CorruptEntry {
-                path: self.path.clone(),
-                key: k.value().to_string(),
-                source,
+            let corrupt = |source: Cause| {
+                Problem::CorruptEntry {
+                    key: k.value().to_string(),
+                    source,
+                }
+                .at(&self.path)
             };
             let target: Target = k
                 .value()
@@ -297,32 +290,21 @@ fn open_error(path: &Path, e: redb::DatabaseError) -> StateError {
         redb::DatabaseError::Storage(redb::StorageError::Io(io))
             if !matches!(io.kind(), ErrorKind::InvalidData | ErrorKind::UnexpectedEof) =>
         {
-            StateError::Io {
-                path: path.to_path_buf(),
-                source: io.into(),
-            }
+            Problem::Io(io.into()).at(path)
         }
         redb::DatabaseError::DatabaseAlreadyOpen | redb::DatabaseError::LockProtocolMismatch => {
-            StateError::InUse {
-                path: path.to_path_buf(),
-            }
+            Problem::InUse.at(path)
         }
-        source => StateError::Unreadable {
-            path: path.to_path_buf(),
-            source,
-        },
+        source => Problem::Unreadable(source).at(path),
     }
 }
 
 /// Checks that the file is a state file of a version this exporter reads.
 fn check_meta(db: &impl ReadableDatabase, path: &Path) -> Result<(), StateError> {
-    let foreign = || StateError::Foreign {
-        path: path.to_path_buf(),
-    };
-    let txn = db.begin_read().map_err(|e| StateError::Io {
-        path: path.to_path_buf(),
-        source: e.into(),
-    })?;
+    let foreign = || Problem::Foreign.at(path);
+    let txn = db
+        .begin_read()
+        .map_err(|e| Problem::Io(e.into()).at(path))?;
     let meta = txn.open_table(META).map_err(|_| foreign())?;
     let format = meta
         .get("format")
@@ -337,10 +319,7 @@ fn check_meta(db: &impl ReadableDatabase, path: &Path) -> Result<(), StateError>
         .and_then(|v| v.value().parse().ok())
         .ok_or_else(foreign)?;
     if version > VERSION {
-        return Err(StateError::Newer {
-            path: path.to_path_buf(),
-            found: version,
-        });
+        return Err(Problem::Newer(version).at(path));
     }
     Ok(())
 }

@@ -1,0 +1,308 @@
+//! Wiring: builds the parts from a [`Config`], runs them, and shuts them
+//! down in order (HTTP first, then the pollers, then the state file's
+//! committer, which writes what the pollers handed it last).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use std::collections::{BTreeMap, BTreeSet};
+use tokio::net::TcpListener;
+
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::api::{Client, ClientOptions};
+use crate::cli::{Config, Source};
+use crate::collect::{Fleet, PollConfig};
+use crate::discovery::DiscoveryMetrics;
+use crate::metrics::Published;
+use crate::model::{Readiness, TargetSnapshot};
+use crate::persist::{Sink, StateStore};
+use crate::server::AppState;
+use crate::sim::Simulator;
+use crate::target::{Target, WebhookMeta};
+use crate::{api, clock, discovery, metrics, persist, server};
+
+/// Why the exporter could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A socket could not be bound or served.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP client could not be built.
+    #[error("building the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    /// The demo simulator's address did not make a URL.
+    #[error("building the demo URL: {0}")]
+    DemoUrl(#[from] url::ParseError),
+    /// The state file could not be opened or created.
+    #[error(transparent)]
+    State(#[from] persist::StateError),
+}
+
+/// How long in-flight scrapes may take to finish once shutdown starts.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs the exporter on `listener` until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    // What the webhooks given on the command line begin to count from,
+    // however long the API takes to answer.
+    let started_ms = clock::unix_now_ms();
+    let (base_url, credentials, allow_insecure, mut static_targets) = match &config.source {
+        Source::Api {
+            url,
+            credentials,
+            allow_insecure,
+        } => (
+            url.clone(),
+            Some(credentials.clone()),
+            *allow_insecure,
+            config.targets.clone(),
+        ),
+        Source::Demo { listen } => {
+            let (url, mut targets) = start_demo(*listen).await?;
+            targets.extend(config.targets.iter().cloned());
+            (url, None, true, targets)
+        }
+    };
+    static_targets.retain(|t| config.shard.owns(t));
+    let static_targets: BTreeSet<Target> = static_targets.into_iter().collect();
+
+    let client = Arc::new(Client::new(ClientOptions {
+        base_url,
+        credentials,
+        timeout: config.timeout,
+        max_body_bytes: config.max_body_size,
+        allow_insecure,
+        max_requests_per_second: config.max_requests_per_second,
+    })?);
+    let published = Arc::new(Published::new());
+    {
+        let client = client.clone();
+        let _ = metrics::GaugeFn::register(
+            published.registry(),
+            "talkover_exporter_api_clock_offset_seconds",
+            "How far the API's clock (from its Date headers) is ahead of this host's; absent until a response carried a usable Date.",
+            move || client.clock().offset().map(|o| o.estimate_ms() as f64 / 1000.0),
+        );
+    }
+    let readiness = Arc::new(Readiness::new(!config.discover.is_empty()));
+    // Known before serving, so /-/ready cannot answer before the pollers exist.
+    for target in &static_targets {
+        readiness.expect(target);
+    }
+
+    let state_file = match (&config.source, &config.state_file) {
+        // The demo's simulated account is new on every start: nothing to resume.
+        (Source::Demo { .. }, Some(path)) => {
+            info!(path = %path.display(), "demo: not using the state file");
+            None
+        }
+        (_, path) => path.as_ref(),
+    };
+    let (restored, commits, committer) = match state_file {
+        None => (BTreeMap::new(), None, None),
+        Some(path) => {
+            // With discovery the set of webhooks is not known yet: keep every
+            // stored state until its webhook's grace period decides.
+            let fixed = config.discover.is_empty().then_some(&static_targets);
+            let (store, restored) = StateStore::open(path, fixed)?;
+            let (tx, rx) = mpsc::channel(4096);
+            let task = tokio::spawn(persist::run_committer(store, rx, published.clone()));
+            (restored, Some(tx), Some(task))
+        }
+    };
+    // Restored counters are durable already: scrapes see them before any poll.
+    for (target, state) in &restored {
+        published.publish(TargetSnapshot::of(target, state, &Default::default()));
+    }
+    let fleet = Fleet::new(
+        client.clone(),
+        PollConfig {
+            interval: config.poll_interval,
+            max_pages: config.max_pages,
+            per_page: api::MAX_PER_PAGE,
+        },
+        Sink {
+            published: published.clone(),
+            commits,
+        },
+        readiness.clone(),
+        config.stale_after,
+        restored,
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let supervisor = tokio::spawn(supervise(
+        fleet,
+        client,
+        StaticTargets {
+            targets: static_targets,
+            since_ms: started_ms,
+        },
+        config.clone(),
+        published.clone(),
+        readiness.clone(),
+        stop_rx,
+    ));
+
+    let app = server::router(AppState {
+        published,
+        readiness,
+        telemetry_path: config.telemetry_path.clone(),
+    });
+    let web = config.web.clone().unwrap_or_default();
+    let app = web.wrap(app);
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let stopping = async move {
+        shutdown.await;
+        info!("shutting down");
+        let _ = stop_tx.send(true);
+        let _ = stopped_tx.send(());
+    };
+    let served = async {
+        web.serve(listener, app, stopping)
+            .await
+            .map_err(|source| Error::Io {
+                what: "serving HTTP".into(),
+                source,
+            })
+    };
+    // Graceful shutdown waits for open connections; a slow scraper gets a grace period, not forever.
+    let bounded = async {
+        let _ = stopped_rx.await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        r = served => r?,
+        _ = bounded => info!("grace period over; closing remaining connections"),
+    }
+    // The supervisor stops every poller; they hand their last states to the
+    // committer, which finishes once the last sender is gone.
+    let _ = supervisor.await;
+    if let Some(task) = committer {
+        let _ = task.await;
+    }
+    Ok(())
+}
+
+/// Starts the demo's simulated API; returns its URL and webhooks.
+async fn start_demo(listen: std::net::SocketAddr) -> Result<(url::Url, Vec<Target>), Error> {
+    let sim = Simulator::demo();
+    let sim_listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| Error::Io {
+            what: format!("binding the demo simulator to {listen}"),
+            source,
+        })?;
+    let addr = sim_listener.local_addr().map_err(|source| Error::Io {
+        what: "reading the demo simulator address".into(),
+        source,
+    })?;
+    info!(url = %format!("http://{addr}/"), "demo: simulated Talkover API started");
+    let targets = sim.targets();
+    tokio::spawn(sim.clone().drive());
+    tokio::spawn(sim.serve(sim_listener));
+    let url = url::Url::parse(&format!("http://{addr}/"))?;
+    Ok((url, targets))
+}
+
+/// The webhooks named by flags or the config file, and when the exporter
+/// began watching them: what the API creates after that is counted.
+#[derive(Debug)]
+struct StaticTargets {
+    targets: BTreeSet<Target>,
+    since_ms: i64,
+}
+
+/// Keeps the fleet in line with what should be watched: the static targets
+/// plus, every `--discover.interval`, what discovery finds (enabled,
+/// allowed by the filters, in this shard). Sweeps retired webhooks each second.
+async fn supervise(
+    mut fleet: Fleet<Client>,
+    client: Arc<Client>,
+    statics: StaticTargets,
+    config: Config,
+    published: Arc<Published>,
+    readiness: Arc<Readiness>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let StaticTargets {
+        targets: static_targets,
+        since_ms: started_ms,
+    } = statics;
+    let metrics = DiscoveryMetrics::register(&published);
+    let discovering = !config.discover.is_empty();
+    let mut discovered: BTreeMap<Target, WebhookMeta> = BTreeMap::new();
+    let mut next_discovery = tokio::time::Instant::now();
+    let mut sweep = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        if discovering && tokio::time::Instant::now() >= next_discovery {
+            next_discovery = tokio::time::Instant::now() + config.discover_interval;
+            // A webhook this run lists for the first time counts from here.
+            let listed_ms = clock::unix_now_ms();
+            let found = tokio::select! {
+                found = discovery::discover(&client, &config.discover) => found,
+                _ = stop.changed() => break,
+            };
+            match found {
+                Ok(found) => {
+                    metrics.record_success(found.len());
+                    discovered = found
+                        .into_iter()
+                        .filter(|(t, meta)| config.shard.owns(t) && config.filters.allows(t, meta))
+                        .collect();
+                    info!(webhooks = discovered.len(), "discovery listed webhooks");
+                }
+                Err(err) => {
+                    metrics.record_failure(err.reason());
+                    warn!(reason = err.reason(), error = %err, "discovery failed; keeping the webhooks found before");
+                }
+            }
+            for (target, meta) in &discovered {
+                published.set_info(target, meta.clone());
+            }
+            let wanted: BTreeSet<Target> = static_targets
+                .iter()
+                .cloned()
+                .chain(
+                    discovered
+                        .iter()
+                        .filter(|(_, m)| m.enabled)
+                        .map(|(t, _)| t.clone()),
+                )
+                .collect();
+            fleet
+                .reconcile(&wanted, |t| {
+                    if static_targets.contains(t) {
+                        started_ms
+                    } else {
+                        listed_ms
+                    }
+                })
+                .await;
+            readiness.discovery_done();
+        } else if !discovering && fleet.watched() == 0 && !static_targets.is_empty() {
+            fleet.reconcile(&static_targets, |_| started_ms).await;
+            info!(targets = static_targets.len(), "watching webhooks");
+        }
+        metrics.targets.set(fleet.watched() as i64);
+        let until_discovery = next_discovery.saturating_duration_since(tokio::time::Instant::now());
+        tokio::select! {
+            _ = sweep.tick() => fleet.sweep().await,
+            _ = tokio::time::sleep(until_discovery), if discovering => {}
+            _ = stop.changed() => break,
+        }
+    }
+    fleet.shutdown().await;
+}
