@@ -263,6 +263,32 @@ pub struct Config {
     pub web: Option<WebConfig>,
 }
 
+impl Config {
+    /// A configuration with every flag at its default, reading from
+    /// `source`: what tests and embedders start from, changing only the
+    /// fields they care about (`Config { poll_interval, ..Config::new(s) }`).
+    /// A test in this module keeps these equal to the flags' defaults.
+    pub fn new(source: Source) -> Config {
+        Config {
+            source,
+            targets: Vec::new(),
+            poll_interval: Duration::from_secs(30),
+            max_pages: 10,
+            timeout: Duration::from_secs(10),
+            max_body_size: 32 << 20,
+            max_requests_per_second: 10.0,
+            telemetry_path: "/metrics".into(),
+            state_file: None,
+            discover: Vec::new(),
+            discover_interval: Duration::from_secs(300),
+            filters: Filters::default(),
+            shard: Shard::default(),
+            stale_after: Duration::from_secs(3600),
+            web: None,
+        }
+    }
+}
+
 /// `--config.file`: an alternative to flags for large setups.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -553,6 +579,14 @@ mod config_file_tests {
         Cli::try_parse_from(argv)
             .expect("flags parse")
             .into_config()
+    }
+
+    /// `Config::new` and the flags agree on every default.
+    #[test]
+    fn config_new_has_the_flags_defaults() {
+        let flags = parse(&[]).expect("defaults parse");
+        let new = Config::new(flags.source.clone());
+        assert_eq!(format!("{flags:?}"), format!("{new:?}"));
     }
 
     #[test]

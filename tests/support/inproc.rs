@@ -91,15 +91,15 @@ impl Default for ExporterOptions {
 }
 
 pub async fn start_exporter(sim_url: &str, targets: &[&str], opts: ExporterOptions) -> Exporter {
-    let config = Config {
-        source: Source::Api {
-            url: sim_url.parse().expect("url"),
-            credentials: match &opts.token_file {
-                Some(path) => Credentials::File(path.clone()),
-                None => Credentials::Token(Token::new(&opts.token).expect("token")),
-            },
-            allow_insecure: true,
+    let source = Source::Api {
+        url: sim_url.parse().expect("url"),
+        credentials: match &opts.token_file {
+            Some(path) => Credentials::File(path.clone()),
+            None => Credentials::Token(Token::new(&opts.token).expect("token")),
         },
+        allow_insecure: true,
+    };
+    let config = Config {
         targets: targets
             .iter()
             .map(|t| t.parse::<Target>().expect("target"))
@@ -109,7 +109,6 @@ pub async fn start_exporter(sim_url: &str, targets: &[&str], opts: ExporterOptio
         timeout: opts.timeout,
         max_body_size: opts.max_body_size,
         max_requests_per_second: opts.max_rps,
-        telemetry_path: "/metrics".into(),
         state_file: opts.state_file.clone(),
         discover: opts.discover.clone(),
         discover_interval: opts.discover_interval,
@@ -117,6 +116,7 @@ pub async fn start_exporter(sim_url: &str, targets: &[&str], opts: ExporterOptio
         shard: opts.shard,
         stale_after: opts.stale_after,
         web: opts.web.clone(),
+        ..Config::new(source)
     };
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
