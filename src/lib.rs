@@ -9,7 +9,7 @@
 //! - `app`: wiring: builds the parts from the config, runs and stops them ([`run`]).
 //! - [`target`]: the identity of a watched webhook.
 //! - [`model`]: plain data, no I/O: per-webhook state, counters, snapshots, readiness.
-//! - [`backoff`]: the one exponential backoff (pollers, API pauses, commits).
+//! - `backoff`: the one exponential backoff (pollers, API pauses, commits).
 //! - [`clock`]: this host's clock, and the API's clock learned from `Date` headers.
 //! - [`api`]: the Talkover REST client and its serde models (no metrics).
 //! - [`discovery`]: which webhooks to watch (static, discovered, filtered, sharded).
@@ -24,7 +24,7 @@
 
 pub mod api;
 mod app;
-pub mod backoff;
+mod backoff;
 pub mod cli;
 pub mod clock;
 pub mod collect;

@@ -9,7 +9,7 @@ use crate::model::{AttemptKey, DeliveryCounts, ATTEMPT_BUCKETS, DURATION_BUCKETS
 
 /// Distinct `event` or `status` label values per target before the rest
 /// are counted as `other`.
-pub const LABEL_VALUES_CAP: usize = 64;
+const LABEL_VALUES_CAP: usize = 64;
 
 /// Statuses that mean "not finished yet": such entries are followed, not counted.
 const IN_FLIGHT: &[&str] = &[

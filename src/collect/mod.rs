@@ -46,12 +46,10 @@ use crate::api::{self, ApiError, LogPage};
 use crate::clock::ClockOffset;
 use crate::target::Target;
 
-pub use count::{is_final, record, LABEL_VALUES_CAP};
+pub use count::{is_final, record};
 pub use fleet::Fleet;
-pub use paging::{
-    poll_once, GAPS_CAP, HANDLED_CAP, LATENESS_MS, PAGE_GROWTH_POLLS, PENDING_CAP, PENDING_TIMEOUT,
-};
-pub use poller::{adaptive_delay, run_target};
+pub use paging::{poll_once, LATENESS_MS, PENDING_TIMEOUT};
+pub use poller::run_target;
 
 /// Something that serves pages of a webhook's delivery log: the real API
 /// client, or an in-memory model of the API in property tests.

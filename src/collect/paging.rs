@@ -23,13 +23,13 @@ pub const LATENESS_MS: i64 = 10 * 60 * 1000;
 /// How long an in-flight entry is followed before it is given up as missed.
 pub const PENDING_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Most in-flight entries followed per target.
-pub const PENDING_CAP: usize = 10_000;
+pub(super) const PENDING_CAP: usize = 10_000;
 /// Most remembered ids per target; past it the horizon is forced up.
-pub const HANDLED_CAP: usize = 100_000;
+pub(super) const HANDLED_CAP: usize = 100_000;
 /// Most gaps remembered per target; past it the two newest are merged.
-pub const GAPS_CAP: usize = 16;
+pub(super) const GAPS_CAP: usize = 16;
 /// Good polls at a reduced page size before a larger one is tried.
-pub const PAGE_GROWTH_POLLS: u32 = 50;
+pub(super) const PAGE_GROWTH_POLLS: u32 = 50;
 /// Most oversized entries remembered per target.
 pub(super) const OVERSIZED_CAP: usize = 64;
 

@@ -112,7 +112,7 @@ fn progress(state: &TargetState) -> (i64, u64) {
 /// but at least every 8 × interval and every two minutes (whichever is more
 /// often; never less often than the interval itself); anything new brings
 /// it back to the configured interval.
-pub fn adaptive_delay(interval: Duration, idle_polls: u32) -> Duration {
+fn adaptive_delay(interval: Duration, idle_polls: u32) -> Duration {
     let slowest = interval
         .saturating_mul(8)
         .min(Duration::from_secs(120))

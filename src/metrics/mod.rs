@@ -22,10 +22,9 @@ use crate::model::TargetSnapshot;
 use crate::target::{Target, WebhookMeta};
 
 pub use gauge_fn::GaugeFn;
-pub use text::CHUNK_BYTES;
 
 /// Buckets of `talkover_exporter_poll_duration_seconds`.
-pub const POLL_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const POLL_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 /// The snapshots scrapes read, one per target, replaced whole after each
 /// poll. A std lock is enough: nothing awaits while holding it, and a scrape

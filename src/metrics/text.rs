@@ -20,7 +20,7 @@ impl Published {
         body
     }
 
-    /// Renders the `/metrics` body in pieces of about [`CHUNK_BYTES`], handing
+    /// Renders the `/metrics` body in pieces of about 256 KiB, handing
     /// each to `emit` as soon as it is written, so a scrape of thousands of
     /// targets starts sending before rendering ends. Stops early when `emit`
     /// returns false (the scraper went away); returns whether the whole body
@@ -43,7 +43,7 @@ impl Published {
 }
 
 /// Size of the pieces [`Published::render_chunks`] hands on.
-pub const CHUNK_BYTES: usize = 256 * 1024;
+const CHUNK_BYTES: usize = 256 * 1024;
 
 /// A body being rendered: text accumulates in `buf` and leaves in pieces.
 pub(super) struct Output<'a> {
