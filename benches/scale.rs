@@ -1376,7 +1376,7 @@ async fn assembled_exporter(
     use talkover_exporter::metrics::Published;
     use talkover_exporter::model::Readiness;
     use talkover_exporter::persist::Sink;
-    use talkover_exporter::server::{router, AppState};
+    use talkover_exporter::http::{router, AppState};
     use talkover_exporter::target::WebhookMeta;
     let published = Arc::new(Published::new());
     let readiness = Arc::new(Readiness::new(false));

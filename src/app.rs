@@ -19,10 +19,10 @@ use crate::discovery::DiscoveryMetrics;
 use crate::metrics::Published;
 use crate::model::{Readiness, TargetSnapshot};
 use crate::persist::{Sink, StateStore};
-use crate::server::AppState;
+use crate::http::AppState;
 use crate::sim::Simulator;
 use crate::target::{Target, WebhookMeta};
-use crate::{api, clock, discovery, metrics, persist, server};
+use crate::{api, clock, discovery, http, metrics, persist};
 
 /// Why the exporter could not run.
 #[derive(Debug, thiserror::Error)]
@@ -156,7 +156,7 @@ pub async fn run(
         stop_rx,
     ));
 
-    let app = server::router(AppState {
+    let app = http::router(AppState {
         published,
         readiness,
         telemetry_path: config.telemetry_path.clone(),

@@ -11,7 +11,7 @@ use url::Url;
 use crate::api::{Credentials, Token};
 use crate::discovery::{Filters, Pattern, Shard};
 use crate::target::{Scope, Target};
-use crate::web::WebConfig;
+use crate::http::WebConfig;
 
 /// The default port, left free by the Prometheus default-port allocations list.
 pub const DEFAULT_PORT: u16 = 9868;

@@ -16,8 +16,7 @@
 //! - [`collect`]: polling, paging, counting; one poller per watched webhook.
 //! - [`persist`]: the state file; commits each webhook's state, then publishes it.
 //! - [`metrics`]: published snapshots and their Prometheus text rendering (no HTTP).
-//! - [`server`]: the axum routes.
-//! - [`web`]: `--web.config.file`: TLS, basic auth and headers around them.
+//! - [`http`]: the routes, and `--web.config.file` (TLS, basic auth, headers) around them.
 //! - [`sim`]: a fake Talkover API with fault injection, for `--demo` and tests.
 
 #![forbid(unsafe_code)]
@@ -29,12 +28,11 @@ pub mod cli;
 pub mod clock;
 pub mod collect;
 pub mod discovery;
+pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod persist;
-pub mod server;
 pub mod sim;
 pub mod target;
-pub mod web;
 
 pub use app::{run, Error};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use talkover_exporter::sim::Order;
-use talkover_exporter::web::WebConfig;
+use talkover_exporter::http::WebConfig;
 
 use crate::support::*;
 

@@ -66,7 +66,7 @@ pub struct ExporterOptions {
     pub filters: Filters,
     pub shard: Shard,
     pub stale_after: Duration,
-    pub web: Option<talkover_exporter::web::WebConfig>,
+    pub web: Option<talkover_exporter::http::WebConfig>,
 }
 
 impl Default for ExporterOptions {
