@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use talkover_exporter::sim::Order;
 use talkover_exporter::http::WebConfig;
+use talkover_exporter::sim::Order;
 
 use crate::support::*;
 
