@@ -1373,10 +1373,10 @@ async fn assembled_exporter(
     stop: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<(), String> {
     use talkover_exporter::collect::Fleet;
+    use talkover_exporter::http::{router, AppState};
     use talkover_exporter::metrics::Published;
     use talkover_exporter::model::Readiness;
     use talkover_exporter::persist::Sink;
-    use talkover_exporter::http::{router, AppState};
     use talkover_exporter::target::WebhookMeta;
     let published = Arc::new(Published::new());
     let readiness = Arc::new(Readiness::new(false));

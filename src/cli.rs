@@ -10,8 +10,8 @@ use url::Url;
 
 use crate::api::{Credentials, Token};
 use crate::discovery::{Filters, Pattern, Shard};
-use crate::target::{Scope, Target};
 use crate::http::WebConfig;
+use crate::target::{Scope, Target};
 
 /// The default port, left free by the Prometheus default-port allocations list.
 pub const DEFAULT_PORT: u16 = 9868;
