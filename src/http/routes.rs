@@ -8,12 +8,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use flate2::write::GzEncoder;
+use flate2::Compression;
 use futures_core::Stream;
+use std::io::Write as _;
 use tokio::sync::mpsc;
 
 use crate::metrics::Published;
@@ -55,25 +59,39 @@ async fn landing(State(state): State<AppState>) -> Html<String> {
 /// off, so a stalled client does not hold a rendering thread for good.
 const SCRAPE_STALL_LIMIT: Duration = Duration::from_secs(30);
 
-async fn metrics(State(state): State<AppState>) -> Response {
+/// gzip level for `/metrics`: the fastest. Prometheus text is so repetitive
+/// that level 1 already sends a few percent of the plain size, and higher
+/// levels cost several times the CPU for a percent or two less (measured:
+/// README, "Scrape size").
+const GZIP_LEVEL: u32 = 1;
+
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     // Rendering thousands of targets is CPU work: it runs off the async
     // workers and hands over its pieces as they are written, so sending
-    // overlaps rendering and the whole body is never held at once.
-    let (tx, rx) = mpsc::channel::<String>(4);
+    // overlaps rendering and the whole body is never held at once. When the
+    // scraper accepts gzip (Prometheus always does), each piece is
+    // compressed on the same blocking thread before it is handed over.
+    let gzip = accepts_gzip(&headers);
+    let (tx, rx) = mpsc::channel::<Bytes>(4);
     let finished = Arc::new(AtomicBool::new(false));
     let published = state.published.clone();
     let runtime = tokio::runtime::Handle::current();
     let render = tokio::task::spawn_blocking({
         let finished = finished.clone();
         move || {
-            let whole = published.render_chunks(&mut |chunk| {
+            let send = |piece: Bytes| {
                 runtime.block_on(async {
                     matches!(
-                        tokio::time::timeout(SCRAPE_STALL_LIMIT, tx.send(chunk)).await,
+                        tokio::time::timeout(SCRAPE_STALL_LIMIT, tx.send(piece)).await,
                         Ok(Ok(()))
                     )
                 })
-            });
+            };
+            let whole = if gzip {
+                render_gzip(&published, send)
+            } else {
+                published.render_chunks(&mut |chunk| send(Bytes::from(chunk)))
+            };
             finished.store(whole, Ordering::SeqCst);
         }
     });
@@ -87,14 +105,65 @@ async fn metrics(State(state): State<AppState>) -> Response {
         finished,
         ended: false,
     });
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+    let mut response = (
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            ),
+            (header::VARY, "Accept-Encoding"),
+        ],
         body,
     )
-        .into_response()
+        .into_response();
+    if gzip {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    response
+}
+
+/// Renders the body through gzip, handing on what the encoder has written
+/// after each piece; the gzip trailer is sent only when the whole body was
+/// rendered, so a scrape cut short never looks complete.
+fn render_gzip(published: &Published, mut send: impl FnMut(Bytes) -> bool) -> bool {
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::new(GZIP_LEVEL));
+    let mut failed = false;
+    let whole = published.render_chunks(&mut |chunk| {
+        if encoder.write_all(chunk.as_bytes()).is_err() {
+            failed = true;
+            return false;
+        }
+        let out = std::mem::take(encoder.get_mut());
+        out.is_empty() || send(Bytes::from(out))
+    });
+    if !whole || failed {
+        return false;
+    }
+    match encoder.finish() {
+        Ok(rest) => rest.is_empty() || send(Bytes::from(rest)),
+        Err(_) => false,
+    }
+}
+
+/// Whether `Accept-Encoding` allows gzip (listed, and not with `q=0`).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or("");
+            let q_zero = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !q_zero
+        })
 }
 
 /// The pieces of a `/metrics` body as they are rendered, then an error if
@@ -102,7 +171,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 /// then cut mid-body, and the scraper records a failed scrape instead of
 /// taking a partial body for a whole one.
 struct ScrapeBody {
-    pieces: mpsc::Receiver<String>,
+    pieces: mpsc::Receiver<Bytes>,
     /// Set by the renderer, before it lets go of the channel, once every
     /// piece was handed on.
     finished: Arc<AtomicBool>,
@@ -110,7 +179,7 @@ struct ScrapeBody {
 }
 
 impl Stream for ScrapeBody {
-    type Item = Result<String, std::io::Error>;
+    type Item = Result<Bytes, std::io::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.ended {
@@ -154,9 +223,9 @@ mod tests {
     use tokio_stream::StreamExt as _;
 
     /// One piece, then the renderer lets go, having finished or not.
-    async fn body_after_render(finished: bool) -> Vec<Result<String, String>> {
+    async fn body_after_render(finished: bool) -> Vec<Result<Bytes, String>> {
         let (tx, rx) = mpsc::channel(4);
-        tx.send("a 1\n".to_string()).await.expect("send");
+        tx.send(Bytes::from("a 1\n")).await.expect("send");
         drop(tx);
         let body = ScrapeBody {
             pieces: rx,
@@ -168,13 +237,88 @@ mod tests {
 
     #[tokio::test]
     async fn a_render_cut_short_ends_the_body_with_an_error() {
-        assert_eq!(body_after_render(true).await, [Ok("a 1\n".to_string())]);
+        assert_eq!(body_after_render(true).await, [Ok(Bytes::from("a 1\n"))]);
         assert_eq!(
             body_after_render(false).await,
             [
-                Ok("a 1\n".to_string()),
+                Ok(Bytes::from("a 1\n")),
                 Err("rendering /metrics stopped before the end".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn gzip_only_when_accepted() {
+        let accepts = |value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_str(value).expect("header"),
+            );
+            accepts_gzip(&h)
+        };
+        // What Prometheus sends.
+        assert!(accepts("gzip"));
+        assert!(accepts("deflate, GZIP;q=0.5"));
+        assert!(accepts("*"));
+        assert!(!accepts("gzip;q=0"));
+        assert!(!accepts("identity"));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
+
+    /// Without process metrics, which change from one render to the next.
+    fn stable(text: &str) -> Vec<&str> {
+        text.lines().filter(|l| !l.contains("process_")).collect()
+    }
+
+    #[test]
+    fn gzip_body_decodes_to_the_plain_body_and_a_cut_render_has_no_trailer() {
+        use std::io::Read as _;
+        let published = Published::new();
+        let mut pieces = Vec::new();
+        assert!(render_gzip(&published, |b| {
+            pieces.extend_from_slice(&b);
+            true
+        }));
+        let mut plain = String::new();
+        flate2::read::GzDecoder::new(&pieces[..])
+            .read_to_string(&mut plain)
+            .expect("a whole gzip stream");
+        assert_eq!(stable(&plain), stable(&published.render()));
+        assert!(plain.contains("talkover_exporter_build_info"));
+
+        // The scraper goes away after the first piece: no trailer is sent.
+        let mut cut = Vec::new();
+        assert!(!render_gzip(&published, |b| {
+            cut.extend_from_slice(&b);
+            false
+        }));
+        let mut partial = String::new();
+        assert!(flate2::read::GzDecoder::new(&cut[..])
+            .read_to_string(&mut partial)
+            .is_err());
+    }
+
+    /// Not a benchmark: what each gzip level costs and saves on the body
+    /// of 10,000 webhooks, to choose `GZIP_LEVEL`.
+    /// `cargo test --release --lib -- --ignored gzip_levels --nocapture`.
+    #[test]
+    #[ignore = "timing, run by hand"]
+    fn gzip_levels() {
+        let published = crate::metrics::busy_for_tests(10_000);
+        let plain = published.render();
+        for level in [1, 3, 6, 9] {
+            let started = std::time::Instant::now();
+            let mut e = GzEncoder::new(Vec::new(), Compression::new(level));
+            e.write_all(plain.as_bytes()).expect("compress");
+            let out = e.finish().expect("finish");
+            eprintln!(
+                "gzip level {level}: {} of {} bytes ({:.1} %), {:?}",
+                out.len(),
+                plain.len(),
+                100.0 * out.len() as f64 / plain.len() as f64,
+                started.elapsed()
+            );
+        }
     }
 }

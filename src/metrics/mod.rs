@@ -22,6 +22,8 @@ use crate::model::TargetSnapshot;
 use crate::target::{Target, WebhookMeta};
 
 pub use gauge_fn::GaugeFn;
+#[cfg(test)]
+pub(crate) use text::render_timing::busy as busy_for_tests;
 
 /// Buckets of `talkover_exporter_poll_duration_seconds`.
 const POLL_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];

@@ -526,17 +526,14 @@ mod tests {
 }
 
 #[cfg(test)]
-mod render_timing {
+pub(crate) mod render_timing {
     use super::*;
     use crate::model::{AttemptKey, DeliveryCounts, PollStats};
 
-    /// Not a benchmark (see benches/scale.rs): a quick look at render time
-    /// for 10,000 busy-looking targets. `cargo test --release -- --ignored render_10k --nocapture`.
-    #[test]
-    #[ignore = "timing, run by hand"]
-    fn render_10k() {
+    /// `n` webhooks with a little traffic of several events, statuses and codes.
+    pub(crate) fn busy(n: usize) -> Published {
         let published = Published::new();
-        for i in 0..10_000 {
+        for i in 0..n {
             let target: Target = format!("campaigns/c{}/webhooks/w{i}", i / 10)
                 .parse()
                 .expect("t");
@@ -580,6 +577,15 @@ mod render_timing {
                 backlog: 0,
             });
         }
+        published
+    }
+
+    /// Not a benchmark (see benches/scale.rs): a quick look at render time
+    /// for 10,000 busy-looking targets. `cargo test --release -- --ignored render_10k --nocapture`.
+    #[test]
+    #[ignore = "timing, run by hand"]
+    fn render_10k() {
+        let published = busy(10_000);
         let mut times = Vec::new();
         let mut bytes = 0;
         for _ in 0..5 {
