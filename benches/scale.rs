@@ -1407,11 +1407,7 @@ async fn assembled_exporter(
     }
     let since = talkover_exporter::clock::unix_now_ms();
     fleet.reconcile(&wanted, |_| since).await;
-    let app = router(AppState {
-        published,
-        readiness,
-        telemetry_path: "/metrics".into(),
-    });
+    let app = router(AppState::new(published, readiness, "/metrics".into(), 0));
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop.await;

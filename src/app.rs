@@ -47,9 +47,6 @@ pub enum Error {
     State(#[from] persist::StateError),
 }
 
-/// How long in-flight scrapes may take to finish once shutdown starts.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
 /// Runs the exporter on `listener` until `shutdown` completes.
 pub async fn run(
     config: Config,
@@ -156,37 +153,28 @@ pub async fn run(
         stop_rx,
     ));
 
-    let app = http::router(AppState {
+    let state = AppState::new(
         published,
         readiness,
-        telemetry_path: config.telemetry_path.clone(),
-    });
+        config.telemetry_path.clone(),
+        config.max_requests,
+    );
+    let http_metrics = state.http.clone();
     let web = config.web.clone().unwrap_or_default();
-    let app = web.wrap(app);
-    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let app = web.wrap(http::router(state));
+    // Shutdown: HTTP stops accepting and gives open connections a few
+    // seconds; then the pollers stop and hand their last states on.
     let stopping = async move {
         shutdown.await;
         info!("shutting down");
         let _ = stop_tx.send(true);
-        let _ = stopped_tx.send(());
     };
-    let served = async {
-        web.serve(listener, app, stopping)
-            .await
-            .map_err(|source| Error::Io {
-                what: "serving HTTP".into(),
-                source,
-            })
-    };
-    // Graceful shutdown waits for open connections; a slow scraper gets a grace period, not forever.
-    let bounded = async {
-        let _ = stopped_rx.await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    tokio::select! {
-        r = served => r?,
-        _ = bounded => info!("grace period over; closing remaining connections"),
-    }
+    web.serve(listener, app, config.serve_limits, http_metrics, stopping)
+        .await
+        .map_err(|source| Error::Io {
+            what: "serving HTTP".into(),
+            source,
+        })?;
     // The supervisor stops every poller; they hand their last states to the
     // committer, which finishes once the last sender is gone.
     let _ = supervisor.await;

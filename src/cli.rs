@@ -10,7 +10,7 @@ use url::Url;
 
 use crate::api::{Credentials, Token};
 use crate::discovery::{Filters, Pattern, Shard};
-use crate::http::WebConfig;
+use crate::http::{ServeLimits, WebConfig};
 use crate::target::{Scope, Target};
 
 /// The default port, left free by the Prometheus default-port allocations list.
@@ -142,6 +142,28 @@ pub struct Cli {
     )]
     pub web_config_file: Option<PathBuf>,
 
+    /// Most HTTP connections open at once; more are closed as soon as they
+    /// are accepted (0: no limit).
+    #[arg(
+        long = "web.max-connections",
+        env = "TALKOVER_WEB_MAX_CONNECTIONS",
+        default_value_t = 512
+    )]
+    pub max_connections: usize,
+
+    /// Most metrics renders at once; more get 503 (0: no limit).
+    #[arg(
+        long = "web.max-requests",
+        env = "TALKOVER_WEB_MAX_REQUESTS",
+        default_value_t = 40
+    )]
+    pub max_requests: usize,
+
+    /// Time a client has to send a request's headers, to send the next
+    /// request on a kept-alive connection, and to finish a TLS handshake.
+    #[arg(long = "web.read-header-timeout", env = "TALKOVER_WEB_READ_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub read_header_timeout: Duration,
+
     /// Path under which to expose metrics.
     #[arg(long = "web.telemetry-path", env = "TALKOVER_WEB_TELEMETRY_PATH", default_value = "/metrics", value_parser = parse_telemetry_path)]
     pub telemetry_path: String,
@@ -261,6 +283,10 @@ pub struct Config {
     pub stale_after: Duration,
     /// `--web.config.file`, loaded.
     pub web: Option<WebConfig>,
+    /// `--web.max-connections` and `--web.read-header-timeout`.
+    pub serve_limits: ServeLimits,
+    /// `--web.max-requests`.
+    pub max_requests: usize,
 }
 
 impl Config {
@@ -285,6 +311,8 @@ impl Config {
             shard: Shard::default(),
             stale_after: Duration::from_secs(3600),
             web: None,
+            serve_limits: ServeLimits::default(),
+            max_requests: 40,
         }
     }
 }
@@ -385,6 +413,11 @@ impl Cli {
                 .map(WebConfig::load)
                 .transpose()
                 .map_err(|e| ConfigError(e.to_string()))?,
+            serve_limits: ServeLimits {
+                max_connections: self.max_connections,
+                read_header_timeout: self.read_header_timeout,
+            },
+            max_requests: self.max_requests,
         })
     }
 
@@ -530,8 +563,14 @@ fn parse_size(s: &str) -> Result<usize, String> {
 }
 
 fn parse_telemetry_path(s: &str) -> Result<String, String> {
-    if !s.starts_with('/') || s == "/" || s.starts_with("/-/") || s.contains(['?', '#', ' ']) {
-        return Err("must be a path like /metrics, not / or under /-/".into());
+    // The characters a URL path may hold as they are (RFC 3986), so the
+    // route matches what scrapers send and the landing page's link works.
+    let url_safe = |c: char| c.is_ascii_alphanumeric() || "-._~/!$&'()*+,;=:@".contains(c);
+    if !s.starts_with('/') || s == "/" || s.starts_with("/-/") || !s.chars().all(url_safe) {
+        return Err(
+            "must be a path like /metrics (a leading /, then letters, digits and -._~/!$&'()*+,;=:@), not / or under /-/"
+                .into(),
+        );
     }
     Ok(s.to_string())
 }
@@ -563,7 +602,18 @@ mod tests {
     #[test]
     fn telemetry_path_must_not_shadow_other_routes() {
         assert!(parse_telemetry_path("/metrics").is_ok());
-        for bad in ["metrics", "/", "/-/healthy"] {
+        assert!(parse_telemetry_path("/probe/v1_metrics").is_ok());
+        for bad in [
+            "metrics",
+            "/",
+            "/-/healthy",
+            "/metrics?x=1",
+            "/a b",
+            "/<script>",
+            "/m\"x",
+            "/%2e",
+            "/métricas",
+        ] {
             assert!(parse_telemetry_path(bad).is_err(), "{bad}");
         }
     }

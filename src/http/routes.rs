@@ -20,6 +20,9 @@ use futures_core::Stream;
 use std::io::Write as _;
 use tokio::sync::mpsc;
 
+use tokio::sync::Semaphore;
+
+use super::self_metrics::{HttpMetrics, Open};
 use crate::metrics::Published;
 use crate::model::Readiness;
 
@@ -32,6 +35,30 @@ pub struct AppState {
     pub readiness: Arc<Readiness>,
     /// Where `/metrics` lives (`--web.telemetry-path`).
     pub telemetry_path: String,
+    /// The HTTP side's self-metrics.
+    pub http: HttpMetrics,
+    /// Renders allowed at once (`--web.max-requests`); `None`: no limit.
+    pub scrapes: Option<Arc<Semaphore>>,
+}
+
+impl AppState {
+    /// The handlers' state, with the self-metrics registered among the
+    /// exporter's and at most `max_requests` renders at once (0: no limit).
+    pub fn new(
+        published: Arc<Published>,
+        readiness: Arc<Readiness>,
+        telemetry_path: String,
+        max_requests: usize,
+    ) -> AppState {
+        let http = HttpMetrics::register(published.registry());
+        AppState {
+            published,
+            readiness,
+            telemetry_path,
+            http,
+            scrapes: (max_requests > 0).then(|| Arc::new(Semaphore::new(max_requests))),
+        }
+    }
 }
 
 /// The routes, separate from serving so tests can call them directly.
@@ -41,11 +68,33 @@ pub fn router(state: AppState) -> Router {
         .route(&state.telemetry_path, get(metrics))
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .with_state(state)
 }
 
+/// Counts every answer by handler (one of the routes, or `other`, so that
+/// probing for random paths cannot add series) and status code.
+async fn count_requests(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let handler = match request.uri().path() {
+        p @ ("/" | "/-/healthy" | "/-/ready") => p,
+        p if p == state.telemetry_path => "metrics",
+        _ => "other",
+    }
+    .to_string();
+    let response = next.run(request).await;
+    state.http.request(&handler, response.status().as_u16());
+    response
+}
+
 async fn landing(State(state): State<AppState>) -> Html<String> {
-    let path = &state.telemetry_path;
+    let path = escape_html(&state.telemetry_path);
     Html(format!(
         "<!DOCTYPE html>\n<html><head><title>Talkover Exporter</title></head><body>\n\
          <h1>Talkover Exporter</h1>\n<p>Prometheus exporter for Talkover webhook delivery logs, version {}.</p>\n\
@@ -65,7 +114,38 @@ const SCRAPE_STALL_LIMIT: Duration = Duration::from_secs(30);
 /// README, "Scrape size").
 const GZIP_LEVEL: u32 = 1;
 
+/// `s` safe inside HTML text and attribute values.
+fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let permit = match &state.scrapes {
+        None => None,
+        Some(scrapes) => match scrapes.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many scrapes at once (--web.max-requests); try again\n",
+                )
+                    .into_response()
+            }
+        },
+    };
+    // Held by the body until it is sent or dropped.
+    let in_flight = state.http.scrape_started(permit);
     // Rendering thousands of targets is CPU work: it runs off the async
     // workers and hands over its pieces as they are written, so sending
     // overlaps rendering and the whole body is never held at once. When the
@@ -104,6 +184,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         pieces: rx,
         finished,
         ended: false,
+        _in_flight: in_flight,
     });
     let mut response = (
         [
@@ -176,6 +257,9 @@ struct ScrapeBody {
     /// piece was handed on.
     finished: Arc<AtomicBool>,
     ended: bool,
+    /// Counts this scrape in flight (and holds its `--web.max-requests`
+    /// permit) until the body is sent or the scraper goes away.
+    _in_flight: Open,
 }
 
 impl Stream for ScrapeBody {
@@ -227,10 +311,12 @@ mod tests {
         let (tx, rx) = mpsc::channel(4);
         tx.send(Bytes::from("a 1\n")).await.expect("send");
         drop(tx);
+        let http = HttpMetrics::register(&prometheus::Registry::new());
         let body = ScrapeBody {
             pieces: rx,
             finished: Arc::new(AtomicBool::new(finished)),
             ended: false,
+            _in_flight: http.scrape_started(None),
         };
         body.map(|r| r.map_err(|e| e.to_string())).collect().await
     }

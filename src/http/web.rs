@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
@@ -21,6 +21,9 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use serde::Deserialize;
 use tokio::net::TcpListener;
+
+use super::auth::BasicAuth;
+use super::{HttpMetrics, ServeLimits};
 use tracing::{info, warn};
 
 /// Why the web configuration file cannot be used.
@@ -63,7 +66,7 @@ struct HttpFile {
 #[derive(Clone, Default)]
 pub struct WebConfig {
     tls: Option<Arc<rustls::ServerConfig>>,
-    users: Arc<BTreeMap<String, String>>,
+    users: Arc<BasicAuth>,
     headers: Arc<Vec<(HeaderName, HeaderValue)>>,
 }
 
@@ -72,7 +75,7 @@ impl std::fmt::Debug for WebConfig {
         // Password hashes stay out of Debug output.
         f.debug_struct("WebConfig")
             .field("tls", &self.tls.is_some())
-            .field("users", &self.users.keys().collect::<Vec<_>>())
+            .field("users", &self.users.hashes.keys().collect::<Vec<_>>())
             .field("headers", &self.headers.len())
             .finish()
     }
@@ -143,7 +146,7 @@ impl WebConfig {
         }
         Ok(WebConfig {
             tls,
-            users: Arc::new(users),
+            users: Arc::new(BasicAuth::new(users)),
             headers: Arc::new(headers),
         })
     }
@@ -155,27 +158,23 @@ impl WebConfig {
 
     /// Adds basic authentication and the configured headers to `router`.
     pub fn wrap(&self, router: Router) -> Router {
-        if self.users.is_empty() && self.headers.is_empty() {
+        if self.users.hashes.is_empty() && self.headers.is_empty() {
             return router;
         }
         router.layer(axum::middleware::from_fn_with_state(self.clone(), guard))
     }
 
-    /// Serves `router` on `listener` (with TLS if configured) until `shutdown`.
+    /// Serves `router` on `listener` (with TLS if configured) until
+    /// `shutdown`, within `limits`, counting in `metrics`.
     pub async fn serve(
         self,
         listener: TcpListener,
         router: Router,
+        limits: ServeLimits,
+        metrics: HttpMetrics,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        match self.tls.clone() {
-            None => {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            }
-            Some(tls) => serve_tls(listener, router, tls, shutdown).await,
-        }
+        super::serve::serve(listener, router, self.tls, limits, metrics, shutdown).await
     }
 }
 
@@ -191,7 +190,10 @@ impl FromStaticLower for HeaderName {
 
 /// Basic authentication (when users are configured) and extra headers.
 async fn guard(State(web): State<WebConfig>, req: Request, next: Next) -> Response {
-    if !web.users.is_empty() && !authorized(&web.users, &req) {
+    // Read before awaiting: a request (its body) is not Sync.
+    let credentials = super::auth::credentials(&req);
+    let allowed = web.users.hashes.is_empty() || web.users.authorized(credentials).await;
+    if !allowed {
         let mut resp = (StatusCode::UNAUTHORIZED, "Unauthorized\n").into_response();
         resp.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -204,40 +206,6 @@ async fn guard(State(web): State<WebConfig>, req: Request, next: Next) -> Respon
         resp.headers_mut().insert(name.clone(), value.clone());
     }
     resp
-}
-
-fn authorized(users: &BTreeMap<String, String>, req: &Request) -> bool {
-    use base64::Engine as _;
-    let Some(value) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let Some(encoded) = value.strip_prefix("Basic ") else {
-        return false;
-    };
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-        return false;
-    };
-    let Ok(pair) = String::from_utf8(decoded) else {
-        return false;
-    };
-    let Some((user, password)) = pair.split_once(':') else {
-        return false;
-    };
-    match users.get(user) {
-        Some(hash) => bcrypt::verify(password, hash).unwrap_or(false),
-        // Spend the same time on unknown users, so timing does not reveal names.
-        None => {
-            let _ = bcrypt::verify(
-                password,
-                "$2y$10$1111111111111111111111.uOJ8Hf2ABEDpWy3ZLVm7bEgT0u6PnG",
-            );
-            false
-        }
-    }
 }
 
 /// Builds the rustls server configuration from the file's `tls_server_config`.
@@ -384,56 +352,4 @@ impl ResolvesServerCert for ReloadingCert {
         }
         Some(current.1.clone())
     }
-}
-
-/// How long a client may take to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long open connections may take to finish once shutdown starts.
-const DRAIN: Duration = Duration::from_secs(5);
-
-async fn serve_tls(
-    listener: TcpListener,
-    router: Router,
-    tls: Arc<rustls::ServerConfig>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (tcp, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait, do not spin.
-                    warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let acceptor = acceptor.clone();
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let Ok(Ok(stream)) =
-                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-            else {
-                return;
-            };
-            let builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            let conn = builder
-                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service);
-            let _ = watcher.watch(conn.into_owned()).await;
-        });
-    }
-    if tokio::time::timeout(DRAIN, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        info!("open TLS connections did not finish in time; closing them");
-    }
-    Ok(())
 }
