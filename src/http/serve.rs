@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -105,15 +105,16 @@ pub(crate) async fn serve(
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let _open = metrics.connection_opened(permit);
-            let mut builder = Builder::new(TokioExecutor::new()).http1_only();
+            // HTTP/1.1 only: Prometheus scrapes with it, and an HTTP/2
+            // server would be one more protocol to harden.
+            let mut builder = http1::Builder::new();
             builder
-                .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.read_header_timeout);
             let served = match acceptor {
                 None => {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
-                    watcher.watch(conn.into_owned()).await
+                    let conn = builder.serve_connection(TokioIo::new(tcp), service);
+                    watcher.watch(conn).await
                 }
                 Some(acceptor) => {
                     let stream = match tokio::time::timeout(
@@ -126,13 +127,12 @@ pub(crate) async fn serve(
                         Ok(Err(_)) => return metrics.refused("tls_handshake_failed"),
                         Err(_) => return metrics.refused("tls_handshake_timeout"),
                     };
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(conn).await
                 }
             };
             if let Err(e) = served {
-                if header_timed_out(e.as_ref()) {
+                if header_timed_out(&e) {
                     metrics.refused("header_timeout");
                 }
             }

@@ -5,6 +5,7 @@ mod binary;
 mod counting;
 mod endpoints;
 mod faults;
+mod hardening;
 mod restart;
 mod scale;
 mod startup;

@@ -14,12 +14,12 @@ use crate::support::*;
 const A: &str = "campaigns/cmp-1/webhooks/wh-1";
 
 /// A CA and what it signs, written as PEM files.
-struct Ca {
+pub(crate) struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
 impl Ca {
-    fn new(name: &str) -> Ca {
+    pub(crate) fn new(name: &str) -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params
@@ -31,12 +31,12 @@ impl Ca {
         }
     }
 
-    fn pem(&self) -> String {
+    pub(crate) fn pem(&self) -> String {
         self.issuer.pem()
     }
 
     /// Writes a leaf certificate for `names` and its key; returns their paths.
-    fn issue(
+    pub(crate) fn issue(
         &self,
         dir: &Path,
         stem: &str,
