@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 use tokio::sync::Semaphore;
 
-use super::self_metrics::{HttpMetrics, Open};
+use super::self_metrics::{HttpMetrics, Open, Refusal};
 use crate::metrics::Published;
 use crate::model::Readiness;
 
@@ -136,11 +136,12 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         Some(scrapes) => match scrapes.clone().try_acquire_owned() {
             Ok(permit) => Some(permit),
             Err(_) => {
+                state.http.refused(Refusal::MaxRequests);
                 return (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "too many scrapes at once (--web.max-requests); try again\n",
                 )
-                    .into_response()
+                    .into_response();
             }
         },
     };

@@ -5,9 +5,8 @@
 //! same deadline for a TLS handshake, and HTTP/1.1 only.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use hyper::server::conn::http1;
@@ -16,6 +15,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
+
+use super::self_metrics::Refusal;
 
 use super::HttpMetrics;
 use crate::backoff::Backoff;
@@ -65,7 +66,6 @@ pub(crate) async fn serve(
         0 => Semaphore::MAX_PERMITS,
         n => n,
     }));
-    let refusals = RateLimitedLog::default();
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     let mut accept_failures = 0;
@@ -89,14 +89,7 @@ pub(crate) async fn serve(
             // Closed at once: a flood of connections costs a descriptor
             // for microseconds, and what is already open keeps working.
             drop(tcp);
-            metrics.refused("max_connections");
-            refusals.warn(|n| {
-                warn!(
-                    refused = n,
-                    max_connections = limits.max_connections,
-                    "too many open connections; new ones are closed (--web.max-connections)"
-                )
-            });
+            metrics.refused(Refusal::MaxConnections);
             continue;
         };
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
@@ -124,8 +117,8 @@ pub(crate) async fn serve(
                     .await
                     {
                         Ok(Ok(stream)) => stream,
-                        Ok(Err(_)) => return metrics.refused("tls_handshake_failed"),
-                        Err(_) => return metrics.refused("tls_handshake_timeout"),
+                        Ok(Err(_)) => return metrics.refused(Refusal::TlsHandshakeFailed),
+                        Err(_) => return metrics.refused(Refusal::TlsHandshakeTimeout),
                     };
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
                     watcher.watch(conn).await
@@ -133,7 +126,7 @@ pub(crate) async fn serve(
             };
             if let Err(e) = served {
                 if header_timed_out(&e) {
-                    metrics.refused("header_timeout");
+                    metrics.refused(Refusal::HeaderTimeout);
                 }
             }
         });
@@ -160,45 +153,4 @@ fn header_timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
         cause = c.source();
     }
     false
-}
-
-/// A warning logged at most every ten seconds, with how many times it
-/// happened since it was last logged: a flood of refusals is one line,
-/// not a flood of lines.
-#[derive(Debug, Default)]
-pub(crate) struct RateLimitedLog {
-    /// A std lock: held for a comparison, never across an await.
-    last: Mutex<Option<Instant>>,
-    since: AtomicU64,
-}
-
-impl RateLimitedLog {
-    const EVERY: Duration = Duration::from_secs(10);
-
-    /// Calls `log` with the count of occurrences if it is time to.
-    pub(crate) fn warn(&self, log: impl FnOnce(u64)) {
-        let n = self.since.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if last.is_some_and(|at| at.elapsed() < Self::EVERY) {
-            return;
-        }
-        *last = Some(Instant::now());
-        self.since.store(0, Ordering::Relaxed);
-        log(n);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_flood_is_logged_once_with_its_count() {
-        let log = RateLimitedLog::default();
-        let mut lines = Vec::new();
-        for _ in 0..1000 {
-            log.warn(|n| lines.push(n));
-        }
-        assert_eq!(lines, [1]);
-    }
 }

@@ -37,6 +37,9 @@ fn help_and_version() {
         "--poll.max-pages",
         "--web.listen-address",
         "--web.telemetry-path",
+        "--web.max-connections",
+        "--web.max-requests",
+        "--web.read-header-timeout",
         "--log.level",
         "--log.format",
         "--demo",
@@ -55,6 +58,26 @@ fn bad_input_exits_2_naming_flag_and_value() {
     let t = ["--target", "campaigns/c/webhooks/w"];
     type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, Vec<&'a str>);
     let cases: Vec<Case> = vec![
+        (
+            vec!["--web.telemetry-path", "metrics", "--demo"],
+            vec![],
+            vec!["--web.telemetry-path", "metrics"],
+        ),
+        (
+            vec!["--web.telemetry-path", "/<b>metrics</b>", "--demo"],
+            vec![],
+            vec!["--web.telemetry-path", "/<b>metrics</b>"],
+        ),
+        (
+            vec!["--web.max-connections", "many", "--demo"],
+            vec![],
+            vec!["--web.max-connections", "many"],
+        ),
+        (
+            vec!["--web.read-header-timeout", "0s", "--demo"],
+            vec![],
+            vec!["--web.read-header-timeout", "0s"],
+        ),
         (
             vec!["--poll.interval", "soon", "--demo"],
             vec![],

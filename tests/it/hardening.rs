@@ -265,7 +265,7 @@ async fn half_open_connections_are_closed_and_starve_nothing() {
     let after_fds = open_fds(exporter.pid());
     let refused = |reason| {
         scrape.sum(
-            "talkover_exporter_http_connections_refused_total",
+            "talkover_exporter_http_refused_total",
             &[("reason", reason)],
         )
     };
@@ -364,7 +364,7 @@ async fn stalled_tls_handshakes_are_closed() {
     );
     assert!(
         scrape.sum(
-            "talkover_exporter_http_connections_refused_total",
+            "talkover_exporter_http_refused_total",
             &[("reason", "tls_handshake_timeout")]
         ) >= 300.0
     );
@@ -481,6 +481,12 @@ async fn scrapes_past_max_requests_get_503_and_none_hangs() {
         scrape.sum(
             "talkover_exporter_http_requests_total",
             &[("handler", "metrics"), ("code", "503")]
+        ) >= 8.0
+    );
+    assert!(
+        scrape.sum(
+            "talkover_exporter_http_refused_total",
+            &[("reason", "max_requests")]
         ) >= 8.0
     );
     println!(
