@@ -47,16 +47,20 @@ use talkover_exporter::target::Target;
 
 mod economy;
 mod hour;
+mod hour_report;
 mod ingest;
 mod measure;
 mod report;
+mod shadows;
 mod sim_child;
 
 use economy::*;
 use hour::*;
+use hour_report::*;
 use ingest::*;
 use measure::*;
 use report::*;
+use shadows::*;
 use sim_child::*;
 
 const ROLE_ENV: &str = "SCALE_BENCH_ROLE";
