@@ -17,7 +17,7 @@ pub(crate) fn economy(report: &mut Report) {
         per_page: 100,
     };
     let mut sec = Section::new(
-        "4b. API economy: requests per poll (collector::poll_once, --poll.max-pages 10)",
+        "4b. API economy: requests per poll (collect::poll_once, --poll.max-pages 10)",
         &[
             "order",
             "new entries",

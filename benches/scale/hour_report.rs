@@ -113,7 +113,7 @@ fn memory_section(run: &HourRun, fig: &mut ScaleFigures) -> Section {
         String::new(),
     ]);
     sec.row(vec![
-        "size of one poller's future (`collector::run_target`, not yet polled)".into(),
+        "size of one poller's future (`collect::run_target`, not yet polled)".into(),
         format!("{task_bytes} B"),
         String::new(),
         String::new(),
@@ -204,9 +204,9 @@ fn memory_section(run: &HourRun, fig: &mut ScaleFigures) -> Section {
         "Time is compressed: one simulated minute per wall second (the simulator's `created_at` clock is advanced accordingly), so the exporter's 10-minute dedupe horizon sees a full hour; poll interval {} s wall (2 simulated minutes; idle webhooks back off as configured); one scrape every 10 simulated minutes. Setup of the simulator child (warm-up hour) took {setup_s:.1} s.",
         SCALE_POLL.as_secs()
     ));
-    sec.note("The simulator's clock runs ahead of the wall clock (that is how the hour is compressed), so to the exporter every entry of the scale run is recent: rules keyed to the wall clock (an idle webhook forgets its last burst ten minutes after it) cannot act there. The 'burst ended N min ago' rows check that with a log served from memory with real timestamps (`collector::poll_once`, 50 entries two hours old, then 300 in 30 s ending N minutes ago, then an idle poll).".to_string());
+    sec.note("The simulator's clock runs ahead of the wall clock (that is how the hour is compressed), so to the exporter every entry of the scale run is recent: rules keyed to the wall clock (an idle webhook forgets its last burst ten minutes after it) cannot act there. The 'burst ended N min ago' rows check that with a log served from memory with real timestamps (`collect::poll_once`, 50 entries two hours old, then 300 in 30 s ending N minutes ago, then an idle poll).".to_string());
     sec.note(format!(
-        "Dedupe state is measured on {SHADOWS_PER_CLASS} webhooks per class polled by the same `collector::poll_once` at the same interval, on the exporter's runtime (the exporter's own `TargetState`s are not reachable from outside); bytes are `serde_json` of `TargetState` with `counts` emptied (what `state::encode` stores, minus counters)."
+        "Dedupe state is measured on {SHADOWS_PER_CLASS} webhooks per class polled by the same `collect::poll_once` at the same interval, on the exporter's runtime (the exporter's own `TargetState`s are not reachable from outside); bytes are `serde_json` of `TargetState` with `counts` emptied (what `persist` (the committer) stores, minus counters)."
     ));
     sec
 }

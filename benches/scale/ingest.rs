@@ -342,12 +342,12 @@ pub(crate) fn ingest(report: &mut Report) -> IngestFigures {
         ]
     };
     sec.row(row(
-        "exporter: collector::poll_once + api::Client",
+        "exporter: collect::poll_once + api::Client",
         f.exporter,
         f.entries_counted,
     ));
     sec.row(row(
-        "collector::poll_once alone (same pages, parsed beforehand)",
+        "collect::poll_once alone (same pages, parsed beforehand)",
         f.collector_only,
         f.entries_counted,
     ));
@@ -476,6 +476,6 @@ pub(crate) fn collector_micro_costs(
         black_box((handled, new_this_poll));
     });
     format!(
-        "Collector pieces, per counted entry (10,000 entries, best of 5, wall clock): `collector::record` {rec:.0} ns (labels are looked up borrowed: nothing is allocated once a series exists); `api::parse_timestamp_ms` {ts:.0} ns per call, twice per counted entry (`created_at`, `delivered_at`); id bookkeeping as in `Poll::apply` (two lookups, two owned copies of each new id, foldhash) {ids:.0} ns; `is_final` {fin:.0} ns."
+        "Collector pieces, per counted entry (10,000 entries, best of 5, wall clock): `collect::record` {rec:.0} ns (labels are looked up borrowed: nothing is allocated once a series exists); `api::parse_timestamp_ms` {ts:.0} ns per call, twice per counted entry (`created_at`, `delivered_at`); id bookkeeping as in `Poll::apply` (two lookups, two owned copies of each new id, foldhash) {ids:.0} ns; `is_final` {fin:.0} ns."
     )
 }

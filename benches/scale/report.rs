@@ -250,7 +250,7 @@ impl Report {
         let _ = writeln!(md, "# Benchmarks\n");
         let _ = writeln!(
             md,
-            "Written by `cargo bench --bench scale` (`benches/scale.rs`); rerun it to refresh this page. \
+            "Written by `cargo bench --bench scale` (`benches/scale/`); rerun it to refresh this page. \
              The simulator runs in a child process, so CPU and memory below are the exporter's alone. \
              Figures from one run on a shared machine: expect some noise.\n"
         );

@@ -151,11 +151,6 @@ impl WebConfig {
         })
     }
 
-    /// Whether connections are served over TLS.
-    pub fn tls(&self) -> bool {
-        self.tls.is_some()
-    }
-
     /// Adds basic authentication and the configured headers to `router`.
     pub fn wrap(&self, router: Router) -> Router {
         if self.users.hashes.is_empty() && self.headers.is_empty() {

@@ -1,0 +1,324 @@
+//! The validated configuration, with the flags' defaults, and how flags and
+//! `--config.file` become one.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+use super::parse::*;
+use super::Cli;
+use crate::api::Credentials;
+use crate::discovery::{Filters, Pattern, Shard};
+use crate::http::{ServeLimits, WebConfig};
+use crate::target::{Scope, Target};
+
+/// Where the delivery logs come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// The real API.
+    Api {
+        /// Base URL.
+        url: Url,
+        /// Where the bearer token comes from.
+        credentials: Credentials,
+        /// Whether `http://` is allowed.
+        allow_insecure: bool,
+    },
+    /// The built-in simulator.
+    Demo {
+        /// Where it listens.
+        listen: SocketAddr,
+    },
+}
+
+/// The validated configuration the library runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// API or demo.
+    pub source: Source,
+    /// Webhooks to watch (in demo mode, added to the simulator's).
+    pub targets: Vec<Target>,
+    /// Poll interval.
+    pub poll_interval: Duration,
+    /// Page budget per poll.
+    pub max_pages: u32,
+    /// Request timeout.
+    pub timeout: Duration,
+    /// Response body cap.
+    pub max_body_size: usize,
+    /// Request budget shared by all targets.
+    pub max_requests_per_second: f64,
+    /// Metrics path.
+    pub telemetry_path: String,
+    /// `--state.file`, if set.
+    pub state_file: Option<PathBuf>,
+    /// Scopes to discover (none: only the static targets).
+    pub discover: Vec<Scope>,
+    /// Time between discoveries.
+    pub discover_interval: Duration,
+    /// Include/exclude filters for discovered webhooks.
+    pub filters: Filters,
+    /// This replica's shard.
+    pub shard: Shard,
+    /// Grace period before a vanished webhook's series are removed.
+    pub stale_after: Duration,
+    /// `--web.config.file`, loaded.
+    pub web: Option<WebConfig>,
+    /// `--web.max-connections` and `--web.read-header-timeout`.
+    pub serve_limits: ServeLimits,
+    /// `--web.max-requests`.
+    pub max_requests: usize,
+}
+
+impl Config {
+    /// A configuration with every flag at its default, reading from
+    /// `source`: what tests and embedders start from, changing only the
+    /// fields they care about (`Config { poll_interval, ..Config::new(s) }`).
+    /// A test in this module keeps these equal to the flags' defaults.
+    pub fn new(source: Source) -> Config {
+        Config {
+            source,
+            targets: Vec::new(),
+            poll_interval: Duration::from_secs(30),
+            max_pages: 10,
+            timeout: Duration::from_secs(10),
+            max_body_size: 32 << 20,
+            max_requests_per_second: 10.0,
+            telemetry_path: "/metrics".into(),
+            state_file: None,
+            discover: Vec::new(),
+            discover_interval: Duration::from_secs(300),
+            filters: Filters::default(),
+            shard: Shard::default(),
+            stale_after: Duration::from_secs(3600),
+            web: None,
+            serve_limits: ServeLimits::default(),
+            max_requests: 40,
+        }
+    }
+}
+
+/// `--config.file`: an alternative to flags for large setups.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Webhooks to watch, as `--target` takes them.
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// Discovery settings.
+    #[serde(default)]
+    pub discovery: FileDiscovery,
+}
+
+/// The `discovery:` section of `--config.file`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDiscovery {
+    /// `campaigns` and/or `agents`.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// e.g. `5m`.
+    pub interval: Option<String>,
+    /// Patterns to keep.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Patterns to drop.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+/// A flag whose value is not usable; the message names flag and value.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Cli {
+    /// Checks what clap cannot check alone, merges `--config.file` under the
+    /// flags, and reads the token.
+    pub fn into_config(mut self) -> Result<Config, ConfigError> {
+        if let Some(path) = self.config_file.clone() {
+            self.merge_file(&path)?;
+        }
+        if self.shard_index >= self.shard_count {
+            return Err(ConfigError(format!(
+                "invalid value '{}' for '--shard.index': must be below --shard.count ({})",
+                self.shard_index, self.shard_count
+            )));
+        }
+        let source = if self.demo {
+            Source::Demo {
+                listen: self.demo_listen_address,
+            }
+        } else {
+            if self.targets.is_empty() && self.discover.is_empty() {
+                return Err(ConfigError(
+                    "no webhook to watch: give --target campaigns/{id}/webhooks/{id} (or TALKOVER_TARGETS), --discover campaigns/agents, or run --demo".into(),
+                ));
+            }
+            if self.talkover_url.scheme() == "http" && !self.allow_insecure {
+                return Err(ConfigError(format!(
+                    "invalid value '{}' for '--talkover.url': plain http:// would send the token unencrypted; use https:// or add --talkover.allow-insecure",
+                    self.talkover_url
+                )));
+            }
+            Source::Api {
+                url: self.talkover_url,
+                credentials: read_credentials(self.token_file.as_deref())?,
+                allow_insecure: self.allow_insecure,
+            }
+        };
+        Ok(Config {
+            source,
+            targets: dedup(self.targets),
+            poll_interval: self.poll_interval,
+            max_pages: self.max_pages,
+            timeout: self.timeout,
+            max_body_size: self.max_body_size,
+            max_requests_per_second: self.max_requests_per_second,
+            telemetry_path: self.telemetry_path,
+            state_file: self.state_file,
+            discover: dedup(self.discover),
+            discover_interval: self.discover_interval.unwrap_or(Duration::from_secs(300)),
+            filters: Filters {
+                include: self.include.iter().map(|p| Pattern::new(p)).collect(),
+                exclude: self.exclude.iter().map(|p| Pattern::new(p)).collect(),
+            },
+            shard: Shard {
+                index: self.shard_index,
+                count: self.shard_count,
+            },
+            stale_after: self.stale_after,
+            web: self
+                .web_config_file
+                .as_deref()
+                .map(WebConfig::load)
+                .transpose()
+                .map_err(|e| ConfigError(e.to_string()))?,
+            serve_limits: ServeLimits {
+                max_connections: self.max_connections,
+                read_header_timeout: self.read_header_timeout,
+            },
+            max_requests: self.max_requests,
+        })
+    }
+
+    /// Fills what the flags left unset from the file; flags win.
+    fn merge_file(&mut self, path: &std::path::Path) -> Result<(), ConfigError> {
+        let bad = |detail: String| {
+            ConfigError(format!(
+                "invalid value '{}' for '--config.file': {detail}",
+                path.display()
+            ))
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let file: FileConfig = serde_norway::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        if self.targets.is_empty() {
+            self.targets = file
+                .targets
+                .iter()
+                .map(|t| t.parse::<Target>().map_err(|e| bad(e.to_string())))
+                .collect::<Result<_, _>>()?;
+        }
+        let d = file.discovery;
+        if self.discover.is_empty() {
+            self.discover = d
+                .scopes
+                .iter()
+                .map(|s| parse_scope(s).map_err(|e| bad(format!("discovery.scopes: {e}"))))
+                .collect::<Result<_, _>>()?;
+        }
+        if self.discover_interval.is_none() {
+            self.discover_interval = d
+                .interval
+                .as_deref()
+                .map(|i| {
+                    parse_duration(i).map_err(|e| bad(format!("discovery.interval {i:?}: {e}")))
+                })
+                .transpose()?;
+        }
+        if self.include.is_empty() {
+            self.include = d.include;
+        }
+        if self.exclude.is_empty() {
+            self.exclude = d.exclude;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod config_file_tests {
+    use super::*;
+    use clap::Parser as _;
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec!["talkover-exporter", "--demo"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv)
+            .expect("flags parse")
+            .into_config()
+    }
+
+    /// `Config::new` and the flags agree on every default.
+    #[test]
+    fn config_new_has_the_flags_defaults() {
+        let flags = parse(&[]).expect("defaults parse");
+        let new = Config::new(flags.source.clone());
+        assert_eq!(format!("{flags:?}"), format!("{new:?}"));
+    }
+
+    #[test]
+    fn file_fills_what_flags_leave_unset_and_flags_win() {
+        let dir = std::env::temp_dir().join(format!("talkover-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("config.yml");
+        std::fs::write(
+            &path,
+            "targets:\n  - campaigns/c1/webhooks/w1\ndiscovery:\n  scopes: [campaigns, agents]\n  interval: 2m\n  include: [\"prod-*\"]\n  exclude: [\"*-test\"]\n",
+        )
+        .expect("write");
+        let p = path.to_str().expect("utf-8 path");
+        let c = parse(&["--config.file", p]).expect("valid");
+        assert_eq!(c.targets.len(), 1);
+        assert_eq!(c.discover, vec![Scope::Campaign, Scope::Agent]);
+        assert_eq!(c.discover_interval, Duration::from_secs(120));
+        assert_eq!(c.filters.include, vec![Pattern::new("prod-*")]);
+        let c = parse(&[
+            "--config.file",
+            p,
+            "--discover",
+            "agents",
+            "--discover.interval",
+            "10s",
+        ])
+        .expect("valid");
+        assert_eq!(c.discover, vec![Scope::Agent]);
+        assert_eq!(c.discover_interval, Duration::from_secs(10));
+
+        std::fs::write(&path, "targets: []\ndiscovery:\n  scopez: [campaigns]\n").expect("write");
+        let err = parse(&["--config.file", p])
+            .expect_err("unknown key")
+            .to_string();
+        assert!(
+            err.contains("--config.file") && err.contains("scopez"),
+            "{err}"
+        );
+        std::fs::write(&path, "targets: [\"campaigns/c1\"]\n").expect("write");
+        let err = parse(&["--config.file", p])
+            .expect_err("bad target")
+            .to_string();
+        assert!(err.contains("campaigns/c1"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn shard_index_must_be_below_count() {
+        let err = parse(&["--shard.index", "3", "--shard.count", "3"])
+            .expect_err("bad shard")
+            .to_string();
+        assert!(err.contains("--shard.index") && err.contains('3'), "{err}");
+        assert!(parse(&["--shard.index", "2", "--shard.count", "3"]).is_ok());
+    }
+}

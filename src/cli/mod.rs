@@ -1,0 +1,239 @@
+//! The command line: flags (each also read from an environment variable),
+//! validated once into the typed [`Config`] the rest of the program uses.
+//!
+//! - this file: the flags, as clap reads them.
+//! - `config`: the validated [`Config`], its defaults, and `--config.file`.
+//! - `parse`: the parsers of single values (durations, sizes, URLs, paths).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use url::Url;
+
+use crate::target::{Scope, Target};
+
+mod config;
+mod parse;
+
+pub use config::{Config, ConfigError, FileConfig, FileDiscovery, Source};
+use parse::*;
+
+/// The default port, left free by the Prometheus default-port allocations list.
+pub const DEFAULT_PORT: u16 = 9868;
+
+/// Prometheus exporter for Talkover webhook delivery logs.
+#[derive(Debug, Parser)]
+#[command(
+    name = "talkover-exporter",
+    version,
+    about,
+    after_help = "The API token is read from the TALKOVER_TOKEN environment variable or from \
+--talkover.token-file; there is deliberately no flag that takes the token itself."
+)]
+pub struct Cli {
+    /// Base URL of the Talkover API.
+    #[arg(long = "talkover.url", env = "TALKOVER_URL", default_value = "https://app.talkover.ai", value_parser = parse_url)]
+    pub talkover_url: Url,
+
+    /// File holding the API token (a trailing newline is ignored).
+    #[arg(
+        long = "talkover.token-file",
+        env = "TALKOVER_TOKEN_FILE",
+        value_name = "PATH"
+    )]
+    pub token_file: Option<PathBuf>,
+
+    /// Allow a plain http:// API URL (the token then travels unencrypted).
+    #[arg(long = "talkover.allow-insecure", env = "TALKOVER_ALLOW_INSECURE")]
+    pub allow_insecure: bool,
+
+    /// Time allowed for one API request, body included.
+    #[arg(long = "talkover.timeout", env = "TALKOVER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Largest API response body accepted (e.g. 32MiB, 512KiB, 1000000).
+    #[arg(long = "talkover.max-body-size", env = "TALKOVER_MAX_BODY_SIZE", default_value = "32MiB", value_parser = parse_size)]
+    pub max_body_size: usize,
+
+    /// Most API requests per second, all webhooks together (a 429 slows them all).
+    #[arg(long = "talkover.max-requests-per-second", env = "TALKOVER_MAX_REQUESTS_PER_SECOND", default_value_t = 10.0, value_parser = parse_rate)]
+    pub max_requests_per_second: f64,
+
+    /// A webhook to watch: campaigns/{campaign_id}/webhooks/{webhook_id} or
+    /// agents/{agent_id}/webhooks/{webhook_id}. Repeatable; the environment
+    /// variable takes a comma-separated list.
+    #[arg(
+        long = "target",
+        env = "TALKOVER_TARGETS",
+        value_delimiter = ',',
+        value_name = "PATH"
+    )]
+    pub targets: Vec<Target>,
+
+    /// Discover webhooks through the API's listing endpoints: campaigns,
+    /// agents, or both (repeatable; the environment variable takes a
+    /// comma-separated list).
+    #[arg(long = "discover", env = "TALKOVER_DISCOVER", value_delimiter = ',', value_name = "KIND", value_parser = parse_scope)]
+    pub discover: Vec<Scope>,
+
+    /// How often discovery lists campaigns, agents and webhooks again [default: 5m].
+    #[arg(long = "discover.interval", env = "TALKOVER_DISCOVER_INTERVAL", value_parser = parse_duration)]
+    pub discover_interval: Option<Duration>,
+
+    /// Watch only discovered webhooks matching this pattern (`*`, `?`) on
+    /// their id, owner id, name or path. Repeatable.
+    #[arg(
+        long = "discover.include",
+        env = "TALKOVER_DISCOVER_INCLUDE",
+        value_delimiter = ',',
+        value_name = "PATTERN"
+    )]
+    pub include: Vec<String>,
+
+    /// Do not watch discovered webhooks matching this pattern. Repeatable.
+    #[arg(
+        long = "discover.exclude",
+        env = "TALKOVER_DISCOVER_EXCLUDE",
+        value_delimiter = ',',
+        value_name = "PATTERN"
+    )]
+    pub exclude: Vec<String>,
+
+    /// YAML file with targets and discovery settings (flags override it).
+    #[arg(
+        long = "config.file",
+        env = "TALKOVER_CONFIG_FILE",
+        value_name = "PATH"
+    )]
+    pub config_file: Option<PathBuf>,
+
+    /// How long the series of a webhook that disappeared (or was disabled)
+    /// stay on /metrics.
+    #[arg(long = "target.stale-after", env = "TALKOVER_TARGET_STALE_AFTER", default_value = "1h", value_parser = parse_duration)]
+    pub stale_after: Duration,
+
+    /// This replica's index (0-based) when webhooks are split across replicas.
+    #[arg(
+        long = "shard.index",
+        env = "TALKOVER_SHARD_INDEX",
+        default_value_t = 0
+    )]
+    pub shard_index: u32,
+
+    /// Number of replicas sharing the webhooks; each watches those whose
+    /// stable hash falls in its shard.
+    #[arg(long = "shard.count", env = "TALKOVER_SHARD_COUNT", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub shard_count: u32,
+
+    /// Time between two polls of one webhook (e.g. 500ms, 30s, 2m).
+    #[arg(long = "poll.interval", env = "TALKOVER_POLL_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+
+    /// Most pages of 100 entries read per poll of one webhook (at least 2:
+    /// one for new entries, one for a backlog).
+    #[arg(long = "poll.max-pages", env = "TALKOVER_POLL_MAX_PAGES", default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=1000))]
+    pub max_pages: u32,
+
+    /// Address to serve the landing page, /metrics and health on.
+    #[arg(long = "web.listen-address", env = "TALKOVER_WEB_LISTEN_ADDRESS", default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
+    pub listen_address: SocketAddr,
+
+    /// Prometheus exporter-toolkit web configuration (TLS, basic auth,
+    /// headers), the same format node_exporter reads.
+    #[arg(
+        long = "web.config.file",
+        env = "TALKOVER_WEB_CONFIG_FILE",
+        value_name = "PATH"
+    )]
+    pub web_config_file: Option<PathBuf>,
+
+    /// Most HTTP connections open at once; more are closed as soon as they
+    /// are accepted (0: no limit).
+    #[arg(
+        long = "web.max-connections",
+        env = "TALKOVER_WEB_MAX_CONNECTIONS",
+        default_value_t = 512
+    )]
+    pub max_connections: usize,
+
+    /// Most metrics renders at once; more get 503 (0: no limit).
+    #[arg(
+        long = "web.max-requests",
+        env = "TALKOVER_WEB_MAX_REQUESTS",
+        default_value_t = 40
+    )]
+    pub max_requests: usize,
+
+    /// Time a client has to send a request's headers, to send the next
+    /// request on a kept-alive connection, and to finish a TLS handshake.
+    #[arg(long = "web.read-header-timeout", env = "TALKOVER_WEB_READ_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub read_header_timeout: Duration,
+
+    /// Path under which to expose metrics.
+    #[arg(long = "web.telemetry-path", env = "TALKOVER_WEB_TELEMETRY_PATH", default_value = "/metrics", value_parser = parse_telemetry_path)]
+    pub telemetry_path: String,
+
+    /// Log level.
+    #[arg(long = "log.level", env = "TALKOVER_LOG_LEVEL", default_value = "info")]
+    pub log_level: LogLevel,
+
+    /// Log format.
+    #[arg(
+        long = "log.format",
+        env = "TALKOVER_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
+    /// File that keeps counters and read positions across restarts (off when unset).
+    #[arg(long = "state.file", env = "TALKOVER_STATE_FILE", value_name = "PATH")]
+    pub state_file: Option<PathBuf>,
+
+    /// Run a built-in simulated Talkover API on loopback and watch its webhooks (no token needed).
+    #[arg(long = "demo", env = "TALKOVER_DEMO")]
+    pub demo: bool,
+
+    /// Where the --demo simulator listens (port 0: any free port).
+    #[arg(
+        long = "demo.listen-address",
+        env = "TALKOVER_DEMO_LISTEN_ADDRESS",
+        default_value = "127.0.0.1:0"
+    )]
+    pub demo_listen_address: SocketAddr,
+}
+
+/// `--log.level` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogLevel {
+    /// Everything, including each page read.
+    Debug,
+    /// Start-up, baselines, backlogs, and failures.
+    Info,
+    /// Failures only.
+    Warn,
+    /// Errors only.
+    Error,
+}
+
+impl LogLevel {
+    /// The `tracing` filter directive.
+    pub fn as_filter(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// `--log.format` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}

@@ -1,0 +1,163 @@
+//! Parsers of single flag values; each error says what would be valid.
+
+use std::time::Duration;
+
+use url::Url;
+
+use super::config::ConfigError;
+use crate::api::{Credentials, Token};
+use crate::target::Scope;
+
+pub(super) fn parse_scope(s: &str) -> Result<Scope, String> {
+    match s.trim() {
+        "campaigns" => Ok(Scope::Campaign),
+        "agents" => Ok(Scope::Agent),
+        _ => Err("expected campaigns or agents".into()),
+    }
+}
+
+pub(super) fn dedup<T: Ord>(mut items: Vec<T>) -> Vec<T> {
+    items.sort();
+    items.dedup();
+    items
+}
+
+/// The token file (checked readable now, re-read when it changes), or the
+/// fixed token from `TALKOVER_TOKEN`.
+pub(super) fn read_credentials(file: Option<&std::path::Path>) -> Result<Credentials, ConfigError> {
+    if let Some(path) = file {
+        let raw = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(format!(
+                "invalid value '{}' for '--talkover.token-file': {e}",
+                path.display()
+            ))
+        })?;
+        return match Token::new(&raw) {
+            Some(_) => Ok(Credentials::File(path.to_path_buf())),
+            None => Err(ConfigError(format!(
+                "invalid value '{}' for '--talkover.token-file': the file is empty",
+                path.display()
+            ))),
+        };
+    }
+    match std::env::var("TALKOVER_TOKEN") {
+        Ok(raw) => Token::new(&raw)
+            .map(Credentials::Token)
+            .ok_or_else(|| ConfigError("TALKOVER_TOKEN is set but empty".into())),
+        Err(_) => Err(ConfigError(
+            "no API token: set TALKOVER_TOKEN or give --talkover.token-file PATH (or run --demo)"
+                .into(),
+        )),
+    }
+}
+
+pub(super) fn parse_url(s: &str) -> Result<Url, String> {
+    let mut url = Url::parse(s).map_err(|e| e.to_string())?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(
+            "the scheme must be https:// (or http:// with --talkover.allow-insecure)".into(),
+        );
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("credentials do not belong in the URL; use TALKOVER_TOKEN".into());
+    }
+    // A trailing slash makes relative API paths extend the base path.
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 30s, 2m)"))?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+pub(super) fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 && r <= 100_000.0 => Ok(r),
+        _ => Err("expected a number of requests per second above 0 (e.g. 10, 0.5)".into()),
+    }
+}
+
+pub(super) fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num
+        .parse()
+        .map_err(|_| "expected a size such as 32MiB, 512KiB or 1000000".to_string())?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "KB" => 1 << 10,
+        "MiB" | "M" | "MB" => 1 << 20,
+        "GiB" | "G" | "GB" => 1 << 30,
+        other => return Err(format!("unknown unit {other:?} (use B, KiB, MiB or GiB)")),
+    };
+    let bytes = n.checked_mul(mult).ok_or("too large")?;
+    if bytes < 1024 {
+        return Err("must be at least 1KiB".into());
+    }
+    Ok(bytes)
+}
+
+pub(super) fn parse_telemetry_path(s: &str) -> Result<String, String> {
+    // The characters a URL path may hold as they are (RFC 3986), so the
+    // route matches what scrapers send and the landing page's link works.
+    let url_safe = |c: char| c.is_ascii_alphanumeric() || "-._~/!$&'()*+,;=:@".contains(c);
+    if !s.starts_with('/') || s == "/" || s.starts_with("/-/") || !s.chars().all(url_safe) {
+        return Err(
+            "must be a path like /metrics (a leading /, then letters, digits and -._~/!$&'()*+,;=:@), not / or under /-/"
+                .into(),
+        );
+    }
+    Ok(s.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("32MiB"), Ok(32 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("10").is_err());
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn url_gets_trailing_slash_and_refuses_credentials() {
+        let u = parse_url("http://127.0.0.1:8080/prefix").expect("url");
+        assert_eq!(u.as_str(), "http://127.0.0.1:8080/prefix/");
+        assert!(parse_url("https://user:pw@app.talkover.ai").is_err());
+        assert!(parse_url("ftp://x").is_err());
+    }
+
+    #[test]
+    fn telemetry_path_must_not_shadow_other_routes() {
+        assert!(parse_telemetry_path("/metrics").is_ok());
+        assert!(parse_telemetry_path("/probe/v1_metrics").is_ok());
+        for bad in [
+            "metrics",
+            "/",
+            "/-/healthy",
+            "/metrics?x=1",
+            "/a b",
+            "/<script>",
+            "/m\"x",
+            "/%2e",
+            "/métricas",
+        ] {
+            assert!(parse_telemetry_path(bad).is_err(), "{bad}");
+        }
+    }
+}
