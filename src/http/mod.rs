@@ -16,4 +16,4 @@ mod web;
 pub use routes::{router, AppState};
 pub use self_metrics::HttpMetrics;
 pub use serve::ServeLimits;
-pub use web::{WebConfig, WebConfigError};
+pub use web::{WebConfig, WebConfigError, WebProblem};

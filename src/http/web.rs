@@ -26,12 +26,47 @@ use super::auth::BasicAuth;
 use super::{HttpMetrics, ServeLimits};
 use tracing::{info, warn};
 
-/// Why the web configuration file cannot be used.
+/// Why the web configuration file cannot be used: which file, and what is wrong.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid value '{path}' for '--web.config.file': {detail}")]
+#[error("invalid value '{path}' for '--web.config.file': {problem}")]
 pub struct WebConfigError {
     path: PathBuf,
-    detail: String,
+    #[source]
+    problem: WebProblem,
+}
+
+/// A failure from below (a PEM parser, say), kept whole.
+type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// What is wrong with a web configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum WebProblem {
+    /// The file cannot be read.
+    #[error("{0}")]
+    Read(#[source] std::io::Error),
+    /// The file is not the YAML expected.
+    #[error("{0}")]
+    Yaml(#[source] serde_norway::Error),
+    /// A key or value this exporter refuses, with what would do.
+    #[error("{0}")]
+    Invalid(String),
+    /// A certificate, key or CA file that cannot be used.
+    #[error("{what} {path}: {source}")]
+    File {
+        /// Which key of the file named it (`cert_file`, `key_file`, `client_ca_file`).
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why it cannot be used.
+        #[source]
+        source: Cause,
+    },
+    /// rustls refused the settings.
+    #[error("TLS: {0}")]
+    Tls(#[source] rustls::Error),
+    /// The client certificate verifier could not be built.
+    #[error("client certificates: {0}")]
+    ClientVerifier(#[source] rustls::server::VerifierBuilderError),
 }
 
 /// The file as written.
@@ -94,21 +129,22 @@ impl WebConfig {
     /// Reads and checks `path`, loading the certificates once so a broken
     /// file fails at start.
     pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
-        let bad = |detail: String| WebConfigError {
+        let at = |problem: WebProblem| WebConfigError {
             path: path.to_path_buf(),
-            detail,
+            problem,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let bad = |detail: String| at(WebProblem::Invalid(detail));
+        let text = std::fs::read_to_string(path).map_err(|e| at(WebProblem::Read(e)))?;
         let file: File = if text.trim().is_empty() {
             File::default()
         } else {
-            serde_norway::from_str(&text).map_err(|e| bad(e.to_string()))?
+            serde_norway::from_str(&text).map_err(|e| at(WebProblem::Yaml(e)))?
         };
         let tls = file
             .tls_server_config
             .map(|t| tls_config(t).map(Arc::new))
             .transpose()
-            .map_err(bad)?;
+            .map_err(at)?;
         let mut headers = Vec::new();
         if let Some(http) = file.http_server_config {
             if http.http2 == Some(false) {
@@ -204,18 +240,21 @@ async fn guard(State(web): State<WebConfig>, req: Request, next: Next) -> Respon
 }
 
 /// Builds the rustls server configuration from the file's `tls_server_config`.
-fn tls_config(t: TlsFile) -> Result<rustls::ServerConfig, String> {
+fn tls_config(t: TlsFile) -> Result<rustls::ServerConfig, WebProblem> {
+    let invalid = |text: &str| WebProblem::Invalid(text.to_string());
     let cert = t
         .cert_file
-        .ok_or("tls_server_config.cert_file is required")?;
-    let key = t.key_file.ok_or("tls_server_config.key_file is required")?;
+        .ok_or_else(|| invalid("tls_server_config.cert_file is required"))?;
+    let key = t
+        .key_file
+        .ok_or_else(|| invalid("tls_server_config.key_file is required"))?;
     let version = |v: &Option<String>, default| match v.as_deref() {
         None => Ok(default),
         Some("TLS12") => Ok(&rustls::version::TLS12),
         Some("TLS13") => Ok(&rustls::version::TLS13),
-        Some(other) => Err(format!(
+        Some(other) => Err(WebProblem::Invalid(format!(
             "TLS version {other:?} is not supported (TLS12 or TLS13)"
-        )),
+        ))),
     };
     let min = version(&t.min_version, &rustls::version::TLS12)?;
     let max = version(&t.max_version, &rustls::version::TLS13)?;
@@ -228,23 +267,28 @@ fn tls_config(t: TlsFile) -> Result<rustls::ServerConfig, String> {
             .filter(|v| rank(v) >= rank(min) && rank(v) <= rank(max))
             .collect();
     if versions.is_empty() {
-        return Err("min_version is above max_version".into());
+        return Err(invalid("min_version is above max_version"));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
-        .map_err(|e| e.to_string())?;
+        .map_err(WebProblem::Tls)?;
     let auth_type = t.client_auth_type.as_deref().unwrap_or("NoClientCert");
     let builder = match auth_type {
         "NoClientCert" => builder.with_no_client_auth(),
         "VerifyClientCertIfGiven" | "RequireAndVerifyClientCert" => {
             let ca = t
                 .client_ca_file
-                .ok_or_else(|| format!("client_auth_type {auth_type} needs tls_server_config.client_ca_file"))?;
+                .ok_or_else(|| WebProblem::Invalid(format!("client_auth_type {auth_type} needs tls_server_config.client_ca_file")))?;
+            let unusable = |e: Cause| WebProblem::File {
+                what: "client_ca_file",
+                path: ca.clone(),
+                source: e,
+            };
             let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_file_iter(&ca).map_err(|e| format!("client_ca_file {}: {e}", ca.display()))? {
-                let c = c.map_err(|e| format!("client_ca_file {}: {e}", ca.display()))?;
-                roots.add(c).map_err(|e| format!("client_ca_file {}: {e}", ca.display()))?;
+            for c in CertificateDer::pem_file_iter(&ca).map_err(|e| unusable(e.into()))? {
+                let c = c.map_err(|e| unusable(e.into()))?;
+                roots.add(c).map_err(|e| unusable(e.into()))?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             let verifier = if auth_type == "VerifyClientCertIfGiven" {
@@ -252,12 +296,12 @@ fn tls_config(t: TlsFile) -> Result<rustls::ServerConfig, String> {
             } else {
                 verifier
             };
-            builder.with_client_cert_verifier(verifier.build().map_err(|e| e.to_string())?)
+            builder.with_client_cert_verifier(verifier.build().map_err(WebProblem::ClientVerifier)?)
         }
         other => {
-            return Err(format!(
+            return Err(WebProblem::Invalid(format!(
                 "client_auth_type {other:?} is not supported (NoClientCert, VerifyClientCertIfGiven or RequireAndVerifyClientCert)"
-            ))
+            )))
         }
     };
     // Certificates last, so a key this exporter does not support is named
@@ -281,7 +325,7 @@ struct ReloadingCert {
 type Stamp = Option<(SystemTime, SystemTime, u64)>;
 
 impl ReloadingCert {
-    fn new(cert: PathBuf, key: PathBuf) -> Result<ReloadingCert, String> {
+    fn new(cert: PathBuf, key: PathBuf) -> Result<ReloadingCert, WebProblem> {
         let stamp = Self::stamp(&cert, &key);
         let loaded = Self::load(&cert, &key)?;
         Ok(ReloadingCert {
@@ -301,23 +345,25 @@ impl ReloadingCert {
         ))
     }
 
-    fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
+    fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, WebProblem> {
+        let file = |what, path: &Path| {
+            let path = path.to_path_buf();
+            move |source: Cause| WebProblem::File { what, path, source }
+        };
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
             .and_then(|it| it.collect::<Result<_, _>>())
-            .map_err(|e| format!("cert_file {}: {e}", cert.display()))?;
+            .map_err(|e| file("cert_file", cert)(e.into()))?;
         if chain.is_empty() {
-            return Err(format!("cert_file {}: no certificate", cert.display()));
+            return Err(file("cert_file", cert)("no certificate in the file".into()));
         }
-        let key_der = PrivateKeyDer::from_pem_file(key)
-            .map_err(|e| format!("key_file {}: {e}", key.display()))?;
+        let key_der =
+            PrivateKeyDer::from_pem_file(key).map_err(|e| file("key_file", key)(e.into()))?;
         let signing = rustls::crypto::ring::sign::any_supported_type(&key_der)
-            .map_err(|e| format!("key_file {}: {e}", key.display()))?;
+            .map_err(|e| file("key_file", key)(e.into()))?;
         let certified = CertifiedKey::new(chain, signing);
         certified.keys_match().map_err(|e| {
-            format!(
-                "cert_file {} and key_file {} do not match: {e}",
-                cert.display(),
-                key.display()
+            file("key_file", key)(
+                format!("does not match cert_file {}: {e}", cert.display()).into(),
             )
         })?;
         Ok(certified)
