@@ -30,15 +30,9 @@ fn spawn_demo(extra: &[&str], dir: &Path) -> (ChildGuard, u16) {
 
 /// Polls finished so far, all webhooks together, read with `client`.
 async fn polls(client: &reqwest::Client, url: &str) -> f64 {
-    let text = client
-        .get(url)
-        .send()
+    scrape_with(client.get(url))
         .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body");
-    Scrape::parse(&text).sum("talkover_exporter_polls_total", &[])
+        .sum("talkover_exporter_polls_total", &[])
 }
 
 /// Polls per second over `window`.
@@ -178,16 +172,10 @@ async fn a_wrong_password_flood_slows_neither_polling_nor_the_right_scraper() {
 }
 
 async fn polls_with(client: &reqwest::Client, url: &str) -> f64 {
-    let text = client
-        .get(url)
-        .basic_auth("prom", Some("right-password"))
-        .send()
+    let request = client.get(url).basic_auth("prom", Some("right-password"));
+    scrape_with(request)
         .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body");
-    Scrape::parse(&text).sum("talkover_exporter_polls_total", &[])
+        .sum("talkover_exporter_polls_total", &[])
 }
 
 /// 2,000 connections that send half a request line and then nothing: past
@@ -249,16 +237,7 @@ async fn half_open_connections_are_closed_and_starve_nothing() {
     }
     assert_eq!(closed, 300, "the server closed the half-open connections");
     let elapsed = started.elapsed().as_secs_f64();
-    let scrape = Scrape::parse(
-        &client
-            .get(&url)
-            .send()
-            .await
-            .expect("/metrics answers right after")
-            .text()
-            .await
-            .expect("body"),
-    );
+    let scrape = scrape_with(client.get(&url)).await;
     let during = (scrape.sum("talkover_exporter_polls_total", &[]) - before) / elapsed;
     drop(held);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -352,16 +331,7 @@ async fn stalled_tls_handshakes_are_closed() {
         }
     }
     assert_eq!(closed, 300, "stalled handshakes are closed at the deadline");
-    let scrape = Scrape::parse(
-        &client
-            .get(&url)
-            .send()
-            .await
-            .expect("scrape")
-            .text()
-            .await
-            .expect("body"),
-    );
+    let scrape = scrape_with(client.get(&url)).await;
     assert!(
         scrape.sum(
             "talkover_exporter_http_refused_total",
@@ -467,16 +437,7 @@ async fn scrapes_past_max_requests_get_503_and_none_hangs() {
         },
     )
     .await;
-    let scrape = Scrape::parse(
-        &client
-            .get(&url)
-            .send()
-            .await
-            .expect("scrape")
-            .text()
-            .await
-            .expect("body"),
-    );
+    let scrape = scrape_with(client.get(&url)).await;
     assert!(
         scrape.sum(
             "talkover_exporter_http_requests_total",

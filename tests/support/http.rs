@@ -69,6 +69,19 @@ pub async fn post(
     }
 }
 
+/// Sends a scrape request (with whatever auth or headers it carries) and
+/// parses the answer; panics if there is none.
+pub async fn scrape_with(request: reqwest::RequestBuilder) -> Scrape {
+    let text = request
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("scrape body");
+    Scrape::parse(&text)
+}
+
 /// Scrapes the exporter listening on `port`; `None` while it is not answering.
 pub async fn scrape_at(port: u16) -> Option<Scrape> {
     let resp = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
