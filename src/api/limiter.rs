@@ -75,8 +75,14 @@ impl RateLimiter {
         if retry_after.is_none() && st.paused_at.is_some_and(|at| sent <= at) {
             return st.next.saturating_duration_since(now);
         }
-        st.throttled = st.throttled.saturating_add(1);
-        let pause = retry_after.unwrap_or_else(|| PAUSE.delay(st.throttled));
+        let pause = match retry_after {
+            // The API said how long: that is not an escalation of ours.
+            Some(after) => after,
+            None => {
+                st.throttled = st.throttled.saturating_add(1);
+                PAUSE.delay(st.throttled)
+            }
+        };
         st.paused_at = Some(now);
         let until = now + pause + self.burst;
         st.next = st.next.max(until);
@@ -125,6 +131,7 @@ mod tests {
         // A Retry-After is obeyed whoever gets it.
         let told = limiter.throttled(sent, Some(Duration::from_secs(7)));
         assert_eq!(told, Duration::from_secs(7));
+        assert_eq!(limiter.escalations(), 2, "a Retry-After is not an escalation");
         limiter.succeeded();
         assert_eq!(limiter.escalations(), 0);
     }
