@@ -161,7 +161,7 @@ pub async fn run(
     );
     let http_metrics = state.http.clone();
     let web = config.web.clone().unwrap_or_default();
-    let app = web.wrap(http::router(state));
+    let app = http::counted(web.wrap(http::router(state.clone())), state);
     // Shutdown: HTTP stops accepting and gives open connections a few
     // seconds; then the pollers stop and hand their last states on.
     let stopping = async move {

@@ -131,7 +131,11 @@ mod tests {
         // A Retry-After is obeyed whoever gets it.
         let told = limiter.throttled(sent, Some(Duration::from_secs(7)));
         assert_eq!(told, Duration::from_secs(7));
-        assert_eq!(limiter.escalations(), 2, "a Retry-After is not an escalation");
+        assert_eq!(
+            limiter.escalations(),
+            2,
+            "a Retry-After is not an escalation"
+        );
         limiter.succeeded();
         assert_eq!(limiter.escalations(), 0);
     }

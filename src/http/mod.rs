@@ -13,7 +13,7 @@ mod self_metrics;
 mod serve;
 mod web;
 
-pub use routes::{router, AppState};
+pub use routes::{counted, router, AppState};
 pub use self_metrics::HttpMetrics;
 pub use serve::ServeLimits;
 pub use web::{WebConfig, WebConfigError, WebProblem};

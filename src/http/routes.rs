@@ -68,11 +68,14 @@ pub fn router(state: AppState) -> Router {
         .route(&state.telemetry_path, get(metrics))
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            count_requests,
-        ))
         .with_state(state)
+}
+
+/// `app` with every answer counted in `talkover_exporter_http_requests_total`:
+/// the outermost layer, so that answers of the guard around the routes
+/// (401 for a wrong password) are counted too.
+pub fn counted(app: Router, state: AppState) -> Router {
+    app.layer(axum::middleware::from_fn_with_state(state, count_requests))
 }
 
 /// Counts every answer by handler (one of the routes, or `other`, so that

@@ -161,6 +161,16 @@ async fn a_wrong_password_flood_slows_neither_polling_nor_the_right_scraper() {
         refused.load(Ordering::Relaxed) > 0,
         "the flood was answered 401"
     );
+    let unauthorized = scrape_with(right.get(&url).basic_auth("prom", Some("right-password")))
+        .await
+        .sum(
+            "talkover_exporter_http_requests_total",
+            &[("handler", "metrics"), ("code", "401")],
+        );
+    assert!(
+        unauthorized >= refused.load(Ordering::Relaxed) as f64,
+        "every 401 is counted: {unauthorized}"
+    );
     assert!(
         flooded >= 0.8 * quiet,
         "polling slowed to {flooded:.1}/s from {quiet:.1}/s"
