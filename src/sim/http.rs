@@ -107,9 +107,9 @@ async fn api_clock_and_outage(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let (outage, offset_ms) = {
+    let (outage, offset_ms, last_ms) = {
         let st = sim.lock();
-        (st.outage, st.clock_offset_ms)
+        (st.outage, st.clock_offset_ms, st.last_ms)
     };
     let mut response = if outage.is_some() && request.uri().path().starts_with("/api/") {
         error(
@@ -120,12 +120,13 @@ async fn api_clock_and_outage(
     } else {
         next.run(request).await
     };
-    let now = std::time::SystemTime::now();
-    let api_now = if offset_ms >= 0 {
-        now + Duration::from_millis(offset_ms as u64)
-    } else {
-        now - Duration::from_millis(offset_ms.unsigned_abs())
-    };
+    // The API's clock is what stamps `created_at`: when a burst has been
+    // stamped ahead of the wall clock (entries get distinct, increasing
+    // times, a millisecond apart), the `Date` header is as far ahead, as a
+    // real API's would be, since its entries never come from its future.
+    let api_now_ms = (crate::clock::unix_now_ms() + offset_ms).max(last_ms);
+    let api_now =
+        std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(api_now_ms).unwrap_or(0));
     if let Ok(date) = header::HeaderValue::from_str(&httpdate::fmt_http_date(api_now)) {
         response.headers_mut().insert(header::DATE, date);
     }
