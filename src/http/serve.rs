@@ -85,6 +85,8 @@ pub(crate) async fn serve(
             },
             _ = &mut shutdown => break,
         };
+        // Small answers (/-/ready, a 503) go out at once, not after an ACK.
+        let _ = tcp.set_nodelay(true);
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             // Closed at once: a flood of connections costs a descriptor
             // for microseconds, and what is already open keeps working.

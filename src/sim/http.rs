@@ -38,6 +38,9 @@ impl Simulator {
                 drop(stream);
                 continue;
             }
+            // As axum::serve did, and as any HTTP server should: small
+            // responses are not held back waiting for an ACK.
+            let _ = stream.set_nodelay(true);
             let app = app.clone();
             let mut refusing = self.refusing.subscribe();
             tokio::spawn(async move {
