@@ -84,7 +84,7 @@ pub async fn run(
         allow_insecure,
         max_requests_per_second: config.max_requests_per_second,
     })?);
-    let published = Arc::new(Published::new());
+    let published = Arc::new(Published::with_budget(config.budget));
     {
         let client = client.clone();
         let _ = metrics::GaugeFn::register(

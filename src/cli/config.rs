@@ -12,6 +12,7 @@ use super::Cli;
 use crate::api::Credentials;
 use crate::discovery::{Filters, Pattern, Shard};
 use crate::http::{ServeLimits, WebConfig};
+use crate::metrics::Budget;
 use crate::target::{Scope, Target};
 
 /// Where the delivery logs come from.
@@ -70,6 +71,8 @@ pub struct Config {
     pub serve_limits: ServeLimits,
     /// `--web.max-requests`.
     pub max_requests: usize,
+    /// `--[no-]collector.*`: the optional families served.
+    pub budget: Budget,
 }
 
 impl Config {
@@ -96,7 +99,20 @@ impl Config {
             web: None,
             serve_limits: ServeLimits::default(),
             max_requests: 40,
+            budget: Budget::default(),
         }
+    }
+}
+
+/// A `--collector.X` / `--no-collector.X` pair: the one given last wins
+/// (clap keeps only it), else the default.
+fn chosen(on: bool, off: bool, default: bool) -> bool {
+    if on {
+        true
+    } else if off {
+        false
+    } else {
+        default
     }
 }
 
@@ -201,6 +217,19 @@ impl Cli {
                 read_header_timeout: self.read_header_timeout,
             },
             max_requests: self.max_requests,
+            budget: Budget {
+                lag: chosen(self.collector_lag, self.no_collector_lag, false),
+                attempt_number: chosen(
+                    self.collector_attempt_number,
+                    self.no_collector_attempt_number,
+                    true,
+                ),
+                duration_by_status: chosen(
+                    self.collector_duration_by_status,
+                    self.no_collector_duration_by_status,
+                    true,
+                ),
+            },
         })
     }
 
@@ -259,6 +288,22 @@ mod config_file_tests {
         Cli::try_parse_from(argv)
             .expect("flags parse")
             .into_config()
+    }
+
+    /// node_exporter's style: `--collector.X` and `--no-collector.X`, the
+    /// last one given winning.
+    #[test]
+    fn collector_flags_turn_families_on_and_off() {
+        let budget = |args: &[&str]| parse(args).expect("flags parse").budget;
+        assert_eq!(budget(&[]), Budget::default());
+        assert!(budget(&["--collector.lag"]).lag);
+        assert!(!budget(&["--collector.lag", "--no-collector.lag"]).lag);
+        assert!(budget(&["--no-collector.lag", "--collector.lag"]).lag);
+        let off = budget(&[
+            "--no-collector.attempt-number",
+            "--no-collector.duration-by-status",
+        ]);
+        assert!(!off.attempt_number && !off.duration_by_status && !off.lag);
     }
 
     /// `Config::new` and the flags agree on every default.

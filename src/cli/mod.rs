@@ -171,6 +171,51 @@ pub struct Cli {
     #[arg(long = "web.read-header-timeout", env = "TALKOVER_WEB_READ_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub read_header_timeout: Duration,
 
+    /// Serve talkover_webhook_delivery_lag_seconds: 18 series per webhook
+    /// with deliveries (off by default; README, "Series budget").
+    #[arg(
+        long = "collector.lag",
+        env = "TALKOVER_COLLECTOR_LAG",
+        overrides_with = "no_collector_lag"
+    )]
+    pub collector_lag: bool,
+
+    /// Do not serve talkover_webhook_delivery_lag_seconds (the default).
+    #[arg(long = "no-collector.lag", overrides_with = "collector_lag")]
+    pub no_collector_lag: bool,
+
+    /// Serve talkover_webhook_delivery_attempt_number: 14 series per status
+    /// of each webhook (on by default; the retry alerts read it).
+    #[arg(
+        long = "collector.attempt-number",
+        overrides_with = "no_collector_attempt_number"
+    )]
+    pub collector_attempt_number: bool,
+
+    /// Do not serve talkover_webhook_delivery_attempt_number.
+    #[arg(
+        long = "no-collector.attempt-number",
+        env = "TALKOVER_NO_COLLECTOR_ATTEMPT_NUMBER",
+        overrides_with = "collector_attempt_number"
+    )]
+    pub no_collector_attempt_number: bool,
+
+    /// Split talkover_webhook_delivery_duration_seconds by status: 18
+    /// series per status of each webhook instead of 18 (on by default).
+    #[arg(
+        long = "collector.duration-by-status",
+        overrides_with = "no_collector_duration_by_status"
+    )]
+    pub collector_duration_by_status: bool,
+
+    /// One duration histogram per webhook, all statuses together.
+    #[arg(
+        long = "no-collector.duration-by-status",
+        env = "TALKOVER_NO_COLLECTOR_DURATION_BY_STATUS",
+        overrides_with = "collector_duration_by_status"
+    )]
+    pub no_collector_duration_by_status: bool,
+
     /// Path under which to expose metrics.
     #[arg(long = "web.telemetry-path", env = "TALKOVER_WEB_TELEMETRY_PATH", default_value = "/metrics", value_parser = parse_telemetry_path)]
     pub telemetry_path: String,

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio::sync::Semaphore;
 
 use super::self_metrics::{HttpMetrics, Open, Refusal};
-use crate::metrics::Published;
+use crate::metrics::{Exposition, Published};
 use crate::model::Readiness;
 
 /// What the handlers share.
@@ -156,6 +156,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
     // scraper accepts gzip (Prometheus always does), each piece is
     // compressed on the same blocking thread before it is handed over.
     let gzip = accepts_gzip(&headers);
+    let format = negotiate(&headers);
     let (tx, rx) = mpsc::channel::<Bytes>(4);
     let finished = Arc::new(AtomicBool::new(false));
     let published = state.published.clone();
@@ -172,9 +173,9 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
                 })
             };
             let whole = if gzip {
-                render_gzip(&published, send)
+                render_gzip(&published, format, send)
             } else {
-                published.render_chunks(&mut |chunk| send(Bytes::from(chunk)))
+                published.render_chunks(format, &mut |chunk| send(Bytes::from(chunk)))
             };
             finished.store(whole, Ordering::SeqCst);
         }
@@ -192,11 +193,8 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
     });
     let mut response = (
         [
-            (
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            ),
-            (header::VARY, "Accept-Encoding"),
+            (header::CONTENT_TYPE, format.content_type()),
+            (header::VARY, "Accept, Accept-Encoding"),
         ],
         body,
     )
@@ -212,11 +210,15 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
 /// Renders the body through gzip, handing on what the encoder has written
 /// after each piece; the gzip trailer is sent only when the whole body was
 /// rendered, so a scrape cut short never looks complete.
-fn render_gzip(published: &Published, mut send: impl FnMut(Bytes) -> bool) -> bool {
+fn render_gzip(
+    published: &Published,
+    format: Exposition,
+    mut send: impl FnMut(Bytes) -> bool,
+) -> bool {
     let mut encoder = GzEncoder::new(Vec::new(), Compression::new(GZIP_LEVEL));
     let mut failed = false;
-    let whole = published.render_chunks(&mut |chunk| {
-        if encoder.write_all(chunk.as_bytes()).is_err() {
+    let whole = published.render_chunks(format, &mut |chunk| {
+        if encoder.write_all(&chunk).is_err() {
             failed = true;
             return false;
         }
@@ -230,6 +232,43 @@ fn render_gzip(published: &Published, mut send: impl FnMut(Bytes) -> bool) -> bo
         Ok(rest) => rest.is_empty() || send(Bytes::from(rest)),
         Err(_) => false,
     }
+}
+
+/// The format the scraper prefers among those served: the media range
+/// with the highest `q` that names one (protobuf on a tie, since a scraper
+/// that lists it reads native histograms), the text format when none does.
+fn negotiate(headers: &HeaderMap) -> Exposition {
+    let mut best = (0.0f32, Exposition::Text);
+    for range in headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+    {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("");
+        let mut q = 1.0f32;
+        let mut proto = None;
+        let mut encoding = None;
+        for p in parts {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            match k.trim().to_ascii_lowercase().as_str() {
+                "q" => q = v.trim().parse().unwrap_or(0.0),
+                "proto" => proto = Some(v.trim()),
+                "encoding" => encoding = Some(v.trim()),
+                _ => {}
+            }
+        }
+        let protobuf = media.eq_ignore_ascii_case("application/vnd.google.protobuf")
+            && proto == Some("io.prometheus.client.MetricFamily")
+            && encoding == Some("delimited");
+        if protobuf && q > 0.0 && q >= best.0 {
+            best = (q, Exposition::Protobuf);
+        } else if !protobuf && q > best.0 {
+            best = (q, Exposition::Text);
+        }
+    }
+    best.1
 }
 
 /// Whether `Accept-Encoding` allows gzip (listed, and not with `q=0`).
@@ -362,11 +401,35 @@ mod tests {
     }
 
     #[test]
+    fn the_format_follows_the_accept_header() {
+        let format = |value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::ACCEPT,
+                HeaderValue::from_str(value).expect("header"),
+            );
+            negotiate(&h)
+        };
+        // Prometheus 2.42 with --enable-feature=native-histograms, and without.
+        assert_eq!(format("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.7,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"), Exposition::Protobuf);
+        assert_eq!(format("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"), Exposition::Text);
+        assert_eq!(format("text/plain;q=0.9, application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.5"), Exposition::Text);
+        // Another message, or the text encoding of protobuf, is not ours to send.
+        assert_eq!(
+            format("application/vnd.google.protobuf;proto=other.Message;encoding=delimited"),
+            Exposition::Text
+        );
+        assert_eq!(format("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text"), Exposition::Text);
+        assert_eq!(format("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0"), Exposition::Text);
+        assert_eq!(negotiate(&HeaderMap::new()), Exposition::Text);
+    }
+
+    #[test]
     fn gzip_body_decodes_to_the_plain_body_and_a_cut_render_has_no_trailer() {
         use std::io::Read as _;
         let published = Published::new();
         let mut pieces = Vec::new();
-        assert!(render_gzip(&published, |b| {
+        assert!(render_gzip(&published, Exposition::Text, |b| {
             pieces.extend_from_slice(&b);
             true
         }));
@@ -379,7 +442,7 @@ mod tests {
 
         // The scraper goes away after the first piece: no trailer is sent.
         let mut cut = Vec::new();
-        assert!(!render_gzip(&published, |b| {
+        assert!(!render_gzip(&published, Exposition::Text, |b| {
             cut.extend_from_slice(&b);
             false
         }));

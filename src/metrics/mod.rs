@@ -1,5 +1,6 @@
 //! What is served on `/metrics`: the published snapshots of every webhook
-//! and the exporter's own metrics, rendered in the Prometheus text format.
+//! and the exporter's own metrics, rendered in the Prometheus text format
+//! or in its protobuf format.
 //!
 //! Per-webhook series are rendered straight from each target's published
 //! snapshot at scrape time instead of living in registry globals: a target's
@@ -7,10 +8,16 @@
 //! unit, and a target that goes away takes its series with it. The process
 //! metrics come from the `prometheus` crate's registry and are appended.
 //!
-//! - `gauge_fn`: a self-metric read from elsewhere at scrape time.
+//! - `families`: the per-webhook families, written once for every format,
+//!   and the [`Budget`] of optional ones.
 //! - `text`: the text exposition format, streamed in pieces.
+//! - `protobuf` and [`proto`]: the protobuf format, with native histograms.
+//! - `gauge_fn`: a self-metric read from elsewhere at scrape time.
 
+mod families;
 mod gauge_fn;
+pub mod proto;
+mod protobuf;
 mod text;
 
 use std::collections::BTreeMap;
@@ -21,6 +28,7 @@ use prometheus::Registry;
 use crate::model::TargetSnapshot;
 use crate::target::{Target, WebhookMeta};
 
+pub use families::Budget;
 pub use gauge_fn::GaugeFn;
 #[cfg(test)]
 pub(crate) use text::render_timing::busy as busy_for_tests;
@@ -40,6 +48,28 @@ pub struct Published {
     /// 14 series each, most of a large account's `/metrics`, to say what
     /// the shared API's latency already says.
     poll_duration: prometheus::Histogram,
+    budget: Budget,
+}
+
+/// A format `/metrics` is served in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposition {
+    /// The text format, version 0.0.4.
+    Text,
+    /// Delimited `io.prometheus.client.MetricFamily` messages, with native histograms.
+    Protobuf,
+}
+
+impl Exposition {
+    /// The `Content-Type` of a body in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Exposition::Text => "text/plain; version=0.0.4; charset=utf-8",
+            Exposition::Protobuf => {
+                "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
+            }
+        }
+    }
 }
 
 impl Default for Published {
@@ -49,8 +79,14 @@ impl Default for Published {
 }
 
 impl Published {
-    /// An empty set, with process metrics registered where the platform has them.
+    /// An empty set serving the default families, with process metrics
+    /// registered where the platform has them.
     pub fn new() -> Published {
+        Published::with_budget(Budget::default())
+    }
+
+    /// An empty set serving the optional families `budget` turns on.
+    pub fn with_budget(budget: Budget) -> Published {
         let registry = Registry::new();
         #[cfg(target_os = "linux")]
         {
@@ -73,6 +109,7 @@ impl Published {
             info: RwLock::default(),
             registry,
             poll_duration,
+            budget,
         }
     }
 
@@ -107,6 +144,47 @@ impl Published {
     pub fn set_info(&self, target: &Target, meta: WebhookMeta) {
         let mut map = self.info.write().unwrap_or_else(|e| e.into_inner());
         map.insert(target.clone(), meta);
+    }
+
+    /// Renders the whole body in the text format.
+    pub fn render(&self) -> String {
+        let mut body = Vec::new();
+        self.render_chunks(Exposition::Text, &mut |chunk| {
+            body.extend_from_slice(&chunk);
+            true
+        });
+        String::from_utf8(body)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    }
+
+    /// Renders the body in `format`, in pieces of about 256 KiB handed to
+    /// `emit` as soon as they are written, so a scrape of thousands of
+    /// targets starts sending before rendering ends. Stops early when
+    /// `emit` returns false (the scraper went away); returns whether the
+    /// whole body was handed on.
+    pub fn render_chunks(&self, format: Exposition, emit: &mut dyn FnMut(Vec<u8>) -> bool) -> bool {
+        let snaps = self.snapshots();
+        // Copied out: handing a piece on may wait for a slow scraper, and
+        // discovery must not wait for the lock meanwhile.
+        let metas: Vec<WebhookMeta> = {
+            let info = self.info.read().unwrap_or_else(|e| e.into_inner());
+            snaps
+                .iter()
+                .map(|s| info.get(&s.target).cloned().unwrap_or_default())
+                .collect()
+        };
+        match format {
+            Exposition::Text => {
+                let mut out = text::Text::new(&snaps, emit);
+                families::write_targets(&snaps, &metas, self.budget, &mut out)
+                    && out.finish(&self.registry)
+            }
+            Exposition::Protobuf => {
+                let mut out = protobuf::Protobuf::new(&snaps, emit);
+                families::write_targets(&snaps, &metas, self.budget, &mut out)
+                    && out.finish(&self.registry)
+            }
+        }
     }
 
     /// The current snapshots, in target order.

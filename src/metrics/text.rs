@@ -3,113 +3,112 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use prometheus::{Encoder, TextEncoder};
+use prometheus::{Encoder, Registry, TextEncoder};
 
-use super::Published;
-use crate::model::{Histogram, TargetSnapshot, ATTEMPT_BUCKETS, DURATION_BUCKETS, LAG_BUCKETS};
-use crate::target::{Target, WebhookMeta};
+use super::families::{Bounds, Extra, Format, Kind};
+use crate::model::{Histogram, TargetSnapshot};
+use crate::target::Target;
 
-impl Published {
-    /// Renders the whole `/metrics` body in the text exposition format.
-    pub fn render(&self) -> String {
-        let mut body = String::new();
-        self.render_chunks(&mut |chunk| {
-            body.push_str(&chunk);
-            true
-        });
-        body
-    }
+/// Size of the pieces a body is handed on in.
+pub(super) const CHUNK_BYTES: usize = 256 * 1024;
 
-    /// Renders the `/metrics` body in pieces of about 256 KiB, handing
-    /// each to `emit` as soon as it is written, so a scrape of thousands of
-    /// targets starts sending before rendering ends. Stops early when `emit`
-    /// returns false (the scraper went away); returns whether the whole body
-    /// was handed on.
-    pub fn render_chunks(&self, emit: &mut dyn FnMut(String) -> bool) -> bool {
-        let snaps = self.snapshots();
-        let mut out = Output::new(emit);
-        self.render_info(&snaps, &mut out);
-        render_targets(&snaps, &mut out);
-        render_build_info(&mut out.buf);
-        let mut buf = Vec::new();
-        if TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .is_ok()
-        {
-            out.buf.push_str(&String::from_utf8_lossy(&buf));
-        }
-        out.finish()
-    }
-}
-
-/// Size of the pieces [`Published::render_chunks`] hands on.
-const CHUNK_BYTES: usize = 256 * 1024;
-
-/// A body being rendered: text accumulates in `buf` and leaves in pieces.
-pub(super) struct Output<'a> {
+/// The text format being written: text accumulates in `buf` and leaves in
+/// pieces of about [`CHUNK_BYTES`].
+pub(super) struct Text<'a> {
     buf: String,
-    emit: &'a mut dyn FnMut(String) -> bool,
+    emit: &'a mut dyn FnMut(Vec<u8>) -> bool,
     /// The receiver is gone: the rest is not rendered.
     closed: bool,
+    /// The target labels of each snapshot, escaped once for all families.
+    prefixes: Vec<String>,
+    /// The `le` values of each kind of histogram, in [`Bounds::ALL`] order.
+    les: [Vec<String>; 3],
+    name: &'static str,
+    prefix: usize,
 }
 
-impl<'a> Output<'a> {
-    fn new(emit: &'a mut dyn FnMut(String) -> bool) -> Output<'a> {
-        Output {
+impl<'a> Text<'a> {
+    pub(super) fn new(
+        snaps: &[Arc<TargetSnapshot>],
+        emit: &'a mut dyn FnMut(Vec<u8>) -> bool,
+    ) -> Text<'a> {
+        Text {
             buf: String::with_capacity(CHUNK_BYTES + 64 * 1024),
             emit,
             closed: false,
+            prefixes: snaps.iter().map(|s| label_prefix(&s.target)).collect(),
+            les: Bounds::ALL.map(|b| b.values().iter().map(|v| v.to_string()).collect()),
+            name: "",
+            prefix: 0,
         }
     }
 
-    /// Hands the text on once there is a piece's worth; false once nobody listens.
-    fn flush_if_full(&mut self) -> bool {
-        if !self.closed && self.buf.len() >= CHUNK_BYTES {
-            let next = String::with_capacity(CHUNK_BYTES + 64 * 1024);
-            self.closed = !(self.emit)(std::mem::replace(&mut self.buf, next));
+    /// Appends the build info and the registry's self-metrics, and hands on the rest.
+    pub(super) fn finish(mut self, registry: &Registry) -> bool {
+        if self.closed {
+            return false;
+        }
+        render_build_info(&mut self.buf);
+        let mut buf = Vec::new();
+        if TextEncoder::new()
+            .encode(&registry.gather(), &mut buf)
+            .is_ok()
+        {
+            self.buf.push_str(&String::from_utf8_lossy(&buf));
+        }
+        if !self.buf.is_empty() {
+            self.closed = !(self.emit)(std::mem::take(&mut self.buf).into_bytes());
         }
         !self.closed
     }
 
-    /// Hands on the rest; whether everything was handed on.
-    fn finish(mut self) -> bool {
-        if !self.closed && !self.buf.is_empty() {
-            self.closed = !(self.emit)(std::mem::take(&mut self.buf));
+    fn series(&mut self) -> Series<'_> {
+        Series {
+            out: &mut self.buf,
+            name: self.name,
+            prefix: &self.prefixes[self.prefix],
         }
-        !self.closed
     }
 }
 
-impl Published {
-    pub(super) fn render_info(&self, snaps: &[Arc<TargetSnapshot>], out: &mut Output<'_>) {
-        header(
-            &mut out.buf,
-            "talkover_webhook_info",
-            "gauge",
-            "Always 1: the name and enabled state of each watched webhook, for joins with group_left.",
-        );
-        // Copied out: handing a piece on may wait for a slow scraper, and
-        // discovery must not wait for the lock meanwhile.
-        let metas: Vec<WebhookMeta> = {
-            let info = self.info.read().unwrap_or_else(|e| e.into_inner());
-            snaps
-                .iter()
-                .map(|s| info.get(&s.target).cloned().unwrap_or_default())
-                .collect()
-        };
-        for (s, meta) in snaps.iter().zip(&metas) {
-            let enabled = if meta.enabled { "true" } else { "false" };
-            let prefix = label_prefix(&s.target);
-            Series {
-                out: &mut out.buf,
-                name: "talkover_webhook_info",
-                prefix: &prefix,
-            }
-            .value(&[("name", &meta.name), ("enabled", enabled)], 1);
-            if !out.flush_if_full() {
-                return;
-            }
+impl Format for Text<'_> {
+    fn family(&mut self, name: &'static str, kind: Kind, help: &'static str) {
+        self.name = name;
+        header(&mut self.buf, name, kind.as_str(), help);
+    }
+
+    fn target(&mut self, i: usize) {
+        self.prefix = i;
+    }
+
+    fn value(&mut self, extra: Extra<'_>, v: u64) {
+        self.series().value(extra, v);
+    }
+
+    fn float(&mut self, extra: Extra<'_>, v: f64) {
+        self.series().float(extra, v);
+    }
+
+    fn histogram(&mut self, extra: Extra<'_>, bounds: Bounds, h: &Histogram) {
+        Series {
+            out: &mut self.buf,
+            name: self.name,
+            prefix: &self.prefixes[self.prefix],
         }
+        .histogram(extra, &self.les[bounds.index()], h);
+    }
+
+    fn flush_if_full(&mut self) -> bool {
+        if !self.closed && self.buf.len() >= CHUNK_BYTES {
+            let next = String::with_capacity(CHUNK_BYTES + 64 * 1024);
+            let piece = std::mem::replace(&mut self.buf, next);
+            self.closed = !(self.emit)(piece.into_bytes());
+        }
+        !self.closed
+    }
+
+    fn end_family(&mut self) -> bool {
+        !self.closed
     }
 }
 
@@ -125,182 +124,6 @@ pub(super) fn render_build_info(out: &mut String) {
         "talkover_exporter_build_info{{version=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION")
     );
-}
-
-/// Renders every per-target family, each family once with all its series.
-pub(super) fn render_targets(snaps: &[Arc<TargetSnapshot>], out: &mut Output<'_>) {
-    // The target labels of each snapshot, escaped once for all families.
-    let prefixes: Vec<String> = snaps.iter().map(|s| label_prefix(&s.target)).collect();
-    let (duration_les, attempt_les, lag_les) = (
-        les(DURATION_BUCKETS),
-        les(ATTEMPT_BUCKETS),
-        les(LAG_BUCKETS),
-    );
-    let fam =
-        |out: &mut Output<'_>, name, kind, help, f: &dyn Fn(&mut Series<'_>, &TargetSnapshot)| {
-            if out.closed {
-                return;
-            }
-            header(&mut out.buf, name, kind, help);
-            for (s, prefix) in snaps.iter().zip(&prefixes) {
-                let mut series = Series {
-                    out: &mut out.buf,
-                    name,
-                    prefix,
-                };
-                f(&mut series, s);
-                if !out.flush_if_full() {
-                    return;
-                }
-            }
-        };
-    fam(
-        out,
-        "talkover_up",
-        "gauge",
-        "1 if the last poll of this webhook's delivery logs succeeded, else 0.",
-        &|w, s| w.value(&[], u64::from(s.stats.up)),
-    );
-    fam(out, "talkover_webhook_delivery_attempts_total", "counter", "Delivery attempts that reached a final status, by event, status and HTTP code ('none' when the attempt got no HTTP answer).", &|w, s| {
-        for (k, v) in &s.counts.attempts {
-            w.value(&[("event", &k.event), ("status", &k.status), ("code", &k.code)], *v);
-        }
-    });
-    fam(
-        out,
-        "talkover_webhook_delivery_duration_seconds",
-        "histogram",
-        "Duration of final delivery attempts (duration_ms), by status.",
-        &|w, s| {
-            for (status, h) in &s.counts.duration {
-                w.histogram(&[("status", status)], &duration_les, h);
-            }
-        },
-    );
-    fam(
-        out,
-        "talkover_webhook_delivery_attempt_number",
-        "histogram",
-        "Attempt number of final delivery attempts (1 = first try), by status.",
-        &|w, s| {
-            for (status, h) in &s.counts.attempt_number {
-                w.histogram(&[("status", status)], &attempt_les, h);
-            }
-        },
-    );
-    fam(
-        out,
-        "talkover_webhook_delivery_retries_total",
-        "counter",
-        "Final delivery attempts that were retries (attempt > 1).",
-        &|w, s| w.value(&[], s.counts.retries),
-    );
-    fam(
-        out,
-        "talkover_webhook_delivery_lag_seconds",
-        "histogram",
-        "Time from an attempt's creation to its delivery (delivered_at - created_at).",
-        // Like the by-status histograms, only once there is something in it:
-        // most webhooks of a large account are idle, and an empty histogram
-        // is 18 series each.
-        &|w, s| {
-            if s.counts.lag.count() > 0 {
-                w.histogram(&[], &lag_les, &s.counts.lag);
-            }
-        },
-    );
-    fam(
-        out,
-        "talkover_webhook_last_attempt_timestamp_seconds",
-        "gauge",
-        "created_at of the newest counted attempt, by status, in Unix seconds.",
-        &|w, s| {
-            for (status, t) in &s.counts.last_attempt {
-                w.float(&[("status", status)], *t);
-            }
-        },
-    );
-    fam(
-        out,
-        "talkover_webhook_attempts_pending",
-        "gauge",
-        "Delivery attempts seen in flight (not final yet).",
-        &|w, s| w.value(&[], s.pending),
-    );
-    fam(
-        out,
-        "talkover_exporter_polls_total",
-        "counter",
-        "Polls of this webhook's delivery logs, successful or not.",
-        &|w, s| w.value(&[], s.stats.polls),
-    );
-    fam(
-        out,
-        "talkover_exporter_last_poll_duration_seconds",
-        "gauge",
-        "Time taken by the last poll of this webhook's delivery logs.",
-        &|w, s| {
-            if let Some(d) = s.stats.last_duration {
-                w.float(&[], d);
-            }
-        },
-    );
-    fam(
-        out,
-        "talkover_exporter_api_requests_total",
-        "counter",
-        "Requests made to the Talkover API, by outcome and HTTP code.",
-        &|w, s| {
-            for ((outcome, code), v) in &s.stats.requests {
-                w.value(&[("outcome", outcome), ("code", code)], *v);
-            }
-        },
-    );
-    fam(
-        out,
-        "talkover_exporter_poll_errors_total",
-        "counter",
-        "Polls that failed, by reason.",
-        &|w, s| {
-            for (reason, v) in &s.stats.errors {
-                w.value(&[("reason", reason)], *v);
-            }
-        },
-    );
-    fam(
-        out,
-        "talkover_exporter_last_successful_poll_timestamp_seconds",
-        "gauge",
-        "Unix time of the last successful poll of this webhook.",
-        &|w, s| {
-            if let Some(t) = s.stats.last_success {
-                w.float(&[], t);
-            }
-        },
-    );
-    fam(
-        out,
-        "talkover_exporter_logs_missed_total",
-        "counter",
-        "Log entries that could not be counted, by reason.",
-        &|w, s| {
-            for (reason, v) in &s.counts.missed {
-                w.value(&[("reason", reason)], *v);
-            }
-        },
-    );
-    fam(
-        out,
-        "talkover_exporter_backlog_entries",
-        "gauge",
-        "Estimated log entries listed by the API but not read yet.",
-        &|w, s| w.value(&[], s.backlog),
-    );
-    fam(out, "talkover_exporter_invalid_fields_total", "counter", "Entry fields left out of a histogram because they were missing or unusable, by field and reason.", &|w, s| {
-        for ((field, reason), v) in &s.counts.invalid_fields {
-            w.value(&[("field", field), ("reason", reason)], *v);
-        }
-    });
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -390,11 +213,6 @@ fn write_float(out: &mut String, v: f64) {
     out.push('\n');
 }
 
-/// The `le` label values of a histogram's bounds.
-fn les(bounds: &[f64]) -> Vec<String> {
-    bounds.iter().map(|b| b.to_string()).collect()
-}
-
 /// Label values may hold anything the API sent: escape per the text format.
 fn escape_into(out: &mut String, v: &str) {
     if !v.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
@@ -414,7 +232,10 @@ fn escape_into(out: &mut String, v: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{AttemptKey, DeliveryCounts, PollStats};
+    use crate::metrics::{Budget, Exposition, Published};
+    use crate::model::{
+        AttemptKey, DeliveryCounts, PollStats, ATTEMPT_BUCKETS, DURATION_BUCKETS, LAG_BUCKETS,
+    };
 
     #[test]
     fn renders_escaped_labels_and_cumulative_buckets() {
@@ -449,8 +270,16 @@ mod tests {
         assert!(out.contains(r#"talkover_webhook_delivery_attempt_number_count{campaign_id="",agent_id="a1",webhook_id="w1",status="failed"} 2"#));
     }
 
+    fn all_families() -> Budget {
+        Budget {
+            lag: true,
+            attempt_number: true,
+            duration_by_status: true,
+        }
+    }
+
     fn published_with(targets: usize) -> Published {
-        let published = Published::new();
+        let published = Published::with_budget(all_families());
         for i in 0..targets {
             let target: Target = format!("campaigns/c{i}/webhooks/w{i}").parse().expect("t");
             let mut counts = DeliveryCounts::default();
@@ -470,8 +299,8 @@ mod tests {
     fn chunks_add_up_to_the_whole_body() {
         let published = published_with(1500);
         let mut chunks = Vec::new();
-        let whole = published.render_chunks(&mut |chunk| {
-            chunks.push(chunk);
+        let whole = published.render_chunks(Exposition::Text, &mut |chunk| {
+            chunks.push(String::from_utf8(chunk).expect("text"));
             true
         });
         assert!(whole);
@@ -493,7 +322,7 @@ mod tests {
     fn rendering_stops_when_the_scraper_is_gone() {
         let published = published_with(1500);
         let mut calls = 0;
-        let whole = published.render_chunks(&mut |_| {
+        let whole = published.render_chunks(Exposition::Text, &mut |_| {
             calls += 1;
             false
         });
@@ -523,12 +352,72 @@ mod tests {
         assert_eq!(lag_lines("idle"), 0);
         assert!(body.contains(r#"talkover_up{campaign_id="c9",agent_id="",webhook_id="idle"} 0"#));
     }
+
+    #[test]
+    fn the_budget_leaves_out_the_families_it_turns_off() {
+        let family_lines = |budget: Budget, family: &str| {
+            let published = Published::with_budget(budget);
+            let mut counts = DeliveryCounts::default();
+            for (status, v) in [("success", 0.3), ("failed", 7.0)] {
+                let mut h = Histogram::default();
+                h.observe(DURATION_BUCKETS, v);
+                counts.duration.insert(status.into(), h.clone());
+                counts.attempt_number.insert(status.into(), h);
+            }
+            counts.lag.observe(LAG_BUCKETS, 1.0);
+            published.publish(TargetSnapshot {
+                target: "agents/a/webhooks/w".parse().expect("t"),
+                counts,
+                stats: PollStats::default(),
+                pending: 0,
+                backlog: 0,
+            });
+            let body = published.render();
+            body.lines()
+                .filter(|l| l.starts_with(family))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        let duration = "talkover_webhook_delivery_duration_seconds";
+        assert!(
+            family_lines(Budget::default(), "talkover_webhook_delivery_lag_seconds").is_empty()
+        );
+        assert_eq!(
+            family_lines(all_families(), "talkover_webhook_delivery_lag_seconds").len(),
+            LAG_BUCKETS.len() + 3
+        );
+        let off = Budget {
+            attempt_number: false,
+            ..all_families()
+        };
+        assert!(family_lines(off, "talkover_webhook_delivery_attempt_number").is_empty());
+        assert_eq!(
+            family_lines(all_families(), duration).len(),
+            2 * (DURATION_BUCKETS.len() + 3)
+        );
+        let merged = family_lines(
+            Budget {
+                duration_by_status: false,
+                ..all_families()
+            },
+            duration,
+        );
+        assert_eq!(merged.len(), DURATION_BUCKETS.len() + 3);
+        assert!(merged.iter().all(|l| !l.contains("status=")));
+        assert!(merged.contains(&format!(
+            r#"{duration}_count{{campaign_id="",agent_id="a",webhook_id="w"}} 2"#
+        )));
+        assert!(merged.contains(&format!(
+            r#"{duration}_bucket{{campaign_id="",agent_id="a",webhook_id="w",le="0.5"}} 1"#
+        )));
+    }
 }
 
 #[cfg(test)]
 pub(crate) mod render_timing {
     use super::*;
-    use crate::model::{AttemptKey, DeliveryCounts, PollStats};
+    use crate::metrics::Published;
+    use crate::model::{AttemptKey, DeliveryCounts, PollStats, DURATION_BUCKETS, LAG_BUCKETS};
 
     /// `n` webhooks with a little traffic of several events, statuses and codes.
     pub(crate) fn busy(n: usize) -> Published {

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::native::{bucket_index, NativeBuckets};
+
 /// Buckets of `talkover_webhook_delivery_duration_seconds`: 50 ms up to the
 /// 120 s maximum webhook timeout.
 pub const DURATION_BUCKETS: &[f64] = &[
@@ -21,13 +23,19 @@ pub const LAG_BUCKETS: &[f64] = &[
 ];
 
 /// A histogram as plain data: a count per bucket (the last one is `+Inf`)
-/// and the sum. The bucket bounds are the constants above.
+/// and the sum, and the same observations in native (exponential) buckets.
+/// The classic bucket bounds are the constants above.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Histogram {
     /// Non-cumulative counts, one per bound plus one for `+Inf`.
     pub buckets: Vec<u64>,
     /// Sum of observed values.
     pub sum: f64,
+    /// The observations again, for scrapers that read native histograms.
+    /// Absent from state files written before they were kept: see
+    /// [`Histogram::seed_native`].
+    #[serde(default)]
+    pub native: NativeBuckets,
 }
 
 impl Histogram {
@@ -39,6 +47,30 @@ impl Histogram {
         let i = bounds.partition_point(|b| *b < value);
         self.buckets[i] += 1;
         self.sum += value;
+        self.native.observe(value);
+    }
+
+    /// Gives a histogram restored without native buckets (from a state file
+    /// of an earlier version) native buckets that agree with its classic
+    /// ones: each classic bucket's count goes to the native bucket of its
+    /// upper bound, `+Inf`'s to the one above the last bound. Its native
+    /// quantiles are then as coarse as the classic ones for the attempts
+    /// counted before the upgrade, and exact for every attempt after.
+    pub fn seed_native(&mut self, bounds: &[f64]) {
+        if self.native.count() != 0 {
+            return;
+        }
+        let last = bounds.last().copied().unwrap_or(1.0);
+        for (i, &n) in self.buckets.iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            let upper = bounds.get(i).copied().unwrap_or(last * 2.0);
+            match bucket_index(upper) {
+                Some(index) => self.native.add(index, n),
+                None => self.native.zero += n,
+            }
+        }
     }
 
     /// Number of observations.
@@ -129,6 +161,17 @@ pub struct DeliveryCounts {
 }
 
 impl DeliveryCounts {
+    /// Seeds native buckets into histograms restored without them.
+    pub fn seed_native(&mut self) {
+        for h in self.duration.values_mut() {
+            h.seed_native(DURATION_BUCKETS);
+        }
+        for h in self.attempt_number.values_mut() {
+            h.seed_native(ATTEMPT_BUCKETS);
+        }
+        self.lag.seed_native(LAG_BUCKETS);
+    }
+
     /// The count of one existing `talkover_webhook_delivery_attempts_total`
     /// series, found without allocating.
     pub fn attempt_mut(&mut self, event: &str, status: &str, code: &str) -> Option<&mut u64> {
@@ -175,6 +218,30 @@ mod tests {
         assert_eq!(h.buckets[1], 1);
         assert_eq!(h.buckets[DURATION_BUCKETS.len()], 1);
         assert_eq!(h.count(), 3);
+    }
+
+    #[test]
+    fn native_buckets_count_what_the_classic_ones_count() {
+        let mut h = Histogram::default();
+        for v in [0.0, 0.003, 0.05, 0.3, 0.3, 7.5, 200.0] {
+            h.observe(DURATION_BUCKETS, v);
+        }
+        assert_eq!(h.native.count(), h.count());
+        assert_eq!(h.native.zero, 1);
+    }
+
+    #[test]
+    fn a_histogram_from_an_older_state_file_gets_native_buckets_that_agree() {
+        let old = r#"{"buckets":[1,0,0,2,0,0,0,0,0,0,0,0,0,0,0,3],"sum":100.0}"#;
+        let mut h: Histogram = serde_json::from_str(old).expect("an older histogram reads");
+        assert_eq!(h.native.count(), 0);
+        h.seed_native(DURATION_BUCKETS);
+        assert_eq!(h.native.count(), h.count());
+        // Each count sits in the native bucket of its classic upper bound.
+        assert_eq!(h.native.buckets.first().map(|b| b.1), Some(1));
+        let seeded = h.native.clone();
+        h.seed_native(DURATION_BUCKETS);
+        assert_eq!(h.native, seeded, "seeding twice changes nothing");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`Readiness`]: what `/-/ready` waits for.
 
 mod counts;
+mod native;
 mod readiness;
 mod snapshot;
 mod state;
@@ -13,6 +14,7 @@ mod state;
 pub use counts::{
     AttemptKey, DeliveryCounts, Histogram, ATTEMPT_BUCKETS, DURATION_BUCKETS, LAG_BUCKETS,
 };
+pub use native::{bucket_upper_bound, NativeBuckets, NATIVE_SCHEMA, NATIVE_ZERO_THRESHOLD};
 pub use readiness::Readiness;
 pub use snapshot::{PollStats, TargetSnapshot};
 pub use state::{Gap, InFlight, Order, TargetState};

@@ -243,8 +243,10 @@ impl StateStore {
                 .value()
                 .parse()
                 .map_err(|e: crate::target::ParseTargetError| corrupt(e.into()))?;
-            let state: TargetState =
+            let mut state: TargetState =
                 serde_json::from_slice(v.value()).map_err(|e| corrupt(e.into()))?;
+            // Files of earlier versions hold no native buckets.
+            state.counts.seed_native();
             out.insert(target, state);
         }
         Ok(out)

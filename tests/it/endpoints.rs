@@ -3,6 +3,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use talkover_exporter::model::bucket_upper_bound;
 use talkover_exporter::sim::{Fault, FaultRule, Order};
 use tokio::io::AsyncWriteExt;
 
@@ -130,13 +131,15 @@ pub fn which(name: &str) -> Option<std::path::PathBuf> {
         .then(|| std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
-/// A scraper that accepts gzip (as Prometheus does) gets a gzip body that
-/// decodes to exactly the samples of a plain scrape, in a fraction of the
-/// bytes (under a fifth for these two webhooks, whose body is mostly the
-/// same help text; a few percent at scale: README, "Scrape size"); one
-/// that does not accept gzip gets plain text.
+/// The same state scraped in every format decodes to the same samples:
+/// plain text, gzip text (what Prometheus asks for by default), protobuf
+/// (what it asks for with native histograms on) and gzip protobuf. gzip
+/// takes a fraction of the bytes (under a fifth for these two webhooks,
+/// whose body is mostly help text; a few percent at scale: README, "Scrape
+/// size"). Each protobuf histogram also carries native buckets that hold
+/// every observation and agree with its classic buckets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gzip_scrape_has_the_samples_of_a_plain_scrape() {
+async fn every_format_has_the_samples_of_a_plain_scrape() {
     use std::io::Read as _;
     let s = start_sim(33, Order::NewestFirst, &[A, B], quiet_profile()).await;
     let exporter = start_exporter(&s.url, &[A, B], ExporterOptions::default()).await;
@@ -148,31 +151,57 @@ async fn gzip_scrape_has_the_samples_of_a_plain_scrape() {
     s.sim.finish_pending();
     wait_exact(&exporter, &s.sim, mark).await;
 
+    const PROTOBUF: &str =
+        "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited";
     let http = reqwest::Client::new();
-    let resp = http
-        .get(exporter.url("/metrics"))
-        .header("accept-encoding", "gzip")
-        .send()
-        .await
-        .expect("gzip scrape");
-    assert_eq!(resp.status(), 200);
-    let header = |name: &str| {
-        resp.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
+    let fetch = |accept: &'static str, encoding: &'static str| {
+        let request = http.get(exporter.url("/metrics"));
+        async move {
+            let mut request = request.header("accept", accept);
+            if !encoding.is_empty() {
+                request = request.header("accept-encoding", encoding);
+            }
+            let resp = request.send().await.expect("scrape");
+            assert_eq!(resp.status(), 200);
+            let header = |name: &str| {
+                resp.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let (ty, coding, vary) = (
+                header("content-type"),
+                header("content-encoding"),
+                header("vary"),
+            );
+            let body = resp.bytes().await.expect("body").to_vec();
+            assert_eq!(coding, encoding, "content-encoding for {accept}");
+            assert_eq!(vary, "Accept, Accept-Encoding");
+            let plain = if encoding == "gzip" {
+                let mut plain = Vec::new();
+                flate2::read::GzDecoder::new(&body[..])
+                    .read_to_end(&mut plain)
+                    .expect("a whole gzip stream");
+                plain
+            } else {
+                body.clone()
+            };
+            (ty, body.len(), plain)
+        }
     };
-    assert_eq!(header("content-encoding"), "gzip");
-    assert_eq!(header("vary"), "Accept-Encoding");
-    let compressed = resp.bytes().await.expect("body");
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(&compressed[..])
-        .read_to_string(&mut text)
-        .expect("a whole gzip stream");
-    let plain = exporter.scrape().await;
-    let gzipped = Scrape::parse(&text);
-    // Traffic has stopped: every webhook series is the same in both.
+    let (ty, plain_len, plain) = fetch("text/plain;version=0.0.4", "").await;
+    assert_eq!(ty, "text/plain; version=0.0.4; charset=utf-8");
+    let text = Scrape::parse(&String::from_utf8(plain).expect("utf-8"));
+    let (_, gzip_len, gzip) = fetch("text/plain;version=0.0.4", "gzip").await;
+    let gzip_text = Scrape::parse(&String::from_utf8(gzip).expect("utf-8"));
+    let (ty, _, proto) = fetch(PROTOBUF, "").await;
+    assert!(ty.starts_with("application/vnd.google.protobuf"), "{ty}");
+    let (proto, native) = Scrape::from_protobuf(&proto);
+    let (_, _, gzip_proto) = fetch(PROTOBUF, "gzip").await;
+    let (gzip_proto, gzip_native) = Scrape::from_protobuf(&gzip_proto);
+
+    // Traffic has stopped: every webhook series is the same in each.
     let webhook_series = |s: &Scrape| {
         let mut v: Vec<String> = s
             .series
@@ -183,15 +212,79 @@ async fn gzip_scrape_has_the_samples_of_a_plain_scrape() {
         v.sort();
         v
     };
-    let expected = webhook_series(&plain);
+    let expected = webhook_series(&text);
     assert!(expected.len() > 50, "a scrape with some series");
-    assert_eq!(webhook_series(&gzipped), expected);
+    assert_eq!(webhook_series(&gzip_text), expected, "gzip text");
+    assert_eq!(webhook_series(&proto), expected, "protobuf");
+    assert_eq!(webhook_series(&gzip_proto), expected, "gzip protobuf");
+    assert_eq!(native.len(), gzip_native.len());
     assert!(
-        compressed.len() * 5 < plain.raw.len(),
-        "gzip {} bytes for {} plain",
-        compressed.len(),
-        plain.raw.len()
+        gzip_len * 5 < plain_len,
+        "gzip {gzip_len} bytes for {plain_len} plain"
     );
+
+    // Native buckets: every observation, and in agreement with the classic
+    // buckets: what a native bucket holds lies in (lower, upper].
+    let histograms = native
+        .iter()
+        .filter(|h| h.name.starts_with("talkover_webhook_"))
+        .collect::<Vec<_>>();
+    assert!(
+        histograms.len() >= 4,
+        "{} native histograms",
+        histograms.len()
+    );
+    for h in histograms {
+        assert_eq!(h.schema, 3);
+        assert!(h.zero_threshold > 0.0);
+        let in_buckets: u64 = h.zero_count + h.buckets.iter().map(|b| b.1).sum::<u64>();
+        assert_eq!(in_buckets, h.count, "{} {:?}", h.name, h.labels);
+        let classic = |le: &str| {
+            let mut want: Vec<(&str, &str)> = h
+                .labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            want.push(("le", le));
+            text.sum(&format!("{}_bucket", h.name), &want)
+        };
+        let bounds: Vec<String> = text
+            .series
+            .iter()
+            .filter(|(n, l, _)| {
+                *n == format!("{}_bucket", h.name)
+                    && h.labels.iter().all(|(k, v)| l.get(k) == Some(v))
+            })
+            .filter_map(|(_, l, _)| l.get("le").cloned())
+            .filter(|le| le != "+Inf")
+            .collect();
+        assert!(!bounds.is_empty());
+        for le in bounds {
+            let b: f64 = le.parse().expect("a bound");
+            let surely_below: u64 = h
+                .buckets
+                .iter()
+                .filter(|(i, _)| bucket_upper_bound(*i) <= b)
+                .map(|x| x.1)
+                .sum::<u64>()
+                + h.zero_count;
+            let maybe_below: u64 = h
+                .buckets
+                .iter()
+                .filter(|(i, _)| bucket_upper_bound(*i - 1) < b)
+                .map(|x| x.1)
+                .sum::<u64>()
+                + h.zero_count;
+            let c = classic(&le) as u64;
+            assert!(
+                surely_below <= c && c <= maybe_below,
+                "{} {:?} le={le}: classic {c}, native between {surely_below} and {maybe_below}",
+                h.name,
+                h.labels
+            );
+        }
+    }
+
     // Without Accept-Encoding: plain text.
     let resp = http
         .get(exporter.url("/metrics"))

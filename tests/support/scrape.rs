@@ -11,6 +11,19 @@ pub const ATTEMPTS: &str = "talkover_webhook_delivery_attempts_total";
 /// (campaign_id, agent_id, webhook_id); an absent label is "".
 pub type Key = (String, String, String);
 
+/// A native histogram of a protobuf scrape, its buckets decoded.
+#[derive(Debug, Clone)]
+pub struct NativeSample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub schema: i32,
+    pub zero_threshold: f64,
+    pub zero_count: u64,
+    pub count: u64,
+    /// `(index, count)` of each bucket listed.
+    pub buckets: Vec<(i32, u64)>,
+}
+
 /// One parsed scrape: series (name + sorted labels) to value.
 #[derive(Debug, Clone)]
 pub struct Scrape {
@@ -40,6 +53,87 @@ impl Scrape {
             raw: text.to_string(),
             series,
         }
+    }
+
+    /// A protobuf scrape (delimited `MetricFamily` messages) as the samples
+    /// a text scrape of it has: each histogram's classic buckets become
+    /// `_bucket`, `_sum` and `_count` series. Its native histograms come
+    /// back beside it, by series.
+    pub fn from_protobuf(mut body: &[u8]) -> (Scrape, Vec<NativeSample>) {
+        use prost::Message as _;
+        use talkover_exporter::metrics::proto::{MetricFamily, MetricType};
+        let mut series = Vec::new();
+        let mut native = Vec::new();
+        while !body.is_empty() {
+            let family = MetricFamily::decode_length_delimited(&mut body).expect("a whole family");
+            let name = family.name.clone();
+            for m in &family.metric {
+                let labels: BTreeMap<String, String> = m
+                    .label
+                    .iter()
+                    .map(|l| (l.name.clone(), l.value.clone()))
+                    .collect();
+                match MetricType::try_from(family.r#type).expect("a known type") {
+                    MetricType::Counter => {
+                        let v = m.counter.as_ref().expect("a counter").value;
+                        series.push((name.clone(), labels, v));
+                    }
+                    MetricType::Gauge => {
+                        let v = m.gauge.as_ref().expect("a gauge").value;
+                        series.push((name.clone(), labels, v));
+                    }
+                    MetricType::Histogram => {
+                        let h = m.histogram.as_ref().expect("a histogram");
+                        for b in &h.bucket {
+                            let mut l = labels.clone();
+                            l.insert("le".into(), b.upper_bound.to_string());
+                            series.push((format!("{name}_bucket"), l, b.cumulative_count as f64));
+                        }
+                        let mut l = labels.clone();
+                        l.insert("le".into(), "+Inf".into());
+                        series.push((format!("{name}_bucket"), l, h.sample_count as f64));
+                        series.push((format!("{name}_sum"), labels.clone(), h.sample_sum));
+                        series.push((
+                            format!("{name}_count"),
+                            labels.clone(),
+                            h.sample_count as f64,
+                        ));
+                        let mut buckets = Vec::new();
+                        let mut deltas = h.positive_delta.iter();
+                        let (mut index, mut count) = (0i32, 0i64);
+                        for span in &h.positive_span {
+                            index += span.offset;
+                            for _ in 0..span.length {
+                                count += deltas.next().expect("a delta per bucket");
+                                buckets.push((index, count as u64));
+                                index += 1;
+                            }
+                        }
+                        assert!(
+                            deltas.next().is_none(),
+                            "more deltas than buckets in {name}"
+                        );
+                        native.push(NativeSample {
+                            name: name.clone(),
+                            labels,
+                            schema: h.schema,
+                            zero_threshold: h.zero_threshold,
+                            zero_count: h.zero_count,
+                            count: h.sample_count,
+                            buckets,
+                        });
+                    }
+                    other => panic!("{name}: unexpected type {other:?}"),
+                }
+            }
+        }
+        (
+            Scrape {
+                raw: String::new(),
+                series,
+            },
+            native,
+        )
     }
 
     /// Sum of the series of `name` whose labels include all of `want`.

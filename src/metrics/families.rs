@@ -1,0 +1,316 @@
+//! The per-webhook families, written once for every exposition format:
+//! their names, types and help, and which values of a snapshot each shows.
+
+use std::sync::Arc;
+
+use crate::model::{Histogram, TargetSnapshot, ATTEMPT_BUCKETS, DURATION_BUCKETS, LAG_BUCKETS};
+use crate::target::WebhookMeta;
+
+/// A family's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// Which classic bucket bounds a histogram has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Bounds {
+    Duration,
+    Attempt,
+    Lag,
+}
+
+impl Bounds {
+    pub(super) const ALL: [Bounds; 3] = [Bounds::Duration, Bounds::Attempt, Bounds::Lag];
+
+    /// Its place in [`Bounds::ALL`].
+    pub(super) fn index(self) -> usize {
+        self as usize
+    }
+
+    pub(super) fn values(self) -> &'static [f64] {
+        match self {
+            Bounds::Duration => DURATION_BUCKETS,
+            Bounds::Attempt => ATTEMPT_BUCKETS,
+            Bounds::Lag => LAG_BUCKETS,
+        }
+    }
+}
+
+/// Label pairs beyond a target's own three.
+pub(super) type Extra<'a> = &'a [(&'a str, &'a str)];
+
+/// An exposition format being written, family by family and, within a
+/// family, target by target.
+pub(super) trait Format {
+    /// Starts a family.
+    fn family(&mut self, name: &'static str, kind: Kind, help: &'static str);
+    /// The series that follow belong to `snaps[i]`.
+    fn target(&mut self, i: usize);
+    fn value(&mut self, extra: Extra<'_>, v: u64);
+    fn float(&mut self, extra: Extra<'_>, v: f64);
+    fn histogram(&mut self, extra: Extra<'_>, bounds: Bounds, h: &Histogram);
+    /// After each target: hands on a piece once there is enough of one;
+    /// false once the scraper is gone.
+    fn flush_if_full(&mut self) -> bool;
+    /// Ends the family; false once the scraper is gone.
+    fn end_family(&mut self) -> bool;
+}
+
+/// The optional per-webhook families (`--collector.*` flags): what a large
+/// account pays for in series. README, "Series budget", has the figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// `talkover_webhook_delivery_lag_seconds`: 18 series per webhook with
+    /// deliveries. Off by default: it mostly measures Talkover's own
+    /// queueing, which its customers cannot act on.
+    pub lag: bool,
+    /// `talkover_webhook_delivery_attempt_number`: 14 series per status.
+    pub attempt_number: bool,
+    /// The `status` split of `talkover_webhook_delivery_duration_seconds`;
+    /// without it, one histogram per webhook (18 series instead of 18 per
+    /// status).
+    pub duration_by_status: bool,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            lag: false,
+            attempt_number: true,
+            duration_by_status: true,
+        }
+    }
+}
+
+type Write<'a> = &'a dyn Fn(&mut dyn Format, &TargetSnapshot, &WebhookMeta);
+
+/// Writes every per-target family; false once the scraper is gone.
+pub(super) fn write_targets(
+    snaps: &[Arc<TargetSnapshot>],
+    metas: &[WebhookMeta],
+    budget: Budget,
+    f: &mut dyn Format,
+) -> bool {
+    let fam = |f: &mut dyn Format, name, kind, help, write: Write<'_>| -> bool {
+        f.family(name, kind, help);
+        for (i, (s, meta)) in snaps.iter().zip(metas).enumerate() {
+            f.target(i);
+            write(f, s, meta);
+            if !f.flush_if_full() {
+                return false;
+            }
+        }
+        f.end_family()
+    };
+    fam(
+        f,
+        "talkover_webhook_info",
+        Kind::Gauge,
+        "Always 1: the name and enabled state of each watched webhook, for joins with group_left.",
+        &|f, _, meta| {
+            let enabled = if meta.enabled { "true" } else { "false" };
+            f.value(&[("name", &meta.name), ("enabled", enabled)], 1);
+        },
+    ) && fam(
+        f,
+        "talkover_up",
+        Kind::Gauge,
+        "1 if the last poll of this webhook's delivery logs succeeded, else 0.",
+        &|f, s, _| f.value(&[], u64::from(s.stats.up)),
+    ) && fam(
+        f,
+        "talkover_webhook_delivery_attempts_total",
+        Kind::Counter,
+        "Delivery attempts that reached a final status, by event, status and HTTP code ('none' when the attempt got no HTTP answer).",
+        &|f, s, _| {
+            for (k, v) in &s.counts.attempts {
+                f.value(&[("event", &k.event), ("status", &k.status), ("code", &k.code)], *v);
+            }
+        },
+    ) && (if budget.duration_by_status {
+        fam(
+            f,
+            "talkover_webhook_delivery_duration_seconds",
+            Kind::Histogram,
+            "Duration of final delivery attempts (duration_ms), by status.",
+            &|f, s, _| {
+                for (status, h) in &s.counts.duration {
+                    f.histogram(&[("status", status)], Bounds::Duration, h);
+                }
+            },
+        )
+    } else {
+        fam(
+            f,
+            "talkover_webhook_delivery_duration_seconds",
+            Kind::Histogram,
+            "Duration of final delivery attempts (duration_ms).",
+            &|f, s, _| {
+                if !s.counts.duration.is_empty() {
+                    f.histogram(&[], Bounds::Duration, &merged(s.counts.duration.values()));
+                }
+            },
+        )
+    }) && (!budget.attempt_number
+        || fam(
+            f,
+            "talkover_webhook_delivery_attempt_number",
+            Kind::Histogram,
+            "Attempt number of final delivery attempts (1 = first try), by status.",
+            &|f, s, _| {
+                for (status, h) in &s.counts.attempt_number {
+                    f.histogram(&[("status", status)], Bounds::Attempt, h);
+                }
+            },
+        ))
+        && fam(
+            f,
+            "talkover_webhook_delivery_retries_total",
+            Kind::Counter,
+            "Final delivery attempts that were retries (attempt > 1).",
+            &|f, s, _| f.value(&[], s.counts.retries),
+        )
+        && (!budget.lag
+            || fam(
+                f,
+                "talkover_webhook_delivery_lag_seconds",
+                Kind::Histogram,
+                "Time from an attempt's creation to its delivery (delivered_at - created_at).",
+                // Like the by-status histograms, only once there is something
+                // in it: most webhooks of a large account are idle, and an
+                // empty histogram is 18 series each.
+                &|f, s, _| {
+                    if s.counts.lag.count() > 0 {
+                        f.histogram(&[], Bounds::Lag, &s.counts.lag);
+                    }
+                },
+            ))
+        && write_target_state(f, &fam)
+}
+
+type Fam<'a> = dyn Fn(&mut dyn Format, &'static str, Kind, &'static str, Write<'_>) -> bool + 'a;
+
+/// The families about each webhook's state and polling.
+fn write_target_state(f: &mut dyn Format, fam: &Fam<'_>) -> bool {
+    fam(
+        f,
+        "talkover_webhook_last_attempt_timestamp_seconds",
+        Kind::Gauge,
+        "created_at of the newest counted attempt, by status, in Unix seconds.",
+        &|f, s, _| {
+            for (status, t) in &s.counts.last_attempt {
+                f.float(&[("status", status)], *t);
+            }
+        },
+    ) && fam(
+        f,
+        "talkover_webhook_attempts_pending",
+        Kind::Gauge,
+        "Delivery attempts seen in flight (not final yet).",
+        &|f, s, _| f.value(&[], s.pending),
+    ) && fam(
+        f,
+        "talkover_exporter_polls_total",
+        Kind::Counter,
+        "Polls of this webhook's delivery logs, successful or not.",
+        &|f, s, _| f.value(&[], s.stats.polls),
+    ) && fam(
+        f,
+        "talkover_exporter_last_poll_duration_seconds",
+        Kind::Gauge,
+        "Time taken by the last poll of this webhook's delivery logs.",
+        &|f, s, _| {
+            if let Some(d) = s.stats.last_duration {
+                f.float(&[], d);
+            }
+        },
+    ) && fam(
+        f,
+        "talkover_exporter_api_requests_total",
+        Kind::Counter,
+        "Requests made to the Talkover API, by outcome and HTTP code.",
+        &|f, s, _| {
+            for ((outcome, code), v) in &s.stats.requests {
+                f.value(&[("outcome", outcome), ("code", code)], *v);
+            }
+        },
+    ) && fam(
+        f,
+        "talkover_exporter_poll_errors_total",
+        Kind::Counter,
+        "Polls that failed, by reason.",
+        &|f, s, _| {
+            for (reason, v) in &s.stats.errors {
+                f.value(&[("reason", reason)], *v);
+            }
+        },
+    ) && fam(
+        f,
+        "talkover_exporter_last_successful_poll_timestamp_seconds",
+        Kind::Gauge,
+        "Unix time of the last successful poll of this webhook.",
+        &|f, s, _| {
+            if let Some(t) = s.stats.last_success {
+                f.float(&[], t);
+            }
+        },
+    ) && fam(
+        f,
+        "talkover_exporter_logs_missed_total",
+        Kind::Counter,
+        "Log entries that could not be counted, by reason.",
+        &|f, s, _| {
+            for (reason, v) in &s.counts.missed {
+                f.value(&[("reason", reason)], *v);
+            }
+        },
+    ) && fam(
+        f,
+        "talkover_exporter_backlog_entries",
+        Kind::Gauge,
+        "Estimated log entries listed by the API but not read yet.",
+        &|f, s, _| f.value(&[], s.backlog),
+    ) && fam(
+        f,
+        "talkover_exporter_invalid_fields_total",
+        Kind::Counter,
+        "Entry fields left out of a histogram because they were missing or unusable, by field and reason.",
+        &|f, s, _| {
+            for ((field, reason), v) in &s.counts.invalid_fields {
+                f.value(&[("field", field), ("reason", reason)], *v);
+            }
+        },
+    )
+}
+
+/// One histogram holding the observations of several.
+fn merged<'a>(hs: impl Iterator<Item = &'a Histogram>) -> Histogram {
+    let mut out = Histogram::default();
+    for h in hs {
+        if out.buckets.len() < h.buckets.len() {
+            out.buckets.resize(h.buckets.len(), 0);
+        }
+        for (o, n) in out.buckets.iter_mut().zip(&h.buckets) {
+            *o += n;
+        }
+        out.sum += h.sum;
+        out.native.zero += h.native.zero;
+        for &(i, n) in &h.native.buckets {
+            out.native.add(i, n);
+        }
+    }
+    out
+}
