@@ -11,7 +11,12 @@
 //! - once the simulated traffic stops and every pending attempt is final, the
 //!   attempt counters stored by Prometheus equal the exporter's own `/metrics`
 //!   exactly, in total and per webhook (no sample lost or double-counted on
-//!   the way), and agree with the simulator's ground truth.
+//!   the way), and agree with the simulator's ground truth;
+//! - a second Prometheus, with `--enable-feature=native-histograms`, scrapes
+//!   the same exporter in the protobuf format and stores its histograms as
+//!   native histograms only: the rules and panel queries return data there
+//!   too, and its p95 per webhook agrees with the classic buckets' within
+//!   their resolution.
 //!
 //! Needs `prometheus` on PATH (Debian/Ubuntu: `apt-get install prometheus`);
 //! the test fails, rather than skips, without it.
@@ -26,8 +31,9 @@ use serde_json::Value;
 
 use support::{
     free_ports, get_text, http_client, post, prometheus_on_path, send, shipped_rules_path,
-    spawn_demo_exporter, spawn_prometheus, string_labels, yaml_quote, Key, ATTEMPTS,
+    spawn_demo_exporter_with, spawn_prometheus_with, string_labels, yaml_quote, Key, ATTEMPTS,
 };
+use talkover_exporter::model::DURATION_BUCKETS;
 
 /// How long the demo traffic runs before the queries, so that `rate(…[1m])`
 /// and `rate(…[5m])` have many samples per series.
@@ -235,7 +241,18 @@ impl Prom {
                 .as_array()
                 .map(|rows| {
                     rows.iter()
-                        .map(|row| (string_labels(&row["metric"]), parse_value(&row["value"])))
+                        .map(|row| {
+                            // A native histogram sample: its count stands for it.
+                            let value = match row.get("histogram") {
+                                Some(h) => h
+                                    .get(1)
+                                    .and_then(|h| h["count"].as_str())
+                                    .and_then(|s| s.parse().ok())
+                                    .unwrap_or(f64::NAN),
+                                None => parse_value(&row["value"]),
+                            };
+                            (string_labels(&row["metric"]), value)
+                        })
                         .collect()
                 })
                 .unwrap_or_default()),
@@ -283,17 +300,23 @@ async fn prometheus_scrapes_exporter_rules_and_dashboard_queries_have_data() {
 
     // Dropped last: after both children are dead.
     let tmp = TempDir::new();
-    let [exporter_port, sim_port, prom_port] = free_ports::<3>();
+    let [exporter_port, sim_port, prom_port, native_port] = free_ports::<4>();
     let exporter_url = format!("http://127.0.0.1:{exporter_port}");
     let sim_url = format!("http://127.0.0.1:{sim_port}");
     let prom = Prom {
         http: http_client(),
         base: format!("http://127.0.0.1:{prom_port}"),
     };
+    let native = Prom {
+        http: http_client(),
+        base: format!("http://127.0.0.1:{native_port}"),
+    };
     let http = prom.http.clone();
 
     // -- the exporter, with its in-process simulated Talkover API -----------
-    let mut exporter = spawn_demo_exporter(exporter_port, sim_port, &tmp.0);
+    // Every family on: the dashboard has panels for the optional ones.
+    let mut exporter =
+        spawn_demo_exporter_with(exporter_port, sim_port, &tmp.0, &["--collector.lag"]);
 
     // -- Prometheus ----------------------------------------------------------
     let config = format!(
@@ -303,8 +326,24 @@ async fn prometheus_scrapes_exporter_rules_and_dashboard_queries_have_data() {
         yaml_quote(&rules_path.to_string_lossy()),
         yaml_quote(&format!("127.0.0.1:{exporter_port}")),
     );
-    let mut prom_child =
-        spawn_prometheus(&prometheus, config, &tmp.0, &tmp.0.join("data"), prom_port);
+    let native_dir = tmp.0.join("native");
+    std::fs::create_dir_all(&native_dir).expect("native dir");
+    let mut native_child = spawn_prometheus_with(
+        &prometheus,
+        config.clone(),
+        &native_dir,
+        &native_dir.join("data"),
+        native_port,
+        &["--enable-feature=native-histograms"],
+    );
+    let mut prom_child = spawn_prometheus_with(
+        &prometheus,
+        config,
+        &tmp.0,
+        &tmp.0.join("data"),
+        prom_port,
+        &[],
+    );
 
     // -- wait for: exporter serving, Prometheus ready, target up, traffic ----
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -322,34 +361,39 @@ async fn prometheus_scrapes_exporter_rules_and_dashboard_queries_have_data() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        prom_child.assert_running();
-        if get_text(&http, &format!("{}/-/ready", prom.base))
-            .await
-            .is_ok()
-        {
-            break;
+    for (p, child) in [(&prom, &mut prom_child), (&native, &mut native_child)] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            child.assert_running();
+            if get_text(&http, &format!("{}/-/ready", p.base))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "Prometheus not ready within 30s");
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        assert!(Instant::now() < deadline, "Prometheus not ready within 30s");
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        exporter.assert_running();
-        prom_child.assert_running();
-        let up = prom.scalar(r#"up{job="talkover"}"#).await;
-        let counted = prom.scalar(&format!("sum({ATTEMPTS})")).await;
-        if up == Some(1.0) && counted.is_some_and(|n| n > 0.0) {
-            break;
+    for (p, child) in [(&prom, &mut prom_child), (&native, &mut native_child)] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            exporter.assert_running();
+            child.assert_running();
+            let up = p.scalar(r#"up{job="talkover"}"#).await;
+            let counted = p.scalar(&format!("sum({ATTEMPTS})")).await;
+            if up == Some(1.0) && counted.is_some_and(|n| n > 0.0) {
+                break;
+            }
+            let targets = p.get_json("/api/v1/targets", &[]).await;
+            assert!(
+                Instant::now() < deadline,
+                "within 30s Prometheus {} did not report up{{job=\"talkover\"}} == 1 (got {up:?}) \
+                 with counted attempts (sum = {counted:?}); targets: {targets:?}",
+                p.base
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        let targets = prom.get_json("/api/v1/targets", &[]).await;
-        assert!(
-            Instant::now() < deadline,
-            "within 30s Prometheus did not report up{{job=\"talkover\"}} == 1 (got {up:?}) \
-             with counted attempts (sum = {counted:?}); targets: {targets:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     eprintln!(
         "target up and counting after {:.1}s; letting traffic run {}s",
@@ -359,85 +403,13 @@ async fn prometheus_scrapes_exporter_rules_and_dashboard_queries_have_data() {
     tokio::time::sleep(TRAFFIC).await;
     exporter.assert_running();
     prom_child.assert_running();
+    native_child.assert_running();
 
-    // -- rules: all loaded, all evaluated, all healthy -------------------------
-    let data = prom
-        .get_json("/api/v1/rules", &[])
-        .await
-        .expect("/api/v1/rules");
-    let mut loaded = BTreeSet::new();
-    let mut unhealthy = Vec::new();
-    for group in data["groups"].as_array().expect("rules: groups") {
-        for rule in group["rules"].as_array().expect("rules: group rules") {
-            let name = rule["name"].as_str().unwrap_or("?").to_string();
-            let last = rule["lastEvaluation"].as_str().unwrap_or("");
-            if rule["health"] != "ok" || last.is_empty() || last.starts_with("0001-") {
-                unhealthy.push(format!(
-                    "  {name}: health {} lastEvaluation {last:?} lastError {}",
-                    rule["health"], rule["lastError"]
-                ));
-            }
-            loaded.insert(name);
-        }
+    for p in [&prom, &native] {
+        rules_and_panels_have_data(p, &records, &alerts, &dashboard).await;
     }
-    let expected: BTreeSet<String> = records.iter().chain(&alerts).cloned().collect();
-    assert_eq!(
-        loaded, expected,
-        "Prometheus loaded other rules than rules.yml defines"
-    );
-    assert!(
-        unhealthy.is_empty(),
-        "rules not evaluated or unhealthy:\n{}",
-        unhealthy.join("\n")
-    );
-    eprintln!(
-        "{} recording rules and {} alerts loaded and healthy",
-        records.len(),
-        alerts.len()
-    );
-
-    // -- every recording rule and every dashboard query returns data ----------
-    let mut exprs: Vec<(String, String)> = records
-        .iter()
-        .map(|r| (format!("recording rule {r}"), r.clone()))
-        .collect();
-    let mut panel_exprs = Vec::new();
-    dashboard_exprs(&dashboard, "?", &mut panel_exprs);
-    assert!(
-        !panel_exprs.is_empty(),
-        "no panel queries found in the dashboard"
-    );
-    let n_panel_exprs = panel_exprs.len();
-    exprs.extend(
-        panel_exprs
-            .into_iter()
-            .map(|(title, expr)| (format!("panel {title:?}"), substitute_variables(&expr))),
-    );
-    let mut failures = Vec::new();
-    for (what, expr) in &exprs {
-        match prom.query(expr).await {
-            Err(e) => failures.push(format!("{what}: query failed: {e}\n    {expr}")),
-            Ok(rows) if rows.is_empty() => failures.push(format!("{what}: no data\n    {expr}")),
-            Ok(rows) if rows.iter().all(|(_, v)| v.is_nan()) => {
-                failures.push(format!("{what}: only NaN\n    {expr}"))
-            }
-            Ok(_) => {}
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} queries ({} recording rules, {n_panel_exprs} panel queries) returned no data \
-         after {}s of demo traffic:\n{}",
-        failures.len(),
-        exprs.len(),
-        records.len(),
-        TRAFFIC.as_secs(),
-        failures.join("\n")
-    );
-    eprintln!(
-        "{} recording rules and {n_panel_exprs} panel queries return data",
-        records.len()
-    );
+    native_quantiles_agree_with_classic(&prom, &native).await;
+    drop(native_child);
 
     // -- stop traffic, finish pending, let the exporter converge ---------------
     post_ok(&http, &format!("{sim_url}/_sim/pause")).await;
@@ -558,4 +530,155 @@ async fn prometheus_scrapes_exporter_rules_and_dashboard_queries_have_data() {
         truth_counts.values().sum::<f64>(),
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Every rule of `rules.yml` loaded and healthy in `prom`, and every
+/// recording rule and dashboard query returning data there.
+async fn rules_and_panels_have_data(
+    prom: &Prom,
+    records: &[String],
+    alerts: &[String],
+    dashboard: &Value,
+) {
+    // -- rules: all loaded, all evaluated, all healthy -------------------------
+    let data = prom
+        .get_json("/api/v1/rules", &[])
+        .await
+        .expect("/api/v1/rules");
+    let mut loaded = BTreeSet::new();
+    let mut unhealthy = Vec::new();
+    for group in data["groups"].as_array().expect("rules: groups") {
+        for rule in group["rules"].as_array().expect("rules: group rules") {
+            let name = rule["name"].as_str().unwrap_or("?").to_string();
+            let last = rule["lastEvaluation"].as_str().unwrap_or("");
+            if rule["health"] != "ok" || last.is_empty() || last.starts_with("0001-") {
+                unhealthy.push(format!(
+                    "  {name}: health {} lastEvaluation {last:?} lastError {}",
+                    rule["health"], rule["lastError"]
+                ));
+            }
+            loaded.insert(name);
+        }
+    }
+    let expected: BTreeSet<String> = records.iter().chain(alerts).cloned().collect();
+    assert_eq!(
+        loaded, expected,
+        "Prometheus loaded other rules than rules.yml defines"
+    );
+    assert!(
+        unhealthy.is_empty(),
+        "rules not evaluated or unhealthy:\n{}",
+        unhealthy.join("\n")
+    );
+    eprintln!(
+        "{} recording rules and {} alerts loaded and healthy",
+        records.len(),
+        alerts.len()
+    );
+
+    // -- every recording rule and every dashboard query returns data ----------
+    let mut exprs: Vec<(String, String)> = records
+        .iter()
+        .map(|r| (format!("recording rule {r}"), r.clone()))
+        .collect();
+    let mut panel_exprs = Vec::new();
+    dashboard_exprs(dashboard, "?", &mut panel_exprs);
+    assert!(
+        !panel_exprs.is_empty(),
+        "no panel queries found in the dashboard"
+    );
+    let n_panel_exprs = panel_exprs.len();
+    exprs.extend(
+        panel_exprs
+            .into_iter()
+            .map(|(title, expr)| (format!("panel {title:?}"), substitute_variables(&expr))),
+    );
+    let mut failures = Vec::new();
+    for (what, expr) in &exprs {
+        match prom.query(expr).await {
+            Err(e) => failures.push(format!("{what}: query failed: {e}\n    {expr}")),
+            Ok(rows) if rows.is_empty() => failures.push(format!("{what}: no data\n    {expr}")),
+            Ok(rows) if rows.iter().all(|(_, v)| v.is_nan()) => {
+                failures.push(format!("{what}: only NaN\n    {expr}"))
+            }
+            Ok(_) => {}
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} queries ({} recording rules, {n_panel_exprs} panel queries) returned no data \
+         after {}s of demo traffic:\n{}",
+        failures.len(),
+        exprs.len(),
+        records.len(),
+        TRAFFIC.as_secs(),
+        failures.join("\n")
+    );
+    eprintln!(
+        "{}: {} recording rules and {n_panel_exprs} panel queries return data",
+        prom.base,
+        records.len()
+    );
+}
+
+/// The native Prometheus holds the duration histograms as native
+/// histograms only (Prometheus 2.42 ingests one or the other), and the p95
+/// per webhook it computes from them lies in the classic bucket the classic
+/// Prometheus's p95 lies in, give or take a native bucket's width (9 %).
+async fn native_quantiles_agree_with_classic(classic: &Prom, native: &Prom) {
+    let name = "talkover_webhook_delivery_duration_seconds";
+    let classic_buckets = native
+        .query(&format!("count({name}_bucket)"))
+        .await
+        .expect("count query");
+    assert!(
+        classic_buckets.is_empty(),
+        "the native-histograms Prometheus stored classic buckets: {classic_buckets:?}"
+    );
+    let native_p95 = native
+        .query(&format!(
+            "histogram_quantile(0.95, sum by (webhook_id) (rate({name}[5m])))"
+        ))
+        .await
+        .expect("native p95");
+    let classic_p95: BTreeMap<String, f64> = classic
+        .query(&format!(
+            "histogram_quantile(0.95, sum by (webhook_id, le) (rate({name}_bucket[5m])))"
+        ))
+        .await
+        .expect("classic p95")
+        .into_iter()
+        .filter_map(|(labels, v)| Some((labels.get("webhook_id")?.clone(), v)))
+        .collect();
+    let mut compared = 0;
+    for (labels, n) in &native_p95 {
+        let webhook = labels.get("webhook_id").expect("webhook_id");
+        let Some(&c) = classic_p95.get(webhook) else {
+            continue;
+        };
+        if !(n.is_finite() && c.is_finite()) {
+            continue;
+        }
+        let upper_at = DURATION_BUCKETS.partition_point(|b| *b < c);
+        let upper = DURATION_BUCKETS
+            .get(upper_at)
+            .copied()
+            .unwrap_or(f64::INFINITY);
+        let lower = if upper_at == 0 {
+            0.0
+        } else {
+            DURATION_BUCKETS[upper_at - 1]
+        };
+        assert!(
+            *n >= lower / 1.1 && *n <= upper * 1.1,
+            "webhook {webhook}: native p95 {n:.4}s outside the classic bucket ({lower}, {upper}] \
+             of the classic p95 {c:.4}s"
+        );
+        compared += 1;
+    }
+    assert!(
+        compared >= 2,
+        "compared the p95 of {compared} webhooks; native {native_p95:?}, classic {classic_p95:?}"
+    );
+    eprintln!("native and classic p95 agree for {compared} webhooks");
 }

@@ -127,7 +127,18 @@ pub fn yaml_quote(s: &str) -> String {
 /// `TALKOVER_*` variable of the test's environment; its log goes to
 /// `dir/exporter.log`.
 pub fn spawn_demo_exporter(exporter_port: u16, sim_port: u16, dir: &Path) -> ChildGuard {
+    spawn_demo_exporter_with(exporter_port, sim_port, dir, &[])
+}
+
+/// The demo exporter with more flags.
+pub fn spawn_demo_exporter_with(
+    exporter_port: u16,
+    sim_port: u16,
+    dir: &Path,
+    extra: &[&str],
+) -> ChildGuard {
     let mut exporter_cmd = Command::new(BIN);
+    exporter_cmd.args(extra);
     exporter_cmd
         .args(["--demo", "--poll.interval", "1s", "--log.level", "warn"])
         .args([
@@ -153,12 +164,25 @@ pub fn spawn_prometheus(
     data_dir: &Path,
     port: u16,
 ) -> ChildGuard {
+    spawn_prometheus_with(prometheus, config, dir, data_dir, port, &[])
+}
+
+/// Prometheus with more flags (e.g. `--enable-feature=native-histograms`).
+pub fn spawn_prometheus_with(
+    prometheus: &Path,
+    config: String,
+    dir: &Path,
+    data_dir: &Path,
+    port: u16,
+    extra: &[&str],
+) -> ChildGuard {
     let config_path = dir.join("prometheus.yml");
     std::fs::write(&config_path, config).expect("write prometheus.yml");
     let mut prom_cmd = Command::new(prometheus);
     prom_cmd
         .arg(format!("--config.file={}", config_path.display()))
         .arg(format!("--storage.tsdb.path={}", data_dir.display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"));
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .args(extra);
     ChildGuard::spawn("prometheus", &mut prom_cmd, dir.join("prometheus.log"))
 }
