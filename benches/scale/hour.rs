@@ -28,6 +28,16 @@ pub(crate) struct ScaleFigures {
     pub(crate) poll_latency: [Duration; 4],
     pub(crate) idle_requests_per_poll: f64,
     pub(crate) busy_requests_per_poll: f64,
+    /// Scrape p99 of each format over loopback.
+    pub(crate) format_p99: Vec<(&'static str, Duration)>,
+    /// Poll rate during the format scrapes, as a share of the quiet rate.
+    pub(crate) formats_polls: f64,
+    /// gzip text bytes on the wire over plain text's.
+    pub(crate) gzip_share: f64,
+    /// Series with native histograms over the classic count, every
+    /// webhook busy, and in the scale run's mostly idle population.
+    pub(crate) native_share: f64,
+    pub(crate) native_share_mix: f64,
 }
 
 pub(crate) fn scale(report: &mut Report) -> ScaleFigures {
@@ -201,6 +211,37 @@ pub(crate) fn scale(report: &mut Report) -> ScaleFigures {
     let (rate_b, win_b, took, body_bytes) =
         phase(&mut sim, &mut minute, &mut rss, &mut scraper, SCRAPES);
     let (rate_c, win_c, _, _) = phase(&mut sim, &mut minute, &mut rss, &mut scraper, 0);
+    // The formats in turn, one scrape each round, so that each meets the
+    // same load: as Prometheus 2.42 asks, polling alongside.
+    eprintln!(
+        "[scale] formats: {FORMAT_SCRAPES} rounds of {:?}",
+        ScrapeFormat::ALL
+    );
+    let mut formats: Vec<FormatRun> = ScrapeFormat::ALL
+        .into_iter()
+        .map(|format| FormatRun {
+            format,
+            took: Vec::new(),
+            bytes: 0,
+        })
+        .collect();
+    let t0 = Instant::now();
+    let r0 = sim.log_requests();
+    for _ in 0..FORMAT_SCRAPES {
+        for run in &mut formats {
+            if Instant::now() >= hour + STEP_WALL * (minute + 1) {
+                step(&mut sim, &mut minute, &mut rss);
+            }
+            if let Some((200, d, _, b)) = scraper.scrape_as(run.format, None) {
+                run.took.push(d);
+                run.bytes = b;
+            }
+        }
+    }
+    let formats_rate = (sim.log_requests() - r0) as f64 / t0.elapsed().as_secs_f64();
+    for run in &mut formats {
+        run.took.sort();
+    }
     let scraper_cpu = scraper.cpu_s();
     scraper.quit();
     let final_sizes = shadow_sizes(&shadows);
@@ -227,6 +268,8 @@ pub(crate) fn scale(report: &mut Report) -> ScaleFigures {
     let task_bytes = poller_future_size(&base);
     eprintln!("[scale] rendering /metrics in-process from the shadow states");
     let (render_p50, render_p99, render_bytes) = render_in_process(&shadows);
+    eprintln!("[scale] every format and budget in-process from the shadow states");
+    let renders = formats_in_process(&shadows);
     let body = std::fs::read_to_string(&body_path).unwrap_or_default();
     let _ = std::fs::remove_file(&body_path);
     report_hour(
@@ -257,6 +300,9 @@ pub(crate) fn scale(report: &mut Report) -> ScaleFigures {
             took,
             body_bytes,
             body,
+            formats,
+            formats_rate,
+            renders,
             render_p50,
             render_p99,
             render_bytes,
@@ -300,6 +346,12 @@ pub(crate) struct HourRun {
     pub(crate) took: Vec<(Duration, Duration)>,
     pub(crate) body_bytes: usize,
     pub(crate) body: String,
+    /// The scrapes of each format over loopback.
+    pub(crate) formats: Vec<FormatRun>,
+    /// Log requests served per second while they ran.
+    pub(crate) formats_rate: f64,
+    /// Each format and budget rendered in-process.
+    pub(crate) renders: Renders,
     pub(crate) render_p50: Duration,
     pub(crate) render_p99: Duration,
     pub(crate) render_bytes: usize,

@@ -9,6 +9,7 @@ pub(crate) fn report_hour(run: HourRun, report: &mut Report) -> ScaleFigures {
     let mut fig = run.fig.clone();
     report.sections.push(memory_section(&run, &mut fig));
     report.sections.push(scrape_section(&run, &mut fig));
+    report.sections.extend(formats_sections(&run, &mut fig));
     report.sections.push(economy_section(&run, &mut fig));
     fig
 }

@@ -8,7 +8,10 @@
 //!    traffic: resident memory over time, per webhook, and the dedupe state
 //!    an idle webhook keeps.
 //! 3. **Scrape**: time and size of `/metrics` with 10,000 webhooks, and
-//!    whether polling keeps its pace while scrapes render.
+//!    whether polling keeps its pace while scrapes render; then each format
+//!    side by side (text, gzip text, protobuf with native histograms, gzip
+//!    protobuf): series, bytes on the wire, time, CPU per scrape, and the
+//!    series each family costs.
 //! 4. **API economy**: requests per poll, idle and busy, against the formula.
 //!
 //! The simulator runs in a child process (this binary again, with
@@ -46,6 +49,7 @@ use talkover_exporter::sim::{Order, Profile, Simulator};
 use talkover_exporter::target::Target;
 
 mod economy;
+mod formats;
 mod hour;
 mod hour_report;
 mod ingest;
@@ -55,6 +59,7 @@ mod shadows;
 mod sim_child;
 
 use economy::*;
+use formats::*;
 use hour::*;
 use hour_report::*;
 use ingest::*;
@@ -89,6 +94,8 @@ const SCALE_DISCOVERY: Duration = Duration::from_secs(15);
 const BURST: usize = 300;
 const BURST_MINUTE: u32 = 15;
 const SCRAPES: usize = 50;
+/// Scrapes of each format, one format after another.
+const FORMAT_SCRAPES: usize = 15;
 /// Steps without scrapes before and after the scrape phase.
 const QUIET_STEPS: u32 = 10;
 const SHADOWS_PER_CLASS: usize = 20;
@@ -97,6 +104,10 @@ const SHADOWS_PER_CLASS: usize = 20;
 const GOAL_INGEST_RATIO: f64 = 1.5;
 const GOAL_IDLE_STATE: usize = 2048;
 const GOAL_SCRAPE_P99: Duration = Duration::from_millis(250);
+/// gzip on the wire, as a share of the plain text.
+const GOAL_GZIP_SHARE: f64 = 0.10;
+/// Series with native histograms, as a share of the classic count.
+const GOAL_NATIVE_SHARE: f64 = 0.25;
 
 fn main() {
     match std::env::var(ROLE_ENV).as_deref() {

@@ -259,10 +259,15 @@ pub(crate) fn scrape_role() {
         if words.next() != Some("scrape") {
             break;
         }
+        let format = ScrapeFormat::from_word(words.next().unwrap_or(""));
         let save = words.next().map(std::path::PathBuf::from);
         let reply = rt.block_on(async {
             let started = Instant::now();
-            let resp = http.get(url.as_str()).send().await.ok()?;
+            let mut request = http.get(url.as_str()).header("accept", format.accept());
+            if format.gzip() {
+                request = request.header("accept-encoding", "gzip");
+            }
+            let resp = request.send().await.ok()?;
             let headers = started.elapsed();
             let status = resp.status().as_u16();
             let body = resp.bytes().await.ok()?;
@@ -279,6 +284,61 @@ pub(crate) fn scrape_role() {
         });
         writeln!(out, "{}", reply.unwrap_or_else(|| "0 0 0 0".into())).expect("stdout");
         out.flush().expect("stdout");
+    }
+}
+
+/// What a scrape asks for: a format, and whether gzip is welcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ScrapeFormat {
+    Text,
+    TextGzip,
+    Protobuf,
+    ProtobufGzip,
+}
+
+impl ScrapeFormat {
+    pub(crate) const ALL: [ScrapeFormat; 4] = [
+        ScrapeFormat::Text,
+        ScrapeFormat::TextGzip,
+        ScrapeFormat::Protobuf,
+        ScrapeFormat::ProtobufGzip,
+    ];
+
+    pub(crate) fn word(self) -> &'static str {
+        match self {
+            ScrapeFormat::Text => "text",
+            ScrapeFormat::TextGzip => "text+gzip",
+            ScrapeFormat::Protobuf => "protobuf",
+            ScrapeFormat::ProtobufGzip => "protobuf+gzip",
+        }
+    }
+
+    fn from_word(word: &str) -> ScrapeFormat {
+        ScrapeFormat::ALL
+            .into_iter()
+            .find(|f| f.word() == word)
+            .unwrap_or(ScrapeFormat::Text)
+    }
+
+    /// Prometheus 2.42's Accept header, with native histograms on for protobuf.
+    fn accept(self) -> &'static str {
+        match self {
+            ScrapeFormat::Text | ScrapeFormat::TextGzip => "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+            ScrapeFormat::Protobuf | ScrapeFormat::ProtobufGzip => "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.8,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        }
+    }
+
+    pub(crate) fn gzip(self) -> bool {
+        matches!(self, ScrapeFormat::TextGzip | ScrapeFormat::ProtobufGzip)
+    }
+
+    pub(crate) fn exposition(self) -> talkover_exporter::metrics::Exposition {
+        match self {
+            ScrapeFormat::Text | ScrapeFormat::TextGzip => {
+                talkover_exporter::metrics::Exposition::Text
+            }
+            _ => talkover_exporter::metrics::Exposition::Protobuf,
+        }
     }
 }
 
@@ -313,9 +373,19 @@ impl Scraper {
     }
 
     pub(crate) fn scrape(&mut self, save: Option<&std::path::Path>) -> Option<Scraped> {
+        self.scrape_as(ScrapeFormat::Text, save)
+    }
+
+    /// A scrape asking for `format`; the bytes counted are those on the wire.
+    pub(crate) fn scrape_as(
+        &mut self,
+        format: ScrapeFormat,
+        save: Option<&std::path::Path>,
+    ) -> Option<Scraped> {
+        let word = format.word();
         match save {
-            Some(p) => writeln!(self.stdin, "scrape {}", p.display()),
-            None => writeln!(self.stdin, "scrape"),
+            Some(p) => writeln!(self.stdin, "scrape {word} {}", p.display()),
+            None => writeln!(self.stdin, "scrape {word}"),
         }
         .ok()?;
         self.stdin.flush().ok()?;
