@@ -70,7 +70,7 @@ pub(crate) fn formats_in_process(shadows: &Mutex<Shadows>) -> Renders {
     let body_default = busy_default.render();
     let webhooks = busy_default.snapshots().len().max(1);
     let mut per_family = family_counts(&body_all);
-    per_family.sort_by(|a, b| b.1.cmp(&a.1));
+    per_family.sort_by_key(|f| std::cmp::Reverse(f.1));
     let mut out = Renders {
         per_family: per_family
             .into_iter()
