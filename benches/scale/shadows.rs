@@ -222,6 +222,7 @@ impl SyntheticLog {
                 duration_ms: Some(120.0),
                 delivered_at: ts.clone(),
                 created_at: ts,
+                ..Default::default()
             },
         );
     }

@@ -9,6 +9,7 @@ mod counts;
 mod readiness;
 mod snapshot;
 mod state;
+mod text;
 
 pub use counts::{
     AttemptKey, DeliveryCounts, Histogram, ATTEMPT_BUCKETS, DURATION_BUCKETS, LAG_BUCKETS,
@@ -16,3 +17,4 @@ pub use counts::{
 pub use readiness::Readiness;
 pub use snapshot::{PollStats, TargetSnapshot};
 pub use state::{Gap, InFlight, Order, TargetState};
+pub use text::{clean, cut};
