@@ -18,7 +18,7 @@ use crate::collect::{Fleet, PollConfig};
 use crate::discovery::DiscoveryMetrics;
 use crate::http::AppState;
 use crate::metrics::Published;
-use crate::model::{Readiness, TargetSnapshot};
+use crate::model::{FailurePolicy, Readiness, TargetSnapshot};
 use crate::persist::{Sink, StateStore};
 use crate::sim::Simulator;
 use crate::target::{Target, WebhookMeta};
@@ -130,6 +130,8 @@ pub async fn run(
             interval: config.poll_interval,
             max_pages: config.max_pages,
             per_page: api::MAX_PER_PAGE,
+            // The flags come next; until then, the defaults.
+            failures: FailurePolicy::default(),
         },
         Sink {
             published: published.clone(),
