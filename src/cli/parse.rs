@@ -6,6 +6,7 @@ use url::Url;
 
 use super::config::ConfigError;
 use crate::api::{Credentials, Token};
+use crate::model::MAX_KEEP;
 use crate::target::Scope;
 
 pub(super) fn parse_scope(s: &str) -> Result<Scope, String> {
@@ -105,6 +106,24 @@ pub(super) fn parse_size(s: &str) -> Result<usize, String> {
     Ok(bytes)
 }
 
+pub(super) fn parse_keep(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n <= MAX_KEEP => Ok(n),
+        _ => Err(format!(
+            "expected a number of failed attempts from 0 (keep none) to {MAX_KEEP}"
+        )),
+    }
+}
+
+/// `true` or `false`, as node_exporter's boolean flags take them.
+pub(super) fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
 pub(super) fn parse_telemetry_path(s: &str) -> Result<String, String> {
     // The characters a URL path may hold as they are (RFC 3986), so the
     // route matches what scrapers send and the landing page's link works.
@@ -132,6 +151,18 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn keep_and_bools() {
+        assert_eq!(parse_keep("0"), Ok(0));
+        assert_eq!(parse_keep("1000"), Ok(1000));
+        for bad in ["1001", "-1", "many", ""] {
+            assert!(parse_keep(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_bool("false"), Ok(false));
+        assert_eq!(parse_bool("true"), Ok(true));
+        assert!(parse_bool("no").is_err());
     }
 
     #[test]
