@@ -128,9 +128,12 @@ pub(super) fn parse_telemetry_path(s: &str) -> Result<String, String> {
     // The characters a URL path may hold as they are (RFC 3986), so the
     // route matches what scrapers send and the landing page's link works.
     let url_safe = |c: char| c.is_ascii_alphanumeric() || "-._~/!$&'()*+,;=:@".contains(c);
-    if !s.starts_with('/') || s == "/" || s.starts_with("/-/") || !s.chars().all(url_safe) {
+    // `/webhooks` and what is under it are the status pages.
+    let pages = s == "/webhooks" || s.starts_with("/webhooks/");
+    if !s.starts_with('/') || s == "/" || s.starts_with("/-/") || pages || !s.chars().all(url_safe)
+    {
         return Err(
-            "must be a path like /metrics (a leading /, then letters, digits and -._~/!$&'()*+,;=:@), not / or under /-/"
+            "must be a path like /metrics (a leading /, then letters, digits and -._~/!$&'()*+,;=:@), not /, /webhooks, or under /-/ or /webhooks/"
                 .into(),
         );
     }
@@ -181,6 +184,8 @@ mod tests {
             "metrics",
             "/",
             "/-/healthy",
+            "/webhooks",
+            "/webhooks/campaigns/c/w",
             "/metrics?x=1",
             "/a b",
             "/<script>",
