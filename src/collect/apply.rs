@@ -92,7 +92,12 @@ impl<S: PageSource> Poll<'_, S> {
     /// the same or the time of the poll (both on the API's clock).
     fn count(&mut self, id: &str, entry: &LogEntry, parsed: Option<i64>, created: i64) {
         record(&mut self.state.counts, entry, parsed);
-        let host_ms = created.saturating_sub(self.api_now_ms - self.now_ms);
+        // Never after this poll: an estimate of the clocks' offset that is
+        // a little off would otherwise put an attempt in a minute the
+        // pages, reading the hour up to their own now, do not show yet.
+        let host_ms = created
+            .saturating_sub(self.api_now_ms - self.now_ms)
+            .min(self.now_ms);
         record_recent(
             &mut self.state.counts,
             id,
