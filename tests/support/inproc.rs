@@ -67,6 +67,7 @@ pub struct ExporterOptions {
     pub shard: Shard,
     pub stale_after: Duration,
     pub web: Option<talkover_exporter::http::WebConfig>,
+    pub failures: talkover_exporter::model::FailurePolicy,
 }
 
 impl Default for ExporterOptions {
@@ -86,6 +87,7 @@ impl Default for ExporterOptions {
             shard: Shard::default(),
             stale_after: Duration::from_secs(3600),
             web: None,
+            failures: talkover_exporter::model::FailurePolicy::default(),
         }
     }
 }
@@ -116,6 +118,7 @@ pub async fn start_exporter(sim_url: &str, targets: &[&str], opts: ExporterOptio
         shard: opts.shard,
         stale_after: opts.stale_after,
         web: opts.web.clone(),
+        failures: opts.failures,
         ..Config::new(source)
     };
     let listener = TcpListener::bind("127.0.0.1:0")
