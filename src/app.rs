@@ -108,7 +108,7 @@ pub async fn run(
         }
         (_, path) => path.as_ref(),
     };
-    let (restored, commits, committer) = match state_file {
+    let (mut restored, commits, committer) = match state_file {
         None => (BTreeMap::new(), None, None),
         Some(path) => {
             // With discovery the set of webhooks is not known yet: keep every
@@ -120,6 +120,11 @@ pub async fn run(
             (restored, Some(tx), Some(task))
         }
     };
+    for state in restored.values_mut() {
+        // Kept under other flags, maybe: bodies kept before must go if
+        // they are off now (they can hold customer data).
+        std::sync::Arc::make_mut(&mut state.counts.failures).enforce(config.failures);
+    }
     // Restored counters are durable already: scrapes see them before any poll.
     for (target, state) in &restored {
         published.publish(TargetSnapshot::of(target, state, &Default::default()));
@@ -130,6 +135,7 @@ pub async fn run(
             interval: config.poll_interval,
             max_pages: config.max_pages,
             per_page: api::MAX_PER_PAGE,
+            failures: config.failures,
         },
         Sink {
             published: published.clone(),

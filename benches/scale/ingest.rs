@@ -113,6 +113,7 @@ pub(crate) fn ingest(report: &mut Report) -> IngestFigures {
         // Enough for a whole round's new entries in one poll.
         max_pages: 1_000,
         per_page: 100,
+        failures: talkover_exporter::model::FailurePolicy::default(),
     };
     // The exporter reads the new entries' pages plus the one where it
     // meets an entry it knew: the other paths read the same pages.

@@ -72,6 +72,7 @@ pub(crate) async fn shadow_loop(base: String, shadows: Arc<Mutex<Shadows>>, stop
         interval: SCALE_POLL,
         max_pages: 10,
         per_page: 100,
+        failures: talkover_exporter::model::FailurePolicy::default(),
     };
     let mut next = tokio::time::Instant::now();
     let n = shadows
@@ -116,6 +117,7 @@ pub(crate) fn poller_future_size(base: &str) -> usize {
             interval: SCALE_POLL,
             max_pages: 10,
             per_page: 100,
+            failures: talkover_exporter::model::FailurePolicy::default(),
         },
         TargetState::default(),
         Sink {
@@ -222,6 +224,7 @@ impl SyntheticLog {
                 duration_ms: Some(120.0),
                 delivered_at: ts.clone(),
                 created_at: ts,
+                ..Default::default()
             },
         );
     }
@@ -263,6 +266,7 @@ pub(crate) fn after_burst() -> Vec<(i64, usize, usize)> {
         interval: Duration::from_secs(30),
         max_pages: 10,
         per_page: 100,
+        failures: talkover_exporter::model::FailurePolicy::default(),
     };
     let now = talkover_exporter::clock::unix_now_ms();
     [0i64, 11, 60]

@@ -8,10 +8,12 @@
 //! - `limiter`: the request budget shared by every webhook.
 //! - `error`: why a request failed.
 //! - `wire`: the answers' shapes, read leniently.
+//! - `raw_text`: an entry's error and response body, capped and decoded leniently.
 
 mod auth;
 mod error;
 mod limiter;
+mod raw_text;
 mod wire;
 
 use std::time::Duration;
@@ -29,7 +31,7 @@ use wire::Envelope;
 pub use auth::{Credentials, Token};
 pub use error::ApiError;
 pub use limiter::RateLimiter;
-pub use wire::{parse_timestamp_ms, LogEntry, LogPage, Owner, WebhookInfo};
+pub use wire::{parse_timestamp_ms, LogEntry, LogPage, Owner, WebhookInfo, TEXT_CAP};
 
 /// The largest `per_page` the API accepts.
 pub const MAX_PER_PAGE: u32 = 100;

@@ -5,7 +5,11 @@ use std::fmt;
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
+
+pub use super::raw_text::TEXT_CAP;
+use super::raw_text::{raw_body, raw_text};
 
 /// One page of a webhook's delivery log.
 #[derive(Debug, Clone, Default)]
@@ -37,6 +41,11 @@ pub struct LogEntry {
     pub delivered_at: Option<String>,
     /// When the attempt was created (RFC 3339).
     pub created_at: Option<String>,
+    /// Why the attempt failed, in the API's words: at most [`TEXT_CAP`] bytes.
+    pub error: Option<String>,
+    /// What the receiver answered, as text (a body that is not a JSON string
+    /// is its compact JSON text): at most [`TEXT_CAP`] bytes.
+    pub response_body: Option<String>,
 }
 
 /// A campaign or agent, as the listing endpoints show it.
@@ -151,6 +160,8 @@ enum EntryField {
     DurationMs,
     DeliveredAt,
     CreatedAt,
+    Error,
+    ResponseBody,
     Other,
 }
 
@@ -179,6 +190,8 @@ impl Visitor<'_> for EntryFieldVisitor {
             "duration_ms" => EntryField::DurationMs,
             "delivered_at" => EntryField::DeliveredAt,
             "created_at" => EntryField::CreatedAt,
+            "error" => EntryField::Error,
+            "response_body" => EntryField::ResponseBody,
             _ => EntryField::Other,
         })
     }
@@ -203,6 +216,20 @@ impl<'de> Visitor<'de> for EntryVisitor {
                 EntryField::DurationMs => e.duration_ms = as_f64(&map.next_value()?),
                 EntryField::DeliveredAt => e.delivered_at = as_string(map.next_value()?),
                 EntryField::CreatedAt => e.created_at = as_string(map.next_value()?),
+                // Taken raw, not as `Value`: a large body is then never
+                // built whole, and escapes serde_json refuses in strings
+                // (a lone surrogate, as JavaScript writes for broken text)
+                // cannot fail the page. Null reads as absent, for nothing.
+                EntryField::Error => {
+                    e.error = map
+                        .next_value::<Option<&'de RawValue>>()?
+                        .and_then(|raw| raw_text(raw.get()));
+                }
+                EntryField::ResponseBody => {
+                    e.response_body = map
+                        .next_value::<Option<&'de RawValue>>()?
+                        .map(|raw| raw_body(raw.get()));
+                }
                 EntryField::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -233,5 +260,86 @@ impl<'de> Visitor<'de> for EntryVisitor {
     }
     fn visit_unit<E: de::Error>(self) -> Result<LogEntry, E> {
         Ok(LogEntry::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(json: &str) -> Vec<LogEntry> {
+        serde_json::from_slice(json.as_bytes()).expect("entries parse")
+    }
+
+    #[test]
+    fn error_and_body_read_leniently() {
+        let e = entries(
+            r#"[
+            {"id":"a","error":"HTTP 500 from receiver","response_body":"{\"error\":\"internal\"}"},
+            {"id":"b","error":42,"response_body":{ "error" : "internal", "n": [1, 2.5] }},
+            {"id":"c","error":{"x":1},"response_body":[ ]},
+            {"id":"d","error":true,"response_body":12.50},
+            {"id":"e","error":null,"response_body":null},
+            {"id":"f","error":[1],"response_body":false},
+            {"id":"g"}
+        ]"#,
+        );
+        let got: Vec<(Option<&str>, Option<&str>)> = e
+            .iter()
+            .map(|e| (e.error.as_deref(), e.response_body.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    Some("HTTP 500 from receiver"),
+                    Some(r#"{"error":"internal"}"#)
+                ),
+                (Some("42"), Some(r#"{"error":"internal","n":[1,2.5]}"#)),
+                (None, Some("[]")),
+                (None, Some("12.50")),
+                (None, None),
+                (None, Some("false")),
+                (None, None),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_200_kb_body_is_capped_and_the_entry_still_reads() {
+        let big = "<p>".repeat(70_000);
+        let json = format!(
+            r#"[{{"response_body":"{big}","error":"{big}","id":"after","status":"failed"}},
+                {{"response_body":{{"rows":[{rows}]}},"id":"obj"}}]"#,
+            rows = vec!["\"x\""; 50_000].join(", ")
+        );
+        assert!(json.len() > 400_000);
+        let e = entries(&json);
+        assert_eq!(e[0].id.as_deref(), Some("after"));
+        assert_eq!(e[0].status.as_deref(), Some("failed"));
+        for text in [&e[0].response_body, &e[0].error] {
+            let text = text.as_deref().expect("kept");
+            assert!(text.len() <= TEXT_CAP && text.len() > TEXT_CAP - 4);
+            assert!(big.starts_with(text));
+        }
+        let obj = e[1].response_body.as_deref().expect("kept");
+        assert_eq!(obj.len(), TEXT_CAP);
+        assert!(obj.starts_with(r#"{"rows":["x","x""#));
+        assert_eq!(e[1].id.as_deref(), Some("obj"));
+    }
+
+    #[test]
+    fn escapes_serde_json_refuses_in_strings_do_not_fail_the_page() {
+        // Lone surrogates, as JavaScript's JSON.stringify writes broken text.
+        let e = entries(
+            r#"[{"id":"a","error":"bad \ud800 text","response_body":"\udfff<b>\u0000\u001b[31m</b>"},
+                {"id":"b","response_body":"\ud83d\ude00"}]"#,
+        );
+        assert_eq!(e[0].error.as_deref(), Some("bad \u{fffd} text"));
+        assert_eq!(
+            e[0].response_body.as_deref(),
+            Some("\u{fffd}<b>\u{0}\u{1b}[31m</b>")
+        );
+        assert_eq!(e[1].response_body.as_deref(), Some("😀"));
     }
 }

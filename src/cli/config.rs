@@ -13,6 +13,7 @@ use crate::api::Credentials;
 use crate::discovery::{Filters, Pattern, Shard};
 use crate::http::{ServeLimits, WebConfig};
 use crate::metrics::Budget;
+use crate::model::{FailurePolicy, MAX_KEEP};
 use crate::target::{Scope, Target};
 
 /// Where the delivery logs come from.
@@ -73,6 +74,8 @@ pub struct Config {
     pub max_requests: usize,
     /// `--[no-]collector.*`: the optional families served.
     pub budget: Budget,
+    /// `--failures.keep` and `--failures.response-body`.
+    pub failures: FailurePolicy,
 }
 
 impl Config {
@@ -100,6 +103,7 @@ impl Config {
             serve_limits: ServeLimits::default(),
             max_requests: 40,
             budget: Budget::default(),
+            failures: FailurePolicy::default(),
         }
     }
 }
@@ -126,6 +130,19 @@ pub struct FileConfig {
     /// Discovery settings.
     #[serde(default)]
     pub discovery: FileDiscovery,
+    /// What is kept of failed attempts.
+    #[serde(default)]
+    pub failures: FileFailures,
+}
+
+/// The `failures:` section of `--config.file`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileFailures {
+    /// As `--failures.keep`.
+    pub keep: Option<usize>,
+    /// As `--failures.response-body`.
+    pub response_body: Option<bool>,
 }
 
 /// The `discovery:` section of `--config.file`.
@@ -230,6 +247,12 @@ impl Cli {
                     true,
                 ),
             },
+            failures: FailurePolicy {
+                keep: self.failures_keep.unwrap_or(FailurePolicy::default().keep),
+                response_body: self
+                    .failures_response_body
+                    .unwrap_or(FailurePolicy::default().response_body),
+            },
         })
     }
 
@@ -272,6 +295,18 @@ impl Cli {
         }
         if self.exclude.is_empty() {
             self.exclude = d.exclude;
+        }
+        let f = file.failures;
+        if self.failures_keep.is_none() {
+            if let Some(n) = f.keep.filter(|n| *n > MAX_KEEP) {
+                return Err(bad(format!(
+                    "failures.keep {n}: at most {MAX_KEEP} failed attempts per webhook"
+                )));
+            }
+            self.failures_keep = f.keep;
+        }
+        if self.failures_response_body.is_none() {
+            self.failures_response_body = f.response_body;
         }
         Ok(())
     }
@@ -356,6 +391,53 @@ mod config_file_tests {
             .to_string();
         assert!(err.contains("campaigns/c1"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn failures_flags_and_file() {
+        let c = parse(&[]).expect("defaults");
+        assert_eq!(c.failures, FailurePolicy::default());
+        let c = parse(&["--failures.keep", "0", "--failures.response-body=false"]).expect("valid");
+        assert_eq!(
+            c.failures,
+            FailurePolicy {
+                keep: 0,
+                response_body: false
+            }
+        );
+        // Given alone, the boolean flag means true.
+        let c = parse(&["--failures.response-body"]).expect("valid");
+        assert!(c.failures.response_body);
+        for (args, named) in [
+            (&["--failures.keep", "1001"][..], "1001"),
+            (&["--failures.response-body=maybe"][..], "maybe"),
+        ] {
+            let mut argv = vec!["talkover-exporter", "--demo"];
+            argv.extend_from_slice(args);
+            let err = Cli::try_parse_from(argv)
+                .expect_err("bad value")
+                .to_string();
+            assert!(err.contains(named) && err.contains("--failures."), "{err}");
+        }
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.yml");
+        let p = path.to_str().expect("utf-8 path");
+        std::fs::write(&path, "failures:\n  keep: 5\n  response_body: false\n").expect("write");
+        let c = parse(&["--config.file", p]).expect("valid");
+        assert_eq!((c.failures.keep, c.failures.response_body), (5, false));
+        let c = parse(&["--config.file", p, "--failures.keep", "7"]).expect("valid");
+        assert_eq!((c.failures.keep, c.failures.response_body), (7, false));
+        std::fs::write(&path, "failures:\n  keep: 5000\n").expect("write");
+        let err = parse(&["--config.file", p])
+            .expect_err("too many")
+            .to_string();
+        assert!(err.contains("failures.keep 5000"), "{err}");
+        std::fs::write(&path, "failures:\n  body: false\n").expect("write");
+        let err = parse(&["--config.file", p])
+            .expect_err("unknown key")
+            .to_string();
+        assert!(err.contains("body"), "{err}");
     }
 
     #[test]

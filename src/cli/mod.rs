@@ -232,6 +232,23 @@ pub struct Cli {
     )]
     pub log_format: LogFormat,
 
+    /// Failed attempts kept per webhook for its status page, with their
+    /// error text and response excerpt (0: none; at most 1000) [default: 20].
+    #[arg(long = "failures.keep", env = "TALKOVER_FAILURES_KEEP", value_name = "N", value_parser = parse_keep)]
+    pub failures_keep: Option<usize>,
+
+    /// Keep the first 512 bytes of each kept failed attempt's response body;
+    /// =false keeps none, since bodies can hold customer data [default: true].
+    #[arg(
+        long = "failures.response-body",
+        env = "TALKOVER_FAILURES_RESPONSE_BODY",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = parse_bool
+    )]
+    pub failures_response_body: Option<bool>,
+
     /// File that keeps counters and read positions across restarts (off when unset).
     #[arg(long = "state.file", env = "TALKOVER_STATE_FILE", value_name = "PATH")]
     pub state_file: Option<PathBuf>,

@@ -6,6 +6,7 @@ use url::Url;
 
 use super::config::ConfigError;
 use crate::api::{Credentials, Token};
+use crate::model::MAX_KEEP;
 use crate::target::Scope;
 
 pub(super) fn parse_scope(s: &str) -> Result<Scope, String> {
@@ -105,13 +106,34 @@ pub(super) fn parse_size(s: &str) -> Result<usize, String> {
     Ok(bytes)
 }
 
+pub(super) fn parse_keep(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n <= MAX_KEEP => Ok(n),
+        _ => Err(format!(
+            "expected a number of failed attempts from 0 (keep none) to {MAX_KEEP}"
+        )),
+    }
+}
+
+/// `true` or `false`, as node_exporter's boolean flags take them.
+pub(super) fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
 pub(super) fn parse_telemetry_path(s: &str) -> Result<String, String> {
     // The characters a URL path may hold as they are (RFC 3986), so the
     // route matches what scrapers send and the landing page's link works.
     let url_safe = |c: char| c.is_ascii_alphanumeric() || "-._~/!$&'()*+,;=:@".contains(c);
-    if !s.starts_with('/') || s == "/" || s.starts_with("/-/") || !s.chars().all(url_safe) {
+    // `/webhooks` and what is under it are the status pages.
+    let pages = s == "/webhooks" || s.starts_with("/webhooks/");
+    if !s.starts_with('/') || s == "/" || s.starts_with("/-/") || pages || !s.chars().all(url_safe)
+    {
         return Err(
-            "must be a path like /metrics (a leading /, then letters, digits and -._~/!$&'()*+,;=:@), not / or under /-/"
+            "must be a path like /metrics (a leading /, then letters, digits and -._~/!$&'()*+,;=:@), not /, /webhooks, or under /-/ or /webhooks/"
                 .into(),
         );
     }
@@ -135,6 +157,18 @@ mod tests {
     }
 
     #[test]
+    fn keep_and_bools() {
+        assert_eq!(parse_keep("0"), Ok(0));
+        assert_eq!(parse_keep("1000"), Ok(1000));
+        for bad in ["1001", "-1", "many", ""] {
+            assert!(parse_keep(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_bool("false"), Ok(false));
+        assert_eq!(parse_bool("true"), Ok(true));
+        assert!(parse_bool("no").is_err());
+    }
+
+    #[test]
     fn url_gets_trailing_slash_and_refuses_credentials() {
         let u = parse_url("http://127.0.0.1:8080/prefix").expect("url");
         assert_eq!(u.as_str(), "http://127.0.0.1:8080/prefix/");
@@ -150,6 +184,8 @@ mod tests {
             "metrics",
             "/",
             "/-/healthy",
+            "/webhooks",
+            "/webhooks/campaigns/c/w",
             "/metrics?x=1",
             "/a b",
             "/<script>",

@@ -8,7 +8,7 @@ use super::paging::{
     entry_id, Applied, Poll, ReadPage, HANDLED_CAP, LATENESS_MS, OVERSIZED_CAP, PENDING_CAP,
     PENDING_TIMEOUT,
 };
-use super::{is_final, record, PageSource};
+use super::{is_final, record, record_recent, PageSource};
 use crate::api::{self, LogEntry, LogPage};
 use crate::model::InFlight;
 
@@ -57,7 +57,7 @@ impl<S: PageSource> Poll<'_, S> {
             if pending {
                 if is_final(entry) {
                     self.state.pending.remove(id);
-                    record(&mut self.state.counts, entry, parsed);
+                    self.count(id, entry, parsed, created);
                     self.state.handled.insert(id.to_string(), created);
                 } else {
                     self.observed.insert(id.to_string());
@@ -76,7 +76,7 @@ impl<S: PageSource> Poll<'_, S> {
                 }
             }
             if is_final(entry) {
-                record(&mut self.state.counts, entry, parsed);
+                self.count(id, entry, parsed, created);
                 self.state.handled.insert(id.to_string(), created);
             } else {
                 self.observed.insert(id.to_string());
@@ -84,6 +84,28 @@ impl<S: PageSource> Poll<'_, S> {
             }
         }
         applied
+    }
+
+    /// Counts a final attempt, and records it for the status pages: both
+    /// here, where an attempt is counted once, so no retry or restart
+    /// records it twice. `parsed` is its readable `created_at`, `created`
+    /// the same or the time of the poll (both on the API's clock).
+    fn count(&mut self, id: &str, entry: &LogEntry, parsed: Option<i64>, created: i64) {
+        record(&mut self.state.counts, entry, parsed);
+        // Never after this poll: an estimate of the clocks' offset that is
+        // a little off would otherwise put an attempt in a minute the
+        // pages, reading the hour up to their own now, do not show yet.
+        let host_ms = created
+            .saturating_sub(self.api_now_ms - self.now_ms)
+            .min(self.now_ms);
+        record_recent(
+            &mut self.state.counts,
+            id,
+            entry,
+            created,
+            host_ms,
+            self.failures,
+        );
     }
 
     /// Counts an oversized entry as missed once, recognising it later by

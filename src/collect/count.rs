@@ -3,9 +3,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use std::sync::Arc;
+
 use crate::api;
 use crate::api::LogEntry;
-use crate::model::{AttemptKey, DeliveryCounts, ATTEMPT_BUCKETS, DURATION_BUCKETS, LAG_BUCKETS};
+use crate::model::{
+    AttemptFields, AttemptKey, DeliveryCounts, FailedAttempt, FailurePolicy, ATTEMPT_BUCKETS,
+    DURATION_BUCKETS, LAG_BUCKETS,
+};
 
 /// Distinct `event` or `status` label values per target before the rest
 /// are counted as `other`.
@@ -93,6 +98,50 @@ pub fn record(counts: &mut DeliveryCounts, entry: &LogEntry, created_ms: Option<
             }
         }
     }
+}
+
+/// Whether a final attempt failed: any status but `success`, in any case
+/// (an unknown or missing status is no delivery the API vouches for).
+pub fn is_failure(entry: &LogEntry) -> bool {
+    !entry
+        .status
+        .as_deref()
+        .is_some_and(|s| s.eq_ignore_ascii_case("success"))
+}
+
+/// Adds one final attempt to what the status pages show: its minute in the
+/// history (`host_ms`: its `created_at` on this host's clock, which pages
+/// read the hour on) and, if it failed, the kept failures. Called beside
+/// [`record`], with the id the attempt is known by and its `created_at`
+/// (`created_ms`, the time of the poll if unreadable) on the API's clock.
+pub fn record_recent(
+    counts: &mut DeliveryCounts,
+    id: &str,
+    entry: &LogEntry,
+    created_ms: i64,
+    host_ms: i64,
+    policy: FailurePolicy,
+) {
+    let failed = is_failure(entry);
+    Arc::make_mut(&mut counts.history).record(host_ms, failed);
+    if !failed || policy.keep == 0 {
+        return;
+    }
+    let fields = AttemptFields {
+        id,
+        created_ms,
+        created_at: entry.created_at.as_deref(),
+        delivered_at: entry.delivered_at.as_deref(),
+        event: entry.event.as_deref(),
+        attempt: entry.attempt,
+        status: entry.status.as_deref(),
+        http_status: entry.http_status,
+        duration_ms: entry.duration_ms,
+        error: entry.error.as_deref(),
+        response_body: entry.response_body.as_deref(),
+    };
+    let failed = FailedAttempt::new(&fields, policy.response_body);
+    Arc::make_mut(&mut counts.failures).record(failed, policy.keep);
 }
 
 /// An entry's `event` or `status` as a label value: at most 128 characters.
@@ -195,6 +244,50 @@ mod tests {
         assert_eq!(counts.attempts.values().sum::<u64>(), 200);
         assert_eq!(counts.duration["success"].count(), 200);
         assert_eq!(counts.last_attempt["success"], 1_700_000_000.0);
+    }
+
+    #[test]
+    fn failures_are_every_status_but_success_and_kept_by_policy() {
+        let mut counts = DeliveryCounts::default();
+        let policy = FailurePolicy {
+            keep: 2,
+            response_body: false,
+        };
+        let t = 1_700_000_000_000;
+        for (i, status) in ["success", "SUCCESS", "failed", "bounced", "Failed"]
+            .iter()
+            .enumerate()
+        {
+            let mut e = final_entry("e", status, Some(500));
+            e.response_body = Some("{\"error\":\"internal\"}".into());
+            e.error = Some("HTTP 500 from receiver".into());
+            let created = t + i as i64;
+            record_recent(
+                &mut counts,
+                &format!("log-{i}"),
+                &e,
+                created,
+                created,
+                policy,
+            );
+        }
+        let s = counts.history.series(t);
+        assert_eq!((s.attempts_total(), s.failures_total()), (5, 3));
+        let kept: Vec<(&str, Option<&str>, Option<&str>)> = counts
+            .failures
+            .iter()
+            .map(|f| (&*f.id, f.error.as_deref(), f.response.as_deref()))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("log-4", Some("HTTP 500 from receiver"), None),
+                ("log-3", Some("HTTP 500 from receiver"), None)
+            ]
+        );
+        let mut none = final_entry("e", "failed", None);
+        none.status = None;
+        assert!(is_failure(&none));
     }
 
     #[test]

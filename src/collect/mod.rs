@@ -44,9 +44,10 @@ use std::time::Duration;
 
 use crate::api::{self, ApiError, LogPage};
 use crate::clock::ClockOffset;
+use crate::model::FailurePolicy;
 use crate::target::Target;
 
-pub use count::{is_final, record};
+pub use count::{is_failure, is_final, record, record_recent};
 pub use fleet::Fleet;
 pub use paging::{poll_once, LATENESS_MS, PENDING_TIMEOUT};
 pub use poller::run_target;
@@ -93,4 +94,6 @@ pub struct PollConfig {
     pub max_pages: u32,
     /// Entries per page requested.
     pub per_page: u32,
+    /// What is kept of failed attempts.
+    pub failures: FailurePolicy,
 }

@@ -11,7 +11,7 @@ use super::PageSource;
 use super::PollConfig;
 use crate::api::{self, ApiError, LogEntry, LogPage};
 use crate::clock::unix_now_ms;
-use crate::model::{Gap, Order, PollStats, TargetState};
+use crate::model::{FailurePolicy, Gap, Order, PollStats, TargetState};
 use crate::target::Target;
 
 /// Whether the missing `Date` header has been logged (once per process).
@@ -64,6 +64,7 @@ pub async fn poll_once<S: PageSource>(
         after_oversized: false,
         new_this_poll: HashSet::default(),
         unknown_total: 0,
+        failures: config.failures,
     };
     let result = poll.run().await;
     poll.settle();
@@ -126,6 +127,8 @@ pub(super) struct Poll<'a, S> {
     pub(super) new_this_poll: HashSet<String>,
     /// Unknown entries found in this poll.
     pub(super) unknown_total: u64,
+    /// What is kept of failed attempts.
+    pub(super) failures: FailurePolicy,
 }
 
 impl<S: PageSource> Poll<'_, S> {

@@ -4,6 +4,7 @@
 //! - `auth`: basic auth: bcrypt off the async workers, one at a time, right pairs remembered.
 //! - `routes`: `/`, the metrics path, `/-/healthy`, `/-/ready`.
 //! - `self_metrics`: requests, scrapes in flight, connections open and refused.
+//! - `status`: `/webhooks` and each webhook's page, as JSON for scripts.
 //! - `serve`: the accept loop and its limits (connections, deadlines, TLS).
 //! - `web`: the web config file and the guard (basic auth, headers) around the routes.
 
@@ -11,6 +12,7 @@ mod auth;
 mod routes;
 mod self_metrics;
 mod serve;
+mod status;
 mod web;
 
 pub use routes::{counted, router, AppState};

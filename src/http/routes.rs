@@ -1,4 +1,5 @@
-//! The HTTP side: landing page, `/metrics`, `/-/healthy` and `/-/ready`.
+//! The HTTP side: landing page, `/metrics`, `/-/healthy`, `/-/ready`, and
+//! the webhooks' status (`status`).
 //! It knows the published snapshots and readiness, nothing of the API.
 
 use std::pin::Pin;
@@ -68,6 +69,11 @@ pub fn router(state: AppState) -> Router {
         .route(&state.telemetry_path, get(metrics))
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
+        .route("/webhooks", get(super::status::list))
+        .route(
+            "/webhooks/{scope}/{owner_id}/{webhook_id}",
+            get(super::status::detail),
+        )
         .with_state(state)
 }
 
@@ -88,6 +94,8 @@ async fn count_requests(
     let handler = match request.uri().path() {
         p @ ("/" | "/-/healthy" | "/-/ready") => p,
         p if p == state.telemetry_path => "metrics",
+        "/webhooks" => "webhooks",
+        p if p.starts_with("/webhooks/") => "webhook",
         _ => "other",
     }
     .to_string();

@@ -187,6 +187,12 @@ impl Published {
         }
     }
 
+    /// A webhook's name and state as discovery last listed it, if it did.
+    pub fn info(&self, target: &Target) -> Option<WebhookMeta> {
+        let map = self.info.read().unwrap_or_else(|e| e.into_inner());
+        map.get(target).cloned()
+    }
+
     /// The current snapshots, in target order.
     pub fn snapshots(&self) -> Vec<Arc<TargetSnapshot>> {
         let map = self.snapshots.read().unwrap_or_else(|e| e.into_inner());

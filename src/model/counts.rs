@@ -4,10 +4,12 @@
 use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::native::{bucket_index, NativeBuckets};
+use super::{Failures, MinuteHistory};
 
 /// Buckets of `talkover_webhook_delivery_duration_seconds`: 50 ms up to the
 /// 120 s maximum webhook timeout.
@@ -158,6 +160,16 @@ pub struct DeliveryCounts {
     /// Entry fields left out of a histogram, by `(field, reason)`.
     #[serde(with = "map_as_pairs")]
     pub invalid_fields: BTreeMap<(String, String), u64>,
+
+    // Not counters, but recorded with them, attempt by attempt, and so kept
+    // with them. Here rather than beside them in the state so that snapshots
+    // carry them; in an `Arc` so that a snapshot shares them until they change.
+    /// The last failed attempts (`--failures.keep`); absent from older state files.
+    #[serde(default)]
+    pub failures: Arc<Failures>,
+    /// Attempts and failures per minute over the last hour; absent from older state files.
+    #[serde(default)]
+    pub history: Arc<MinuteHistory>,
 }
 
 impl DeliveryCounts {

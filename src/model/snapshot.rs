@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{DeliveryCounts, TargetState};
+use super::{DeliveryCounts, Failures, MinuteHistory, TargetState};
 use crate::target::Target;
 
 /// Self-observations of one target's polling; reset on restart.
@@ -48,5 +48,16 @@ impl TargetSnapshot {
             pending: state.pending.len() as u64,
             backlog: state.gaps.iter().map(|g| g.unread).sum(),
         }
+    }
+
+    /// Its last failed attempts, newest first: shared with the state (not
+    /// copied) until a poll records another.
+    pub fn failures(&self) -> &Failures {
+        &self.counts.failures
+    }
+
+    /// Its attempts and failures per minute over the last hour.
+    pub fn history(&self) -> &MinuteHistory {
+        &self.counts.history
     }
 }

@@ -94,3 +94,39 @@ impl TargetState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state as the exporter wrote it before it kept failures and the
+    /// minute history: it still loads, with both empty, and round-trips.
+    #[test]
+    fn a_state_from_before_failures_were_kept_still_loads() {
+        let old = r#"{"baselined":true,"since_ms":1700000000000,"order":"newest_first",
+            "last_total":3,"horizon_ms":1700000000000,"newest_ms":1700000060000,
+            "handled":{"log-1":1700000060000},"pending":{},"gaps":[],"oversized":[],
+            "per_page":null,"per_page_good":0,
+            "counts":{"attempts":[[{"event":"e","status":"failed","code":"500"},2]],
+                "duration":{},"attempt_number":{},"retries":0,
+                "lag":{"buckets":[],"sum":0.0},"last_attempt":{},"missed":{},
+                "invalid_fields":[]}}"#;
+        let mut state: TargetState = serde_json::from_str(old).expect("old state loads");
+        assert!(state.counts.failures.is_empty());
+        assert_eq!(
+            state
+                .counts
+                .history
+                .series(1_700_000_060_000)
+                .attempts_total(),
+            0
+        );
+        assert_eq!(
+            state.counts.attempt_mut("e", "failed", "500").copied(),
+            Some(2)
+        );
+        let json = serde_json::to_string(&state).expect("serialize");
+        let back: TargetState = serde_json::from_str(&json).expect("round trip");
+        assert_eq!(back, state);
+    }
+}

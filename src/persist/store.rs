@@ -2,7 +2,8 @@
 //! publish" semantics.
 //!
 //! The file is a [redb] database: one row per target holding its whole
-//! [`TargetState`] (read position, dedupe memory, pending ids, counters), so
+//! [`TargetState`] (read position, dedupe memory, pending ids, counters and,
+//! with them, the kept failures and minute history), so
 //! each target's counters and position are always committed together. A
 //! committer task gathers the states pollers hand it, writes only those that
 //! changed in one transaction, and only after that transaction is durable

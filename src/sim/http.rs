@@ -77,6 +77,7 @@ impl Simulator {
             .route("/_sim/resume", post(resume))
             .route("/_sim/finish-pending", post(finish_pending))
             .route("/_sim/truth", get(truth))
+            .route("/_sim/failed", get(super::failures::failed))
             .route("/_sim/fault", post(fault))
             .route("/_sim/success-ratio", post(success_ratio))
             .route("/_sim/outage", post(set_outage))

@@ -2,12 +2,14 @@
 //! realistic traffic and fault injection. `--demo` runs it in-process; the
 //! tests run the same code and compare the exporter against its ground truth.
 //!
-//! Control endpoints under `/_sim/` (pause, resume, truth, fault, outage) let a test
+//! Control endpoints under `/_sim/` (pause, resume, truth, failed, fault, outage) let a test
 //! that drives the real binary steer it over HTTP.
 //!
 //! - `traffic`: the logs it keeps and how attempts are made and finish.
+//! - `failures`: what attempts say about themselves (errors, bodies); failed attempts as truth.
 //! - `http`: the API's routes, its control routes, and serving (outages included).
 
+mod failures;
 mod http;
 mod traffic;
 
@@ -20,6 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::target::Target;
 use traffic::{finish, Hostility, SimState, WebhookLog};
+
+pub use failures::SimFailure;
 
 pub use crate::model::Order;
 

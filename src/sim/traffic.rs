@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde_json::{json, Value};
 
+use super::failures::{texts, Texts};
 use super::{FaultRule, Order, Outage, Profile};
 use crate::target::Target;
 
@@ -25,6 +26,8 @@ pub(super) struct SimEntry {
     pub(super) hostile: Option<Hostility>,
     /// Padding for this entry alone, beyond the profile's.
     pub(super) extra_payload: usize,
+    /// `error` and `response_body` a test chose, instead of the usual ones.
+    pub(super) texts: Option<Texts>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -178,6 +181,7 @@ impl SimState {
             outcome: Some(outcome),
             hostile,
             extra_payload: 0,
+            texts: None,
         };
         if hostile == Some(Hostility::UnknownStatus) {
             entry.outcome = None;
@@ -211,16 +215,16 @@ pub(super) fn entry_json(e: &SimEntry, target: &Target, payload_bytes: usize) ->
         "created_at": ts(e.created_ms),
         "request_payload": {"event": e.event, "padding": "x".repeat(payload_bytes + e.extra_payload)},
         "response_headers": {"content-type": "application/json"},
-        "response_body": if e.status == "success" { "{\"ok\":true}" } else { "" },
     });
     if let Some(d) = e.delivered_ms {
         v["delivered_at"] = json!(ts(d));
     }
-    if e.status == "failed" {
-        v["error"] = json!(match e.http_status {
-            Some(c) => format!("receiver answered HTTP {c}"),
-            None => "timeout or connection error".to_string(),
-        });
+    let (error, body) = texts(e);
+    if let Some(error) = error {
+        v["error"] = json!(error);
+    }
+    if let Some(body) = body {
+        v["response_body"] = body;
     }
     match e.hostile {
         Some(Hostility::NullFields) => {

@@ -42,6 +42,8 @@ fn help_and_version() {
         "--web.read-header-timeout",
         "--log.level",
         "--log.format",
+        "--failures.keep",
+        "--failures.response-body",
         "--demo",
         "TALKOVER_TOKEN",
     ] {
@@ -102,6 +104,16 @@ fn bad_input_exits_2_naming_flag_and_value() {
             vec!["--talkover.url", "ftp://x", "--demo"],
             vec![],
             vec!["--talkover.url", "ftp://x"],
+        ),
+        (
+            vec!["--failures.keep", "5000", "--demo"],
+            vec![],
+            vec!["--failures.keep", "5000"],
+        ),
+        (
+            vec!["--failures.response-body=no", "--demo"],
+            vec![],
+            vec!["--failures.response-body", "no"],
         ),
         (
             vec!["--talkover.max-body-size", "lots", "--demo"],

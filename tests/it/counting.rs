@@ -30,7 +30,21 @@ async fn counts_exactly(order: Order) {
     // History from a minute ago: clear of the exporter's start, which it
     // knows on the API's clock to about a second.
     s.sim.backdate(Duration::from_secs(60));
-    let exporter = start_exporter(&s.url, &[A, B], ExporterOptions::default()).await;
+    // Every family on: the lag histogram is checked below.
+    let everything = talkover_exporter::metrics::Budget {
+        lag: true,
+        attempt_number: true,
+        duration_by_status: true,
+    };
+    let exporter = start_exporter(
+        &s.url,
+        &[A, B],
+        ExporterOptions {
+            budget: everything,
+            ..ExporterOptions::default()
+        },
+    )
+    .await;
     exporter.wait_ready().await;
     let mark = s.sim.mark();
     let before = exporter.scrape().await;

@@ -4,6 +4,7 @@
 mod binary;
 mod counting;
 mod endpoints;
+mod failures;
 mod faults;
 mod hardening;
 mod restart;

@@ -232,6 +232,7 @@ async fn requests_per_poll(order: Order, exact: bool) {
         interval: Duration::from_secs(1),
         max_pages: 10,
         per_page: 100,
+        failures: talkover_exporter::model::FailurePolicy::default(),
     };
     let mut state = TargetState::default();
     let mut stats = PollStats::default();

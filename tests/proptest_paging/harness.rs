@@ -68,6 +68,7 @@ impl Harness {
                 interval: Duration::from_secs(30),
                 max_pages,
                 per_page,
+                failures: talkover_exporter::model::FailurePolicy::default(),
             },
             state: TargetState::default(),
             committed_before: TargetState::default(),

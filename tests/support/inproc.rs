@@ -67,6 +67,9 @@ pub struct ExporterOptions {
     pub shard: Shard,
     pub stale_after: Duration,
     pub web: Option<talkover_exporter::http::WebConfig>,
+    pub failures: talkover_exporter::model::FailurePolicy,
+    /// `--[no-]collector.*`.
+    pub budget: talkover_exporter::metrics::Budget,
 }
 
 impl Default for ExporterOptions {
@@ -86,6 +89,8 @@ impl Default for ExporterOptions {
             shard: Shard::default(),
             stale_after: Duration::from_secs(3600),
             web: None,
+            failures: talkover_exporter::model::FailurePolicy::default(),
+            budget: talkover_exporter::metrics::Budget::default(),
         }
     }
 }
@@ -116,6 +121,8 @@ pub async fn start_exporter(sim_url: &str, targets: &[&str], opts: ExporterOptio
         shard: opts.shard,
         stale_after: opts.stale_after,
         web: opts.web.clone(),
+        failures: opts.failures,
+        budget: opts.budget,
         ..Config::new(source)
     };
     let listener = TcpListener::bind("127.0.0.1:0")

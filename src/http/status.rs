@@ -1,0 +1,521 @@
+//! The status of each webhook for scripts: `/webhooks` and
+//! `/webhooks/{campaigns|agents}/{owner_id}/{webhook_id}` answer JSON to
+//! `Accept: application/json`. Read from the published snapshots, so they
+//! show exactly what `/metrics` shows, committed first.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::routes::AppState;
+use crate::clock::unix_now_ms;
+use crate::model::{clean, FailedAttempt, TargetSnapshot};
+use crate::target::{Scope, Target};
+
+/// Most bytes of a webhook's name shown (names come from the API).
+const NAME_CAP: usize = 256;
+/// Most bytes of `q`: a filter longer than any name, id or path is a mistake.
+const QUERY_CAP: usize = 256;
+
+/// `/webhooks` query parameters.
+#[derive(Debug, Deserialize)]
+pub(super) struct ListQuery {
+    /// `failure_ratio`: highest failure ratio over the hour first.
+    sort: Option<String>,
+    /// Only webhooks whose name, scope, owner id, webhook id or path
+    /// contains this, in any case.
+    q: Option<String>,
+}
+
+/// One webhook's row; with its failures on its own page.
+#[derive(Debug, Serialize)]
+struct WebhookView<'a> {
+    scope: &'static str,
+    owner_id: &'a str,
+    webhook_id: &'a str,
+    /// As discovery last listed it; `null` for webhooks given by `--target`.
+    name: Option<Box<str>>,
+    /// Whether its last poll succeeded.
+    up: bool,
+    attempts_1h: u64,
+    failures_1h: u64,
+    /// `null` without attempts in the hour.
+    failure_ratio_1h: Option<f64>,
+    per_minute: PerMinute,
+    /// `created_at` of the newest counted successful attempt.
+    last_success: Option<String>,
+    last_failure: Option<LastFailure<'a>>,
+    /// Attempts seen in flight, not final yet.
+    pending: u64,
+    /// Entries listed by the API and not read yet (estimated).
+    backlog: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failures: Option<Vec<FailureView<'a>>>,
+}
+
+/// Attempts and failures in each of the last 60 minutes, oldest first.
+#[derive(Debug, Serialize)]
+struct PerMinute {
+    /// Start of the first minute (this host's clock).
+    start: Option<String>,
+    step_seconds: u32,
+    attempts: Vec<u32>,
+    failures: Vec<u32>,
+}
+
+#[derive(Debug, Serialize)]
+struct LastFailure<'a> {
+    /// Its `created_at`.
+    time: Option<String>,
+    /// The receiver's HTTP status; `null` on timeouts, or when failures are not kept.
+    code: Option<i64>,
+    error: Option<&'a str>,
+}
+
+/// A kept failed attempt, every field of it.
+#[derive(Debug, Serialize)]
+struct FailureView<'a> {
+    id: &'a str,
+    created_at: Option<&'a str>,
+    delivered_at: Option<&'a str>,
+    event: Option<&'a str>,
+    attempt: Option<i64>,
+    status: Option<&'a str>,
+    http_status: Option<i64>,
+    duration_ms: Option<f64>,
+    error: Option<&'a str>,
+    /// The first 512 bytes of the receiver's answer; `null` with
+    /// `--failures.response-body=false`.
+    response: Option<&'a str>,
+}
+
+impl<'a> FailureView<'a> {
+    fn of(f: &'a FailedAttempt) -> FailureView<'a> {
+        FailureView {
+            id: &f.id,
+            created_at: f.created_at.as_deref(),
+            delivered_at: f.delivered_at.as_deref(),
+            event: f.event.as_deref(),
+            attempt: f.attempt,
+            status: f.status.as_deref(),
+            http_status: f.http_status,
+            duration_ms: f.duration_ms,
+            error: f.error.as_deref(),
+            response: f.response.as_deref(),
+        }
+    }
+}
+
+/// `GET /webhooks`.
+pub(super) async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<ListQuery>,
+) -> Response {
+    if !wants_json(&headers) {
+        return not_acceptable();
+    }
+    let by_ratio = match query.sort.as_deref() {
+        None | Some("") => false,
+        Some("failure_ratio") => true,
+        Some(other) => {
+            let other = clean(other, 64);
+            return problem(
+                StatusCode::BAD_REQUEST,
+                &format!("unknown sort {other:?}: use failure_ratio"),
+            );
+        }
+    };
+    let filter = match query.q.as_deref().map(str::trim) {
+        Some(q) if q.len() > QUERY_CAP => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                &format!("q is longer than {QUERY_CAP} bytes"),
+            )
+        }
+        Some(q) if !q.is_empty() => Some(q.to_lowercase()),
+        _ => None,
+    };
+    let now_ms = unix_now_ms();
+    let snapshots = state.published.snapshots();
+    let mut rows: Vec<WebhookView<'_>> = snapshots
+        .iter()
+        .map(|s| view(&state, s, now_ms, false))
+        .filter(|v| filter.as_deref().is_none_or(|q| matches(v, q)))
+        .collect();
+    if by_ratio {
+        // Stable: equal ratios stay in webhook order; no attempts go last.
+        rows.sort_by(|a, b| {
+            let key = |v: &WebhookView<'_>| v.failure_ratio_1h.unwrap_or(-1.0);
+            key(b).total_cmp(&key(a))
+        });
+    }
+    json_response(StatusCode::OK, &rows)
+}
+
+/// `GET /webhooks/{campaigns|agents}/{owner_id}/{webhook_id}`.
+pub(super) async fn detail(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((scope, owner_id, webhook_id)): Path<(String, String, String)>,
+) -> Response {
+    if !wants_json(&headers) {
+        return not_acceptable();
+    }
+    let scope = match scope.as_str() {
+        "campaigns" => Scope::Campaign,
+        "agents" => Scope::Agent,
+        _ => return problem(StatusCode::NOT_FOUND, "no such webhook"),
+    };
+    let target = Target {
+        scope,
+        owner_id,
+        webhook_id,
+    };
+    let snapshots = state.published.snapshots();
+    match snapshots.iter().find(|s| s.target == target) {
+        Some(s) => json_response(StatusCode::OK, &view(&state, s, unix_now_ms(), true)),
+        None => problem(StatusCode::NOT_FOUND, "no such webhook"),
+    }
+}
+
+fn view<'a>(
+    state: &AppState,
+    s: &'a TargetSnapshot,
+    now_ms: i64,
+    with_failures: bool,
+) -> WebhookView<'a> {
+    let series = s.history().series(now_ms);
+    let (attempts, failures) = (series.attempts_total(), series.failures_total());
+    let name = state
+        .published
+        .info(&s.target)
+        .map(|meta| clean(&meta.name, NAME_CAP))
+        .filter(|n| !n.is_empty());
+    WebhookView {
+        scope: s.target.scope.segment(),
+        owner_id: &s.target.owner_id,
+        webhook_id: &s.target.webhook_id,
+        name,
+        up: s.stats.up,
+        attempts_1h: attempts,
+        failures_1h: failures,
+        failure_ratio_1h: (attempts > 0).then(|| failures as f64 / attempts as f64),
+        per_minute: PerMinute {
+            start: rfc3339(series.start_ms),
+            step_seconds: 60,
+            attempts: series.attempts,
+            failures: series.failures,
+        },
+        last_success: newest_attempt(s, true).and_then(|t| rfc3339((t * 1000.0) as i64)),
+        last_failure: last_failure(s),
+        pending: s.pending,
+        backlog: s.backlog,
+        failures: with_failures.then(|| s.failures().iter().map(FailureView::of).collect()),
+    }
+}
+
+/// The newest kept failure; without kept failures (`--failures.keep 0`),
+/// only when the newest failed attempt was created.
+fn last_failure(s: &TargetSnapshot) -> Option<LastFailure<'_>> {
+    match s.failures().newest() {
+        Some(f) => Some(LastFailure {
+            time: rfc3339(f.created_ms),
+            code: f.http_status,
+            error: f.error.as_deref(),
+        }),
+        None => newest_attempt(s, false).map(|t| LastFailure {
+            time: rfc3339((t * 1000.0) as i64),
+            code: None,
+            error: None,
+        }),
+    }
+}
+
+/// Unix seconds of the newest counted attempt that succeeded (or failed).
+fn newest_attempt(s: &TargetSnapshot, success: bool) -> Option<f64> {
+    s.counts
+        .last_attempt
+        .iter()
+        .filter(|(status, _)| status.eq_ignore_ascii_case("success") == success)
+        .map(|(_, t)| *t)
+        .reduce(f64::max)
+}
+
+fn matches(v: &WebhookView<'_>, q: &str) -> bool {
+    let has = |s: &str| s.to_lowercase().contains(q);
+    v.name.as_deref().is_some_and(has)
+        || has(v.owner_id)
+        || has(v.webhook_id)
+        || has(&format!(
+            "{}/{}/webhooks/{}",
+            v.scope, v.owner_id, v.webhook_id
+        ))
+}
+
+fn rfc3339(ms: i64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()?
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+/// Whether `Accept` asks for JSON (listed, and not with `q=0`).
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let media = parts.next().unwrap_or("");
+            let q_zero = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            media.eq_ignore_ascii_case("application/json") && !q_zero
+        })
+}
+
+fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => (
+            status,
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::VARY, "Accept"),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "encoding a status page failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+fn problem(status: StatusCode, message: &str) -> Response {
+    json_response(status, &serde_json::json!({ "error": message }))
+}
+
+/// The pages are JSON only for now: anything else is refused, not guessed.
+fn not_acceptable() -> Response {
+    (
+        StatusCode::NOT_ACCEPTABLE,
+        [(header::VARY, "Accept")],
+        "this page answers Accept: application/json\n",
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::http::HeaderValue;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::metrics::Published;
+    use crate::model::{AttemptFields, DeliveryCounts, PollStats, Readiness};
+    use crate::target::WebhookMeta;
+
+    /// A webhook with `ok` successes and, from `failed`, one failure per
+    /// (id, error, body), all created a second ago.
+    fn publish(p: &Published, path: &str, ok: u32, failed: &[(&str, &str, &str)]) {
+        let now = unix_now_ms() - 1000;
+        let mut counts = DeliveryCounts::default();
+        let history = Arc::make_mut(&mut counts.history);
+        for _ in 0..ok {
+            history.record(now, false);
+        }
+        if ok > 0 {
+            counts
+                .last_attempt
+                .insert("success".into(), now as f64 / 1000.0);
+        }
+        for (i, (id, error, body)) in failed.iter().enumerate() {
+            Arc::make_mut(&mut counts.history).record(now, true);
+            let fields = AttemptFields {
+                id,
+                created_ms: now + i as i64,
+                created_at: Some("2024-01-15T11:00:00Z"),
+                status: Some("failed"),
+                http_status: Some(500),
+                attempt: Some(2),
+                duration_ms: Some(8021.0),
+                error: Some(error),
+                response_body: Some(body),
+                ..AttemptFields::default()
+            };
+            Arc::make_mut(&mut counts.failures).record(FailedAttempt::new(&fields, true), 20);
+        }
+        p.publish(TargetSnapshot {
+            target: path.parse().expect("target"),
+            counts,
+            stats: PollStats {
+                up: true,
+                ..PollStats::default()
+            },
+            pending: 2,
+            backlog: 0,
+        });
+    }
+
+    fn state() -> AppState {
+        let p = Arc::new(Published::new());
+        publish(&p, "campaigns/c1/webhooks/calm", 10, &[]);
+        publish(
+            &p,
+            "campaigns/c1/webhooks/flaky",
+            3,
+            &[("l1", "HTTP 500", "{}")],
+        );
+        publish(
+            &p,
+            "agents/a1/webhooks/down",
+            0,
+            &[
+                ("l2", "timed out", "<b>x</b>"),
+                ("l3", "HTTP 500 from receiver", "{\"error\":\"internal\"}"),
+            ],
+        );
+        publish(&p, "agents/a1/webhooks/idle", 0, &[]);
+        p.set_info(
+            &"campaigns/c1/webhooks/flaky".parse().expect("target"),
+            WebhookMeta {
+                name: "CRM <sync>\u{1b}".into(),
+                enabled: true,
+            },
+        );
+        AppState::new(p, Arc::new(Readiness::new(false)), "/metrics".into(), 0)
+    }
+
+    fn accept(value: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_static(value));
+        h
+    }
+
+    async fn body(r: Response) -> (StatusCode, Value) {
+        let status = r.status();
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn get_list(sort: Option<&str>, q: Option<&str>) -> (StatusCode, Value) {
+        let query = ListQuery {
+            sort: sort.map(str::to_string),
+            q: q.map(str::to_string),
+        };
+        body(list(State(state()), accept("application/json"), Query(query)).await).await
+    }
+
+    fn ids(v: &Value) -> Vec<&str> {
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|w| w["webhook_id"].as_str().expect("id"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn list_counts_the_hour_sorts_and_filters() {
+        let (status, all) = get_list(None, None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(ids(&all), ["calm", "flaky", "down", "idle"]);
+        let flaky = &all[1];
+        assert_eq!(flaky["scope"], "campaigns");
+        assert_eq!(flaky["owner_id"], "c1");
+        assert_eq!(flaky["name"], "CRM <sync>");
+        assert_eq!(
+            (flaky["attempts_1h"].as_u64(), flaky["failures_1h"].as_u64()),
+            (Some(4), Some(1))
+        );
+        assert_eq!(flaky["failure_ratio_1h"], 0.25);
+        assert_eq!(
+            flaky["per_minute"]["attempts"].as_array().map(Vec::len),
+            Some(60)
+        );
+        assert_eq!(flaky["per_minute"]["failures"][59], 1);
+        assert_eq!(flaky["last_failure"]["code"], 500);
+        assert_eq!(flaky["last_failure"]["error"], "HTTP 500");
+        assert!(flaky["last_success"].is_string());
+        assert_eq!(
+            (flaky["up"].as_bool(), flaky["pending"].as_u64()),
+            (Some(true), Some(2))
+        );
+        assert!(
+            flaky.get("failures").is_none(),
+            "the list leaves failures to the webhook's page"
+        );
+        assert!(all[3]["failure_ratio_1h"].is_null() && all[3]["last_failure"].is_null());
+
+        let (_, sorted) = get_list(Some("failure_ratio"), None).await;
+        assert_eq!(ids(&sorted), ["down", "flaky", "calm", "idle"]);
+        let (_, found) = get_list(None, Some(" crm ")).await;
+        assert_eq!(ids(&found), ["flaky"]);
+        let (_, found) = get_list(None, Some("AGENTS/a1")).await;
+        assert_eq!(ids(&found), ["down", "idle"]);
+        let (status, err) = get_list(Some("<name>"), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(err["error"], "unknown sort \"<name>\": use failure_ratio");
+        let (status, _) = get_list(None, Some(&"x".repeat(300))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    async fn get_detail(headers: HeaderMap, path: (&str, &str, &str)) -> (StatusCode, Value) {
+        let path = (path.0.to_string(), path.1.to_string(), path.2.to_string());
+        body(detail(State(state()), headers, Path(path)).await).await
+    }
+
+    #[tokio::test]
+    async fn a_webhook_page_lists_its_failures_newest_first_with_every_field() {
+        let json = accept("text/html;q=0.9, application/json");
+        let (status, down) = get_detail(json.clone(), ("agents", "a1", "down")).await;
+        assert_eq!(status, StatusCode::OK);
+        let failures = down["failures"].as_array().expect("failures");
+        assert_eq!(failures.len(), 2);
+        assert_eq!(failures[0]["id"], "l3");
+        assert_eq!(failures[0]["response"], "{\"error\":\"internal\"}");
+        assert_eq!(failures[1]["response"], "<b>x</b>");
+        for field in [
+            "created_at",
+            "delivered_at",
+            "event",
+            "attempt",
+            "status",
+            "http_status",
+            "duration_ms",
+            "error",
+        ] {
+            assert!(failures[1].get(field).is_some(), "{field}");
+        }
+        assert_eq!(failures[1]["duration_ms"], 8021.0);
+        assert_eq!(down["last_failure"]["error"], "HTTP 500 from receiver");
+
+        for missing in [("agents", "a1", "nope"), ("webhooks", "a1", "down")] {
+            let (status, err) = get_detail(json.clone(), missing).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{missing:?}");
+            assert_eq!(err["error"], "no such webhook");
+        }
+        for not_json in ["text/html", "application/json;q=0", "*/*"] {
+            let r = detail(
+                State(state()),
+                accept(not_json),
+                Path(("agents".into(), "a1".into(), "down".into())),
+            )
+            .await;
+            assert_eq!(r.status(), StatusCode::NOT_ACCEPTABLE, "{not_json}");
+        }
+    }
+}
