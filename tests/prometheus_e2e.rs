@@ -12,6 +12,10 @@
 //!   attempt counters stored by Prometheus equal the exporter's own `/metrics`
 //!   exactly, in total and per webhook (no sample lost or double-counted on
 //!   the way), and agree with the simulator's ground truth;
+//! - Prometheus, with `--enable-feature=exemplar-storage`, scrapes OpenMetrics
+//!   and stores the exporter's exemplars: the log ids on the failed attempts
+//!   series and on the duration buckets of failures are attempts the
+//!   simulator lists as failed;
 //! - a second Prometheus, with `--enable-feature=native-histograms`, scrapes
 //!   the same exporter in the protobuf format and stores its histograms as
 //!   native histograms only: the rules and panel queries return data there
@@ -342,7 +346,7 @@ async fn prometheus_scrapes_exporter_rules_and_dashboard_queries_have_data() {
         &tmp.0,
         &tmp.0.join("data"),
         prom_port,
-        &[],
+        &["--enable-feature=exemplar-storage"],
     );
 
     // -- wait for: exporter serving, Prometheus ready, target up, traffic ----
@@ -410,6 +414,7 @@ async fn prometheus_scrapes_exporter_rules_and_dashboard_queries_have_data() {
     }
     native_quantiles_agree_with_classic(&prom, &native).await;
     drop(native_child);
+    exemplars_point_at_failed_attempts(&prom, &sim_url).await;
 
     // -- stop traffic, finish pending, let the exporter converge ---------------
     post_ok(&http, &format!("{sim_url}/_sim/pause")).await;
@@ -681,4 +686,58 @@ async fn native_quantiles_agree_with_classic(classic: &Prom, native: &Prom) {
         "compared the p95 of {compared} webhooks; native {native_p95:?}, classic {classic_p95:?}"
     );
     eprintln!("native and classic p95 agree for {compared} webhooks");
+}
+
+/// The exemplars Prometheus stored from OpenMetrics scrapes: every log id
+/// on a failed attempts series, and on a duration bucket of failures, is an
+/// attempt the simulator lists as failed.
+async fn exemplars_point_at_failed_attempts(prom: &Prom, sim_url: &str) {
+    let failed: Value = serde_json::from_str(
+        &get_text(&prom.http, &format!("{sim_url}/_sim/failed"))
+            .await
+            .expect("simulator failures"),
+    )
+    .expect("failures are JSON");
+    let failed_ids: BTreeSet<String> = failed
+        .as_object()
+        .expect("failures: object")
+        .values()
+        .flat_map(|v| v.as_array().cloned().unwrap_or_default())
+        .filter_map(|f| f["id"].as_str().map(str::to_owned))
+        .collect();
+    assert!(!failed_ids.is_empty(), "the demo made no failed attempts");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    for query in [
+        r#"talkover_webhook_delivery_attempts_total{status!="success"}"#,
+        r#"talkover_webhook_delivery_duration_seconds_bucket{status!="success"}"#,
+    ] {
+        let data = prom
+            .get_json(
+                "/api/v1/query_exemplars",
+                &[
+                    ("query", query),
+                    ("start", &(now - 3600).to_string()),
+                    ("end", &(now + 3600).to_string()),
+                ],
+            )
+            .await
+            .expect("query_exemplars");
+        let ids: Vec<String> = data
+            .as_array()
+            .expect("exemplar series")
+            .iter()
+            .flat_map(|series| series["exemplars"].as_array().cloned().unwrap_or_default())
+            .filter_map(|e| e["labels"]["log_id"].as_str().map(str::to_owned))
+            .collect();
+        assert!(!ids.is_empty(), "no exemplars for {query}: {data}");
+        let unknown: Vec<&String> = ids.iter().filter(|id| !failed_ids.contains(*id)).collect();
+        assert!(
+            unknown.is_empty(),
+            "{query}: exemplar log ids the simulator does not list as failed: {unknown:?}"
+        );
+        eprintln!("{query}: {} exemplars, all failed attempts", ids.len());
+    }
 }

@@ -457,7 +457,7 @@ pub(crate) fn collector_micro_costs(
     let rec = best_ns(&mut || {
         let mut counts = DeliveryCounts::default();
         for (e, c) in entries.iter().zip(&created) {
-            record(&mut counts, e, Some(*c));
+            record(&mut counts, e.id.as_deref().unwrap_or(""), e, Some(*c));
         }
         black_box(counts);
     });

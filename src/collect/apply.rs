@@ -91,7 +91,7 @@ impl<S: PageSource> Poll<'_, S> {
     /// records it twice. `parsed` is its readable `created_at`, `created`
     /// the same or the time of the poll (both on the API's clock).
     fn count(&mut self, id: &str, entry: &LogEntry, parsed: Option<i64>, created: i64) {
-        record(&mut self.state.counts, entry, parsed);
+        record(&mut self.state.counts, id, entry, parsed);
         // Never after this poll: an estimate of the clocks' offset that is
         // a little off would otherwise put an attempt in a minute the
         // pages, reading the hour up to their own now, do not show yet.

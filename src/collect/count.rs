@@ -40,7 +40,7 @@ pub fn is_final(entry: &LogEntry) -> bool {
 /// Called for every counted entry, so the usual case (every series already
 /// exists) allocates nothing: labels are looked up as borrowed strings and
 /// only a new series pays for owned keys and for the label cap.
-pub fn record(counts: &mut DeliveryCounts, entry: &LogEntry, created_ms: Option<i64>) {
+pub fn record(counts: &mut DeliveryCounts, id: &str, entry: &LogEntry, created_ms: Option<i64>) {
     let mut code_text = itoa::Buffer::new();
     let code = match entry.http_status {
         None => "none",
@@ -49,25 +49,36 @@ pub fn record(counts: &mut DeliveryCounts, entry: &LogEntry, created_ms: Option<
     };
     let event = label_value(entry.event.as_deref());
     let status = label_value(entry.status.as_deref());
-    let status = match counts.attempt_mut(event, status, code) {
+    let (event, status) = match counts.attempt_mut(event, status, code) {
         Some(n) => {
             *n += 1;
-            status
+            (event, status)
         }
         None => {
             let status = capped_label(counts, status, |k| &k.status);
             let event = capped_label(counts, event, |k| &k.event);
             count_new_series(counts, event, status, code);
-            status
+            (event, status)
         }
     };
+    // The newest attempt behind each series, for OpenMetrics exemplars;
+    // one needs a time, and the id the attempt is known by.
+    let exemplar_ms = created_ms.filter(|_| !id.is_empty());
+    if let Some(ms) = exemplar_ms {
+        Arc::make_mut(&mut counts.exemplars).attempt((event, status, code), id, ms);
+    }
 
     match entry.duration_ms {
         None => invalid_field(counts, "duration_ms", "missing"),
         Some(d) if d < 0.0 => invalid_field(counts, "duration_ms", "negative"),
         // Far beyond the 120 s maximum timeout: a unit mix-up or garbage.
         Some(d) if d > 3_600_000.0 => invalid_field(counts, "duration_ms", "absurd"),
-        Some(d) => by_status(&mut counts.duration, status).observe(DURATION_BUCKETS, d / 1000.0),
+        Some(d) => {
+            by_status(&mut counts.duration, status).observe(DURATION_BUCKETS, d / 1000.0);
+            if let Some(ms) = exemplar_ms {
+                Arc::make_mut(&mut counts.exemplars).duration(status, d / 1000.0, id, ms);
+            }
+        }
     }
     match entry.attempt {
         None => invalid_field(counts, "attempt", "missing"),
@@ -229,6 +240,7 @@ mod tests {
             for i in 0..100 {
                 record(
                     &mut counts,
+                    &format!("log{i}"),
                     &final_entry(&format!("e{i}"), "success", Some(200)),
                     created,
                 );
@@ -297,6 +309,7 @@ mod tests {
         for (status, code) in [(&*long, None), ("failed", Some(42)), ("failed", Some(503))] {
             record(
                 &mut counts,
+                "log",
                 &final_entry("campaign.started", status, code),
                 None,
             );

@@ -243,9 +243,15 @@ fn render_gzip(
 }
 
 /// The format the scraper prefers among those served: the media range
-/// with the highest `q` that names one (protobuf on a tie, since a scraper
-/// that lists it reads native histograms), the text format when none does.
+/// with the highest `q` that names one (protobuf, then OpenMetrics, on a
+/// tie: a scraper that lists them reads native histograms or exemplars),
+/// the text format when none does.
 fn negotiate(headers: &HeaderMap) -> Exposition {
+    let rank = |e: Exposition| match e {
+        Exposition::Text => 0,
+        Exposition::OpenMetrics => 1,
+        Exposition::Protobuf => 2,
+    };
     let mut best = (0.0f32, Exposition::Text);
     for range in headers
         .get_all(header::ACCEPT)
@@ -258,22 +264,33 @@ fn negotiate(headers: &HeaderMap) -> Exposition {
         let mut q = 1.0f32;
         let mut proto = None;
         let mut encoding = None;
+        let mut version = None;
         for p in parts {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
             match k.trim().to_ascii_lowercase().as_str() {
                 "q" => q = v.trim().parse().unwrap_or(0.0),
                 "proto" => proto = Some(v.trim()),
                 "encoding" => encoding = Some(v.trim()),
+                "version" => version = Some(v.trim()),
                 _ => {}
             }
         }
-        let protobuf = media.eq_ignore_ascii_case("application/vnd.google.protobuf")
-            && proto == Some("io.prometheus.client.MetricFamily")
-            && encoding == Some("delimited");
-        if protobuf && q > 0.0 && q >= best.0 {
-            best = (q, Exposition::Protobuf);
-        } else if !protobuf && q > best.0 {
-            best = (q, Exposition::Text);
+        let format = if media.eq_ignore_ascii_case("application/vnd.google.protobuf") {
+            if proto == Some("io.prometheus.client.MetricFamily") && encoding == Some("delimited") {
+                Exposition::Protobuf
+            } else {
+                continue;
+            }
+        } else if media.eq_ignore_ascii_case("application/openmetrics-text") {
+            match version {
+                None | Some("1.0.0") | Some("0.0.1") => Exposition::OpenMetrics,
+                Some(_) => continue,
+            }
+        } else {
+            Exposition::Text
+        };
+        if q > 0.0 && (q > best.0 || (q == best.0 && rank(format) > rank(best.1))) {
+            best = (q, format);
         }
     }
     best.1
@@ -420,7 +437,13 @@ mod tests {
         };
         // Prometheus 2.42 with --enable-feature=native-histograms, and without.
         assert_eq!(format("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.7,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"), Exposition::Protobuf);
-        assert_eq!(format("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"), Exposition::Text);
+        assert_eq!(format("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"), Exposition::OpenMetrics);
+        assert_eq!(
+            format("application/openmetrics-text;version=2.0.0,text/plain;q=0.5"),
+            Exposition::Text
+        );
+        assert_eq!(format("*/*"), Exposition::Text);
+        assert_eq!(format("text/plain;version=0.0.4"), Exposition::Text);
         assert_eq!(format("text/plain;q=0.9, application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.5"), Exposition::Text);
         // Another message, or the text encoding of protobuf, is not ours to send.
         assert_eq!(

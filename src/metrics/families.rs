@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use crate::model::{Histogram, TargetSnapshot, ATTEMPT_BUCKETS, DURATION_BUCKETS, LAG_BUCKETS};
+use crate::model::{
+    Exemplar, Histogram, TargetSnapshot, ATTEMPT_BUCKETS, DURATION_BUCKETS, LAG_BUCKETS,
+};
 use crate::target::WebhookMeta;
 
 /// A family's type.
@@ -12,13 +14,15 @@ pub(super) enum Kind {
     Counter,
     Gauge,
     Histogram,
+    /// Always 1, labels that describe: a gauge outside OpenMetrics.
+    Info,
 }
 
 impl Kind {
     pub(super) fn as_str(self) -> &'static str {
         match self {
             Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
+            Kind::Gauge | Kind::Info => "gauge",
             Kind::Histogram => "histogram",
         }
     }
@@ -62,6 +66,24 @@ pub(super) trait Format {
     fn value(&mut self, extra: Extra<'_>, v: u64);
     fn float(&mut self, extra: Extra<'_>, v: f64);
     fn histogram(&mut self, extra: Extra<'_>, bounds: Bounds, h: &Histogram);
+    /// A counter sample and the attempt behind it, for formats that show
+    /// exemplars.
+    fn value_with_exemplar(&mut self, extra: Extra<'_>, v: u64, exemplar: Option<&Exemplar>) {
+        let _ = exemplar;
+        self.value(extra, v);
+    }
+    /// A histogram and the attempt behind each classic bucket, for formats
+    /// that show exemplars.
+    fn histogram_with_exemplars(
+        &mut self,
+        extra: Extra<'_>,
+        bounds: Bounds,
+        h: &Histogram,
+        exemplars: &[Option<Exemplar>],
+    ) {
+        let _ = exemplars;
+        self.histogram(extra, bounds, h);
+    }
     /// After each target: hands on a piece once there is enough of one;
     /// false once the scraper is gone.
     fn flush_if_full(&mut self) -> bool;
@@ -118,7 +140,7 @@ pub(super) fn write_targets(
     fam(
         f,
         "talkover_webhook_info",
-        Kind::Gauge,
+        Kind::Info,
         "Always 1: the name and enabled state of each watched webhook, for joins with group_left.",
         &|f, _, meta| {
             let enabled = if meta.enabled { "true" } else { "false" };
@@ -137,7 +159,8 @@ pub(super) fn write_targets(
         "Delivery attempts that reached a final status, by event, status and HTTP code ('none' when the attempt got no HTTP answer).",
         &|f, s, _| {
             for (k, v) in &s.counts.attempts {
-                f.value(&[("event", &k.event), ("status", &k.status), ("code", &k.code)], *v);
+                let labels = [("event", k.event.as_str()), ("status", &k.status), ("code", &k.code)];
+                f.value_with_exemplar(&labels, *v, s.counts.exemplars.of_attempts(k));
             }
         },
     ) && (if budget.duration_by_status {
@@ -148,7 +171,13 @@ pub(super) fn write_targets(
             "Duration of final delivery attempts (duration_ms), by status.",
             &|f, s, _| {
                 for (status, h) in &s.counts.duration {
-                    f.histogram(&[("status", status)], Bounds::Duration, h);
+                    let exemplars = s.counts.exemplars.duration.get(status);
+                    f.histogram_with_exemplars(
+                        &[("status", status)],
+                        Bounds::Duration,
+                        h,
+                        exemplars.map_or(&[], Vec::as_slice),
+                    );
                 }
             },
         )

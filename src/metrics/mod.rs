@@ -16,6 +16,7 @@
 
 mod families;
 mod gauge_fn;
+mod openmetrics;
 pub mod proto;
 mod protobuf;
 mod text;
@@ -56,6 +57,8 @@ pub struct Published {
 pub enum Exposition {
     /// The text format, version 0.0.4.
     Text,
+    /// OpenMetrics text 1.0.0, with exemplars.
+    OpenMetrics,
     /// Delimited `io.prometheus.client.MetricFamily` messages, with native histograms.
     Protobuf,
 }
@@ -65,6 +68,7 @@ impl Exposition {
     pub fn content_type(self) -> &'static str {
         match self {
             Exposition::Text => "text/plain; version=0.0.4; charset=utf-8",
+            Exposition::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
             Exposition::Protobuf => {
                 "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
             }
@@ -174,8 +178,9 @@ impl Published {
                 .collect()
         };
         match format {
-            Exposition::Text => {
-                let mut out = text::Text::new(&snaps, emit);
+            Exposition::Text | Exposition::OpenMetrics => {
+                let openmetrics = format == Exposition::OpenMetrics;
+                let mut out = text::Text::new(&snaps, emit, openmetrics);
                 families::write_targets(&snaps, &metas, self.budget, &mut out)
                     && out.finish(&self.registry)
             }

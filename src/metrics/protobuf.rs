@@ -135,7 +135,7 @@ impl Format for Protobuf<'_> {
         self.header.help.push_str(help);
         self.header.r#type = match kind {
             Kind::Counter => MetricType::Counter,
-            Kind::Gauge => MetricType::Gauge,
+            Kind::Gauge | Kind::Info => MetricType::Gauge,
             Kind::Histogram => MetricType::Histogram,
         } as i32;
         self.metrics.clear();

@@ -1,4 +1,5 @@
-//! The Prometheus text exposition format, written in pieces as it renders.
+//! The Prometheus text exposition format, and OpenMetrics text with
+//! exemplars, written in pieces as they render.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -6,7 +7,8 @@ use std::sync::Arc;
 use prometheus::{Encoder, Registry, TextEncoder};
 
 use super::families::{Bounds, Extra, Format, Kind};
-use crate::model::{Histogram, TargetSnapshot};
+use super::openmetrics;
+use crate::model::{Exemplar, Histogram, TargetSnapshot};
 use crate::target::Target;
 
 /// Size of the pieces a body is handed on in.
@@ -25,12 +27,15 @@ pub(super) struct Text<'a> {
     les: [Vec<String>; 3],
     name: &'static str,
     prefix: usize,
+    /// OpenMetrics text: its family names, its `info` type, exemplars and `# EOF`.
+    openmetrics: bool,
 }
 
 impl<'a> Text<'a> {
     pub(super) fn new(
         snaps: &[Arc<TargetSnapshot>],
         emit: &'a mut dyn FnMut(Vec<u8>) -> bool,
+        openmetrics: bool,
     ) -> Text<'a> {
         Text {
             buf: String::with_capacity(CHUNK_BYTES + 64 * 1024),
@@ -40,6 +45,7 @@ impl<'a> Text<'a> {
             les: Bounds::ALL.map(|b| b.values().iter().map(|v| v.to_string()).collect()),
             name: "",
             prefix: 0,
+            openmetrics,
         }
     }
 
@@ -48,13 +54,19 @@ impl<'a> Text<'a> {
         if self.closed {
             return false;
         }
-        render_build_info(&mut self.buf);
-        let mut buf = Vec::new();
-        if TextEncoder::new()
-            .encode(&registry.gather(), &mut buf)
-            .is_ok()
-        {
-            self.buf.push_str(&String::from_utf8_lossy(&buf));
+        if self.openmetrics {
+            openmetrics::build_info(&mut self.buf);
+            openmetrics::registry(&mut self.buf, &registry.gather());
+            self.buf.push_str("# EOF\n");
+        } else {
+            render_build_info(&mut self.buf);
+            let mut buf = Vec::new();
+            if TextEncoder::new()
+                .encode(&registry.gather(), &mut buf)
+                .is_ok()
+            {
+                self.buf.push_str(&String::from_utf8_lossy(&buf));
+            }
         }
         if !self.buf.is_empty() {
             self.closed = !(self.emit)(std::mem::take(&mut self.buf).into_bytes());
@@ -74,7 +86,11 @@ impl<'a> Text<'a> {
 impl Format for Text<'_> {
     fn family(&mut self, name: &'static str, kind: Kind, help: &'static str) {
         self.name = name;
-        header(&mut self.buf, name, kind.as_str(), help);
+        if self.openmetrics {
+            openmetrics::header(&mut self.buf, name, kind, help);
+        } else {
+            header(&mut self.buf, name, kind.as_str(), help);
+        }
     }
 
     fn target(&mut self, i: usize) {
@@ -90,12 +106,30 @@ impl Format for Text<'_> {
     }
 
     fn histogram(&mut self, extra: Extra<'_>, bounds: Bounds, h: &Histogram) {
+        self.histogram_with_exemplars(extra, bounds, h, &[]);
+    }
+
+    fn value_with_exemplar(&mut self, extra: Extra<'_>, v: u64, exemplar: Option<&Exemplar>) {
+        let exemplar = exemplar.filter(|_| self.openmetrics);
+        let mut series = self.series();
+        series.labels("", extra, None);
+        series.int_with(v, exemplar);
+    }
+
+    fn histogram_with_exemplars(
+        &mut self,
+        extra: Extra<'_>,
+        bounds: Bounds,
+        h: &Histogram,
+        exemplars: &[Option<Exemplar>],
+    ) {
+        let exemplars = if self.openmetrics { exemplars } else { &[] };
         Series {
             out: &mut self.buf,
             name: self.name,
             prefix: &self.prefixes[self.prefix],
         }
-        .histogram(extra, &self.les[bounds.index()], h);
+        .histogram(extra, &self.les[bounds.index()], h, exemplars);
     }
 
     fn flush_if_full(&mut self) -> bool {
@@ -169,7 +203,15 @@ impl Series<'_> {
     }
 
     fn int(&mut self, v: u64) {
+        self.int_with(v, None);
+    }
+
+    /// A value, then the attempt behind it (OpenMetrics only).
+    fn int_with(&mut self, v: u64, exemplar: Option<&Exemplar>) {
         self.out.push_str(itoa::Buffer::new().format(v));
+        if let Some(e) = exemplar {
+            openmetrics::exemplar(self.out, e);
+        }
         self.out.push('\n');
     }
 
@@ -183,16 +225,23 @@ impl Series<'_> {
         write_float(self.out, v);
     }
 
-    fn histogram(&mut self, extra: &[(&str, &str)], les: &[String], h: &Histogram) {
+    fn histogram(
+        &mut self,
+        extra: &[(&str, &str)],
+        les: &[String],
+        h: &Histogram,
+        exemplars: &[Option<Exemplar>],
+    ) {
+        let exemplar = |i: usize| exemplars.get(i).and_then(Option::as_ref);
         let mut cumulative = 0;
         for (i, le) in les.iter().enumerate() {
             cumulative += h.buckets.get(i).copied().unwrap_or(0);
             self.labels("_bucket", extra, Some(le));
-            self.int(cumulative);
+            self.int_with(cumulative, exemplar(i));
         }
         let count = h.count();
         self.labels("_bucket", extra, Some("+Inf"));
-        self.int(count);
+        self.int_with(count, exemplar(les.len()));
         self.labels("_sum", extra, None);
         write_float(self.out, h.sum);
         self.labels("_count", extra, None);
@@ -200,7 +249,13 @@ impl Series<'_> {
     }
 }
 
-fn write_float(out: &mut String, v: f64) {
+pub(super) fn write_float(out: &mut String, v: f64) {
+    push_float(out, v);
+    out.push('\n');
+}
+
+/// A sample value as the text formats write it.
+pub(super) fn push_float(out: &mut String, v: f64) {
     if v.is_finite() {
         out.push_str(ryu::Buffer::new().format_finite(v));
     } else if v.is_nan() {
@@ -210,11 +265,10 @@ fn write_float(out: &mut String, v: f64) {
     } else {
         out.push_str("-Inf");
     }
-    out.push('\n');
 }
 
 /// Label values may hold anything the API sent: escape per the text format.
-fn escape_into(out: &mut String, v: &str) {
+pub(super) fn escape_into(out: &mut String, v: &str) {
     if !v.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
         out.push_str(v);
         return;
@@ -351,6 +405,70 @@ mod tests {
         assert_eq!(lag_lines("w0"), LAG_BUCKETS.len() + 3);
         assert_eq!(lag_lines("idle"), 0);
         assert!(body.contains(r#"talkover_up{campaign_id="c9",agent_id="",webhook_id="idle"} 0"#));
+    }
+
+    /// OpenMetrics: counter families named without `_total`, `info` as a
+    /// type, the newest attempt as an exemplar on its attempts series and
+    /// duration bucket, `# EOF` last; the samples otherwise as in text.
+    #[test]
+    fn openmetrics_carries_exemplars_and_ends_with_eof() {
+        let published = Published::new();
+        let mut counts = DeliveryCounts::default();
+        let key = AttemptKey {
+            event: "campaign.started".into(),
+            status: "failed".into(),
+            code: "500".into(),
+        };
+        counts.attempts.insert(key.clone(), 2);
+        let mut h = Histogram::default();
+        h.observe(DURATION_BUCKETS, 0.3);
+        counts.duration.insert("failed".into(), h);
+        let ex = std::sync::Arc::make_mut(&mut counts.exemplars);
+        ex.attempt(
+            ("campaign.started", "failed", "500"),
+            "log_\"9",
+            1_700_000_000_123,
+        );
+        ex.duration("failed", 0.3, "log_9", 1_700_000_000_123);
+        published.publish(TargetSnapshot {
+            target: "agents/a1/webhooks/w1".parse().expect("t"),
+            counts,
+            stats: PollStats::default(),
+            pending: 0,
+            backlog: 0,
+        });
+        let mut body = Vec::new();
+        assert!(published.render_chunks(Exposition::OpenMetrics, &mut |c| {
+            body.extend_from_slice(&c);
+            true
+        }));
+        let om = String::from_utf8(body).expect("utf-8");
+        assert!(om.ends_with("# EOF\n"), "{om}");
+        assert!(om.contains("# TYPE talkover_webhook_delivery_attempts counter\n"));
+        assert!(om.contains("# TYPE talkover_webhook info\n"));
+        assert!(om.contains("# TYPE talkover_exporter_build info\n"));
+        assert!(om.contains("# TYPE process_cpu_seconds counter\n") || !cfg!(target_os = "linux"));
+        assert!(om.contains(
+            r#"talkover_webhook_delivery_attempts_total{campaign_id="",agent_id="a1",webhook_id="w1",event="campaign.started",status="failed",code="500"} 2 # {log_id="log_\"9"} 1.0 1700000000.123"#
+        ), "{om}");
+        assert!(om.contains(
+            r#"talkover_webhook_delivery_duration_seconds_bucket{campaign_id="",agent_id="a1",webhook_id="w1",status="failed",le="0.5"} 1 # {log_id="log_9"} 0.3 1700000000.123"#
+        ), "{om}");
+        // Buckets below the observation have no exemplar.
+        assert!(om.contains(
+            "talkover_webhook_delivery_duration_seconds_bucket{campaign_id=\"\",agent_id=\"a1\",webhook_id=\"w1\",status=\"failed\",le=\"0.25\"} 0\n"
+        ));
+        // The plain text format has none of it.
+        let text = published.render();
+        assert!(!text.contains("log_id") && !text.contains("# EOF"));
+        let samples = |body: &str| -> Vec<String> {
+            body.lines()
+                // The registry's self-metrics print `0` as `0.0` in one of them.
+                .filter(|l| l.starts_with("talkover_") && !l.contains("poll_duration_seconds"))
+                .map(|l| l.split(" # ").next().unwrap_or(l).to_owned())
+                .collect()
+        };
+        assert_eq!(samples(&om), samples(&text));
     }
 
     #[test]

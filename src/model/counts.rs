@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::native::{bucket_index, NativeBuckets};
-use super::{Failures, MinuteHistory};
+use super::{Exemplars, Failures, MinuteHistory};
 
 /// Buckets of `talkover_webhook_delivery_duration_seconds`: 50 ms up to the
 /// 120 s maximum webhook timeout.
@@ -94,7 +94,7 @@ pub struct AttemptKey {
 
 /// `(event, status, code)` borrowed: what [`AttemptKey`] is compared by, so
 /// that the attempts map can be searched without building an owned key.
-trait AttemptLabels {
+pub(super) trait AttemptLabels {
     fn labels(&self) -> (&str, &str, &str);
 }
 
@@ -170,6 +170,10 @@ pub struct DeliveryCounts {
     /// Attempts and failures per minute over the last hour; absent from older state files.
     #[serde(default)]
     pub history: Arc<MinuteHistory>,
+    /// The newest attempt behind each attempts series and duration bucket,
+    /// for OpenMetrics exemplars; absent from older state files.
+    #[serde(default)]
+    pub exemplars: Arc<Exemplars>,
 }
 
 impl DeliveryCounts {
@@ -194,7 +198,7 @@ impl DeliveryCounts {
 
 /// JSON object keys must be strings; maps keyed by structs or tuples are
 /// stored as lists of pairs instead.
-mod map_as_pairs {
+pub(super) mod map_as_pairs {
     use std::collections::BTreeMap;
 
     use serde::{Deserialize, Deserializer, Serialize, Serializer};

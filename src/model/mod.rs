@@ -7,6 +7,7 @@
 //! - [`Readiness`]: what `/-/ready` waits for.
 
 mod counts;
+mod exemplars;
 mod failures;
 mod history;
 mod native;
@@ -18,6 +19,7 @@ mod text;
 pub use counts::{
     AttemptKey, DeliveryCounts, Histogram, ATTEMPT_BUCKETS, DURATION_BUCKETS, LAG_BUCKETS,
 };
+pub use exemplars::{Exemplar, Exemplars, EXEMPLAR_ID_CAP};
 pub use failures::{
     AttemptFields, FailedAttempt, FailurePolicy, Failures, ERROR_CAP, EVENT_CAP, ID_CAP, MAX_KEEP,
     RESPONSE_CAP, STATUS_CAP, TIME_CAP,

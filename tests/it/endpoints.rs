@@ -132,7 +132,8 @@ pub fn which(name: &str) -> Option<std::path::PathBuf> {
 }
 
 /// The same state scraped in every format decodes to the same samples:
-/// plain text, gzip text (what Prometheus asks for by default), protobuf
+/// plain text, gzip text, gzip OpenMetrics with exemplars (what Prometheus
+/// asks for by default), protobuf
 /// (what it asks for with native histograms on) and gzip protobuf. gzip
 /// takes a fraction of the bytes (under a fifth for these two webhooks,
 /// whose body is mostly help text; a few percent at scale: README, "Scrape
@@ -195,6 +196,22 @@ async fn every_format_has_the_samples_of_a_plain_scrape() {
     let text = Scrape::parse(&String::from_utf8(plain).expect("utf-8"));
     let (_, gzip_len, gzip) = fetch("text/plain;version=0.0.4", "gzip").await;
     let gzip_text = Scrape::parse(&String::from_utf8(gzip).expect("utf-8"));
+    // OpenMetrics (what Prometheus asks for by default): the same samples,
+    // some with an exemplar after them, then `# EOF`.
+    let (ty, _, om) = fetch("application/openmetrics-text;version=1.0.0", "gzip").await;
+    assert_eq!(
+        ty,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let om = String::from_utf8(om).expect("utf-8");
+    assert!(om.ends_with("# EOF\n"));
+    assert!(om.contains(" # {log_id=\""), "no exemplars in OpenMetrics");
+    let om_text: String = om
+        .lines()
+        .map(|l| l.split(" # ").next().unwrap_or(l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let om = Scrape::parse(&om_text);
     let (ty, _, proto) = fetch(PROTOBUF, "").await;
     assert!(ty.starts_with("application/vnd.google.protobuf"), "{ty}");
     let (proto, native) = Scrape::from_protobuf(&proto);
@@ -215,6 +232,11 @@ async fn every_format_has_the_samples_of_a_plain_scrape() {
     let expected = webhook_series(&text);
     assert!(expected.len() > 50, "a scrape with some series");
     assert_eq!(webhook_series(&gzip_text), expected, "gzip text");
+    assert_eq!(webhook_series(&om), expected, "OpenMetrics");
+    assert!(
+        !text.raw.contains("log_id"),
+        "exemplars only in OpenMetrics"
+    );
     assert_eq!(webhook_series(&proto), expected, "protobuf");
     assert_eq!(webhook_series(&gzip_proto), expected, "gzip protobuf");
     assert_eq!(native.len(), gzip_native.len());
