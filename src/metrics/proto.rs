@@ -4,8 +4,8 @@
 //! schema is small and frozen, and this keeps a protobuf compiler out of
 //! the build.
 //!
-//! Only what the exporter writes is declared (no summaries, exemplars or
-//! created timestamps); a reader skips the fields it does not know. The
+//! Only what the exporter writes is declared (no summaries or created
+//! timestamps); a reader skips the fields it does not know. The
 //! schema's `optional` scalars are declared as plain values: a field left
 //! out reads as its zero value in every Prometheus reader, which is what
 //! the plain value's default encodes.
@@ -43,6 +43,28 @@ pub struct Gauge {
 pub struct Counter {
     #[prost(double, tag = "1")]
     pub value: f64,
+    #[prost(message, optional, tag = "2")]
+    pub exemplar: Option<Exemplar>,
+}
+
+/// `google.protobuf.Timestamp`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Timestamp {
+    #[prost(int64, tag = "1")]
+    pub seconds: i64,
+    #[prost(int32, tag = "2")]
+    pub nanos: i32,
+}
+
+/// The attempt behind a counter or a bucket.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Exemplar {
+    #[prost(message, repeated, tag = "1")]
+    pub label: Vec<LabelPair>,
+    #[prost(double, tag = "2")]
+    pub value: f64,
+    #[prost(message, optional, tag = "3")]
+    pub timestamp: Option<Timestamp>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -58,6 +80,8 @@ pub struct Bucket {
     pub cumulative_count: u64,
     #[prost(double, tag = "2")]
     pub upper_bound: f64,
+    #[prost(message, optional, tag = "3")]
+    pub exemplar: Option<Exemplar>,
 }
 
 /// A run of consecutive native buckets.

@@ -15,7 +15,8 @@ use prost::Message;
 
 use super::families::{Bounds, Extra, Format, Kind};
 use super::proto::{
-    Bucket, BucketSpan, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+    Bucket, BucketSpan, Counter, Exemplar, Gauge, Histogram, LabelPair, Metric, MetricFamily,
+    MetricType, Timestamp,
 };
 use super::text::CHUNK_BYTES;
 use crate::model::{self, TargetSnapshot, NATIVE_SCHEMA, NATIVE_ZERO_THRESHOLD};
@@ -114,11 +115,17 @@ impl<'a> Protobuf<'a> {
         }
     }
 
-    fn scalar(&mut self, extra: Extra<'_>, v: f64) {
+    fn scalar(&mut self, extra: Extra<'_>, v: f64, exemplar: Option<&model::Exemplar>) {
         self.start(extra);
         let m = &mut self.metric;
         (m.counter, m.gauge) = match self.kind {
-            Kind::Counter => (Some(Counter { value: v }), None),
+            Kind::Counter => (
+                Some(Counter {
+                    value: v,
+                    exemplar: exemplar.map(to_exemplar),
+                }),
+                None,
+            ),
             _ => (None, Some(Gauge { value: v })),
         };
         m.histogram = None;
@@ -156,14 +163,33 @@ impl Format for Protobuf<'_> {
     }
 
     fn value(&mut self, extra: Extra<'_>, v: u64) {
-        self.scalar(extra, v as f64);
+        self.scalar(extra, v as f64, None);
     }
 
     fn float(&mut self, extra: Extra<'_>, v: f64) {
-        self.scalar(extra, v);
+        self.scalar(extra, v, None);
+    }
+
+    fn value_with_exemplar(
+        &mut self,
+        extra: Extra<'_>,
+        v: u64,
+        exemplar: Option<&model::Exemplar>,
+    ) {
+        self.scalar(extra, v as f64, exemplar);
     }
 
     fn histogram(&mut self, extra: Extra<'_>, bounds: Bounds, h: &model::Histogram) {
+        self.histogram_with_exemplars(extra, bounds, h, &[]);
+    }
+
+    fn histogram_with_exemplars(
+        &mut self,
+        extra: Extra<'_>,
+        bounds: Bounds,
+        h: &model::Histogram,
+        exemplars: &[Option<model::Exemplar>],
+    ) {
         self.start(extra);
         let m = &mut self.metric;
         m.counter = None;
@@ -179,6 +205,7 @@ impl Format for Protobuf<'_> {
             out.bucket.push(Bucket {
                 cumulative_count: cumulative,
                 upper_bound: *bound,
+                exemplar: exemplars.get(i).and_then(Option::as_ref).map(to_exemplar),
             });
         }
         out.schema = NATIVE_SCHEMA;
@@ -218,6 +245,21 @@ impl Format for Protobuf<'_> {
     }
 }
 
+/// An attempt as an exemplar message.
+fn to_exemplar(e: &model::Exemplar) -> Exemplar {
+    Exemplar {
+        label: vec![LabelPair {
+            name: "log_id".into(),
+            value: e.id.clone(),
+        }],
+        value: e.value,
+        timestamp: Some(Timestamp {
+            seconds: e.ms.div_euclid(1000),
+            nanos: (e.ms.rem_euclid(1000) * 1_000_000) as i32,
+        }),
+    }
+}
+
 /// A family of the `prometheus` crate's registry in this format.
 fn from_registry(family: &registry_proto::MetricFamily) -> Option<MetricFamily> {
     use registry_proto::MetricType as T;
@@ -247,6 +289,7 @@ fn from_registry(family: &registry_proto::MetricFamily) -> Option<MetricFamily> 
                 MetricType::Counter => {
                     out.counter = Some(Counter {
                         value: m.get_counter().get_value(),
+                        exemplar: None,
                     })
                 }
                 MetricType::Gauge => {
@@ -265,6 +308,7 @@ fn from_registry(family: &registry_proto::MetricFamily) -> Option<MetricFamily> 
                             .map(|b| Bucket {
                                 cumulative_count: b.cumulative_count(),
                                 upper_bound: b.upper_bound(),
+                                exemplar: None,
                             })
                             .collect(),
                         ..Histogram::default()

@@ -206,6 +206,18 @@ async fn every_format_has_the_samples_of_a_plain_scrape() {
     let om = String::from_utf8(om).expect("utf-8");
     assert!(om.ends_with("# EOF\n"));
     assert!(om.contains(" # {log_id=\""), "no exemplars in OpenMetrics");
+    let om_exemplars: std::collections::BTreeSet<String> = om
+        .lines()
+        .filter(|l| l.starts_with("talkover_webhook_delivery_attempts_total"))
+        .filter_map(|l| {
+            l.split("log_id=\"")
+                .nth(1)?
+                .split('"')
+                .next()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert!(!om_exemplars.is_empty());
     let om_text: String = om
         .lines()
         .map(|l| l.split(" # ").next().unwrap_or(l))
@@ -214,6 +226,32 @@ async fn every_format_has_the_samples_of_a_plain_scrape() {
     let om = Scrape::parse(&om_text);
     let (ty, _, proto) = fetch(PROTOBUF, "").await;
     assert!(ty.starts_with("application/vnd.google.protobuf"), "{ty}");
+    // The same exemplars travel in protobuf, for a Prometheus that reads
+    // native histograms and exemplars together.
+    let proto_exemplars: std::collections::BTreeSet<String> = {
+        use prost::Message as _;
+        let mut body = &proto[..];
+        let mut ids = std::collections::BTreeSet::new();
+        while !body.is_empty() {
+            let family =
+                talkover_exporter::metrics::proto::MetricFamily::decode_length_delimited(&mut body)
+                    .expect("a family");
+            if family.name == "talkover_webhook_delivery_attempts_total" {
+                ids.extend(
+                    family
+                        .metric
+                        .iter()
+                        .filter_map(|m| m.counter.as_ref()?.exemplar.as_ref())
+                        .flat_map(|e| e.label.iter().map(|l| l.value.clone())),
+                );
+            }
+        }
+        ids
+    };
+    assert_eq!(
+        proto_exemplars, om_exemplars,
+        "protobuf and OpenMetrics exemplars"
+    );
     let (proto, native) = Scrape::from_protobuf(&proto);
     let (_, _, gzip_proto) = fetch(PROTOBUF, "gzip").await;
     let (gzip_proto, gzip_native) = Scrape::from_protobuf(&gzip_proto);
