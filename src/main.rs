@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use talkover_exporter::cli::{Cli, LogFormat};
+use talkover_exporter::cli::{Cli, LogFormat, Source};
 use tokio::net::TcpListener;
 use tracing::{error, info};
 
@@ -18,6 +18,8 @@ fn main() -> ExitCode {
             .error(clap::error::ErrorKind::ValueValidation, e)
             .exit(),
     };
+    let demo = matches!(config.source, Source::Demo { .. });
+    let poll_interval = config.poll_interval;
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -30,11 +32,25 @@ fn main() -> ExitCode {
             .await
             .map_err(|e| anyhow::anyhow!("binding --web.listen-address {listen}: {e}"))?;
         let addr = listener.local_addr()?;
+        // What a browser on this host opens: 0.0.0.0 is where we listen, not
+        // where anyone connects.
+        let host = if addr.ip().is_unspecified() {
+            format!("localhost:{}", addr.port())
+        } else {
+            addr.to_string()
+        };
         info!(
             version = env!("CARGO_PKG_VERSION"),
-            metrics = %format!("http://{addr}{telemetry_path}"),
+            webhooks = %format!("http://{host}/webhooks"),
+            metrics = %format!("http://{host}{telemetry_path}"),
             "talkover-exporter listening"
         );
+        if demo {
+            info!(
+                "demo: open http://{host}/webhooks to see each webhook's attempts and its last failures, with why they failed (polling every {}s)",
+                poll_interval.as_secs_f64()
+            );
+        }
         talkover_exporter::run(config, listener, shutdown_signal()).await?;
         Ok(())
     });

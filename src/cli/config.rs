@@ -108,6 +108,10 @@ impl Config {
     }
 }
 
+/// `--poll.interval` with `--demo` when not given: a newcomer sees counts
+/// and failures within seconds.
+const DEMO_POLL_INTERVAL: Duration = Duration::from_secs(2);
+
 /// A `--collector.X` / `--no-collector.X` pair: the one given last wins
 /// (clap keeps only it), else the default.
 fn chosen(on: bool, off: bool, default: bool) -> bool {
@@ -205,7 +209,11 @@ impl Cli {
         Ok(Config {
             source,
             targets: dedup(self.targets),
-            poll_interval: self.poll_interval,
+            poll_interval: self.poll_interval.unwrap_or(if self.demo {
+                DEMO_POLL_INTERVAL
+            } else {
+                Duration::from_secs(30)
+            }),
             max_pages: self.max_pages,
             timeout: self.timeout,
             max_body_size: self.max_body_size,
@@ -325,6 +333,16 @@ mod config_file_tests {
             .into_config()
     }
 
+    #[test]
+    fn the_demo_polls_every_two_seconds_unless_told_otherwise() {
+        assert_eq!(
+            parse(&[]).expect("demo").poll_interval,
+            Duration::from_secs(2)
+        );
+        let told = parse(&["--poll.interval", "45s"]).expect("demo");
+        assert_eq!(told.poll_interval, Duration::from_secs(45));
+    }
+
     /// node_exporter's style: `--collector.X` and `--no-collector.X`, the
     /// last one given winning.
     #[test]
@@ -344,7 +362,8 @@ mod config_file_tests {
     /// `Config::new` and the flags agree on every default.
     #[test]
     fn config_new_has_the_flags_defaults() {
-        let flags = parse(&[]).expect("defaults parse");
+        // `parse` adds --demo, which polls every 2 s unless told otherwise.
+        let flags = parse(&["--poll.interval", "30s"]).expect("defaults parse");
         let new = Config::new(flags.source.clone());
         assert_eq!(format!("{flags:?}"), format!("{new:?}"));
     }

@@ -127,9 +127,10 @@ pub struct Cli {
     #[arg(long = "shard.count", env = "TALKOVER_SHARD_COUNT", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub shard_count: u32,
 
-    /// Time between two polls of one webhook (e.g. 500ms, 30s, 2m).
-    #[arg(long = "poll.interval", env = "TALKOVER_POLL_INTERVAL", default_value = "30s", value_parser = parse_duration)]
-    pub poll_interval: Duration,
+    /// Time between two polls of one webhook (e.g. 500ms, 30s, 2m)
+    /// [default: 30s; 2s with --demo, so its traffic shows within seconds].
+    #[arg(long = "poll.interval", env = "TALKOVER_POLL_INTERVAL", value_parser = parse_duration)]
+    pub poll_interval: Option<Duration>,
 
     /// Most pages of 100 entries read per poll of one webhook (at least 2:
     /// one for new entries, one for a backlog).

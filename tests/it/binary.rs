@@ -157,7 +157,8 @@ fn bad_input_exits_2_naming_flag_and_value() {
     }
 }
 
-/// `--demo` on the default-style flags serves counted traffic and exits
+/// `--demo` on its defaults (polling every 2 s) serves counted traffic
+/// within seconds, its first log lines point to /webhooks, and it exits
 /// cleanly and promptly on SIGTERM.
 #[test]
 fn demo_serves_metrics_and_stops_on_sigterm() {
@@ -168,8 +169,6 @@ fn demo_serves_metrics_and_stops_on_sigterm() {
     let mut child = Command::new(BIN)
         .args([
             "--demo",
-            "--poll.interval",
-            "300ms",
             "--web.listen-address",
             &format!("127.0.0.1:{port}"),
             "--log.format",
@@ -212,8 +211,18 @@ fn demo_serves_metrics_and_stops_on_sigterm() {
         .expect("logs");
     let first = logs.lines().next().unwrap_or_default();
     assert!(
-        first.contains("/metrics"),
-        "first log line should say where /metrics is: {first}"
+        first.contains("/metrics") && first.contains(&format!("http://127.0.0.1:{port}/webhooks")),
+        "first log line should say where /metrics and /webhooks are: {first}"
+    );
+    let pointer = logs
+        .lines()
+        .take(3)
+        .find(|l| l.contains("demo: open"))
+        .unwrap_or_else(|| panic!("no line pointing to /webhooks early in:\n{logs}"));
+    assert!(
+        pointer.contains(&format!("http://127.0.0.1:{port}/webhooks"))
+            && pointer.contains("every 2s"),
+        "{pointer}"
     );
     for line in logs.lines() {
         serde_json::from_str::<serde_json::Value>(line)
