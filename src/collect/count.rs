@@ -74,9 +74,10 @@ pub fn record(counts: &mut DeliveryCounts, id: &str, entry: &LogEntry, created_m
         // Far beyond the 120 s maximum timeout: a unit mix-up or garbage.
         Some(d) if d > 3_600_000.0 => invalid_field(counts, "duration_ms", "absurd"),
         Some(d) => {
-            by_status(&mut counts.duration, status).observe(DURATION_BUCKETS, d / 1000.0);
+            let h = by_status(&mut counts.duration, status);
+            let bucket = h.observe(DURATION_BUCKETS, d / 1000.0);
             if let Some(ms) = exemplar_ms {
-                Arc::make_mut(&mut counts.exemplars).duration(status, d / 1000.0, id, ms);
+                h.offer_exemplar(bucket, id, d / 1000.0, ms);
             }
         }
     }
@@ -98,7 +99,9 @@ pub fn record(counts: &mut DeliveryCounts, id: &str, entry: &LogEntry, created_m
         (Some(c), Some(Some(d))) if d < c => {
             invalid_field(counts, "delivered_at", "before_created")
         }
-        (Some(c), Some(Some(d))) => counts.lag.observe(LAG_BUCKETS, (d - c) as f64 / 1000.0),
+        (Some(c), Some(Some(d))) => {
+            counts.lag.observe(LAG_BUCKETS, (d - c) as f64 / 1000.0);
+        }
     }
     if let Some(c) = created_ms {
         let t = c as f64 / 1000.0;
@@ -135,7 +138,7 @@ pub fn record_recent(
 ) {
     let failed = is_failure(entry);
     Arc::make_mut(&mut counts.history).record(host_ms, failed);
-    if !failed || policy.keep == 0 {
+    if !failed || !counts.failures.would_keep(created_ms, policy.keep) {
         return;
     }
     let fields = AttemptFields {

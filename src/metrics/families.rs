@@ -171,13 +171,7 @@ pub(super) fn write_targets(
             "Duration of final delivery attempts (duration_ms), by status.",
             &|f, s, _| {
                 for (status, h) in &s.counts.duration {
-                    let exemplars = s.counts.exemplars.duration.get(status);
-                    f.histogram_with_exemplars(
-                        &[("status", status)],
-                        Bounds::Duration,
-                        h,
-                        exemplars.map_or(&[], Vec::as_slice),
-                    );
+                    f.histogram_with_exemplars(&[("status", status)], Bounds::Duration, h, &h.exemplars);
                 }
             },
         )

@@ -1,6 +1,7 @@
 //! What is served on `/metrics`: the published snapshots of every webhook
-//! and the exporter's own metrics, rendered in the Prometheus text format
-//! or in its protobuf format.
+//! and the exporter's own metrics, rendered in the format the scraper asks
+//! for: Prometheus text, OpenMetrics text with exemplars, or protobuf with
+//! native histograms.
 //!
 //! Per-webhook series are rendered straight from each target's published
 //! snapshot at scrape time instead of living in registry globals: a target's
@@ -10,7 +11,8 @@
 //!
 //! - `families`: the per-webhook families, written once for every format,
 //!   and the [`Budget`] of optional ones.
-//! - `text`: the text exposition format, streamed in pieces.
+//! - `text`: the text formats, streamed in pieces; `openmetrics`: what
+//!   OpenMetrics says differently (names, `info`, exemplars, `# EOF`).
 //! - `protobuf` and [`proto`]: the protobuf format, with native histograms.
 //! - `gauge_fn`: a self-metric read from elsewhere at scrape time.
 

@@ -421,7 +421,8 @@ mod tests {
         };
         counts.attempts.insert(key.clone(), 2);
         let mut h = Histogram::default();
-        h.observe(DURATION_BUCKETS, 0.3);
+        let bucket = h.observe(DURATION_BUCKETS, 0.3);
+        h.offer_exemplar(bucket, "log_9", 0.3, 1_700_000_000_123);
         counts.duration.insert("failed".into(), h);
         let ex = std::sync::Arc::make_mut(&mut counts.exemplars);
         ex.attempt(
@@ -429,7 +430,7 @@ mod tests {
             "log_\"9",
             1_700_000_000_123,
         );
-        ex.duration("failed", 0.3, "log_9", 1_700_000_000_123);
+
         published.publish(TargetSnapshot {
             target: "agents/a1/webhooks/w1".parse().expect("t"),
             counts,

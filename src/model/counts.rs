@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::native::{bucket_index, NativeBuckets};
-use super::{Exemplars, Failures, MinuteHistory};
+use super::{Exemplar, Exemplars, Failures, MinuteHistory};
 
 /// Buckets of `talkover_webhook_delivery_duration_seconds`: 50 ms up to the
 /// 120 s maximum webhook timeout.
@@ -38,11 +38,15 @@ pub struct Histogram {
     /// [`Histogram::seed_native`].
     #[serde(default)]
     pub native: NativeBuckets,
+    /// The newest attempt in each classic bucket, for exemplars; kept only
+    /// for the duration histograms.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exemplars: Vec<Option<Exemplar>>,
 }
 
 impl Histogram {
-    /// Adds one observation.
-    pub fn observe(&mut self, bounds: &[f64], value: f64) {
+    /// Adds one observation; returns the classic bucket it went to.
+    pub fn observe(&mut self, bounds: &[f64], value: f64) -> usize {
         if self.buckets.len() != bounds.len() + 1 {
             self.buckets.resize(bounds.len() + 1, 0);
         }
@@ -50,6 +54,23 @@ impl Histogram {
         self.buckets[i] += 1;
         self.sum += value;
         self.native.observe(value);
+        i
+    }
+
+    /// Makes attempt `id` (created at `ms`) the exemplar of classic bucket
+    /// `bucket` if it is the newest there.
+    pub fn offer_exemplar(&mut self, bucket: usize, id: &str, value: f64, ms: i64) {
+        if !super::exemplars::fits(id) {
+            return;
+        }
+        if self.exemplars.len() < self.buckets.len() {
+            self.exemplars.resize(self.buckets.len(), None);
+        }
+        match self.exemplars.get_mut(bucket) {
+            Some(Some(e)) => e.offer(id, value, ms),
+            Some(slot) => *slot = Some(Exemplar::new(id, value, ms)),
+            None => {}
+        }
     }
 
     /// Gives a histogram restored without native buckets (from a state file

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::counts::{map_as_pairs, AttemptKey, AttemptLabels};
-use super::DURATION_BUCKETS;
 
 /// OpenMetrics caps an exemplar's labels at 128 UTF-8 characters, names
 /// and values together: `log_id` leaves this much for the id.
@@ -27,7 +26,7 @@ pub struct Exemplar {
 impl Exemplar {
     /// Takes the attempt if it is at least as new; reuses the id's buffer,
     /// since this runs for every counted attempt.
-    fn offer(&mut self, id: &str, value: f64, ms: i64) {
+    pub(super) fn offer(&mut self, id: &str, value: f64, ms: i64) {
         if ms < self.ms && !self.id.is_empty() {
             return;
         }
@@ -37,7 +36,7 @@ impl Exemplar {
         self.ms = ms;
     }
 
-    fn new(id: &str, value: f64, ms: i64) -> Exemplar {
+    pub(super) fn new(id: &str, value: f64, ms: i64) -> Exemplar {
         Exemplar {
             id: id.to_owned(),
             value,
@@ -46,21 +45,26 @@ impl Exemplar {
     }
 }
 
+/// Whether an id can be an exemplar's: not empty, and within the label
+/// cap (bytes, which are never fewer than characters: no count needed).
+pub(super) fn fits(id: &str) -> bool {
+    !id.is_empty() && id.len() <= EXEMPLAR_ID_CAP
+}
+
 /// A webhook's exemplars.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Exemplars {
-    /// By `talkover_webhook_delivery_attempts_total` series.
+    /// By `talkover_webhook_delivery_attempts_total` series. (Those of
+    /// the duration buckets live in their histograms.)
     #[serde(with = "map_as_pairs")]
     pub attempts: BTreeMap<AttemptKey, Exemplar>,
-    /// By status, then by classic duration bucket (the last is `+Inf`).
-    pub duration: BTreeMap<String, Vec<Option<Exemplar>>>,
 }
 
 impl Exemplars {
     /// Records a counted attempt of the series `(event, status, code)`;
     /// ids too long for an exemplar are left out.
     pub fn attempt(&mut self, key: (&str, &str, &str), id: &str, ms: i64) {
-        if id.is_empty() || id.chars().count() > EXEMPLAR_ID_CAP {
+        if !fits(id) {
             return;
         }
         match self.attempts.get_mut(&key as &dyn AttemptLabels) {
@@ -76,25 +80,6 @@ impl Exemplars {
                     Exemplar::new(id, 1.0, ms),
                 );
             }
-        }
-    }
-
-    /// Records a counted attempt's duration (seconds) under its status.
-    pub fn duration(&mut self, status: &str, seconds: f64, id: &str, ms: i64) {
-        if id.is_empty() || id.chars().count() > EXEMPLAR_ID_CAP {
-            return;
-        }
-        let bucket = DURATION_BUCKETS.partition_point(|b| *b < seconds);
-        let buckets = match self.duration.get_mut(status) {
-            Some(b) => b,
-            None => self.duration.entry(status.to_owned()).or_default(),
-        };
-        if buckets.len() < DURATION_BUCKETS.len() + 1 {
-            buckets.resize(DURATION_BUCKETS.len() + 1, None);
-        }
-        match &mut buckets[bucket] {
-            Some(e) => e.offer(id, seconds, ms),
-            slot => *slot = Some(Exemplar::new(id, seconds, ms)),
         }
     }
 
@@ -124,15 +109,6 @@ mod tests {
             Some("log_2")
         );
         assert_eq!(e.of_attempts(&key("none")).map(|x| x.ms), Some(3_000));
-        e.duration("failed", 0.3, "log_4", 4_000);
-        e.duration("failed", 500.0, "log_5", 5_000);
-        let d = &e.duration["failed"];
-        assert_eq!(d.len(), DURATION_BUCKETS.len() + 1);
-        assert_eq!(d[3].as_ref().map(|x| x.id.as_str()), Some("log_4"));
-        assert_eq!(
-            d[DURATION_BUCKETS.len()].as_ref().map(|x| x.value),
-            Some(500.0)
-        );
         // An id too long for an exemplar's 128 characters is left out.
         e.attempt(("ev", "failed", "500"), &"x".repeat(200), 9_000);
         assert_eq!(

@@ -168,6 +168,18 @@ impl Failures {
         self.newest_first.truncate(keep);
     }
 
+    /// Whether a failure created at `created_ms` would be kept: checked
+    /// before one is built, since a backlog of failures read newest first
+    /// would otherwise build, clean and drop all but the first `keep`.
+    pub fn would_keep(&self, created_ms: i64, keep: usize) -> bool {
+        keep > 0
+            && (self.newest_first.len() < keep
+                || self
+                    .newest_first
+                    .back()
+                    .is_some_and(|oldest| created_ms > oldest.created_ms))
+    }
+
     /// Applies `policy` to what was kept under another one (a state from
     /// before a restart): at most `keep`, and no answers if they are off.
     pub fn enforce(&mut self, policy: FailurePolicy) {
