@@ -4,11 +4,13 @@
 //! - `auth`: basic auth: bcrypt off the async workers, one at a time, right pairs remembered.
 //! - `routes`: `/`, the metrics path, `/-/healthy`, `/-/ready`.
 //! - `self_metrics`: requests, scrapes in flight, connections open and refused.
-//! - `status`: `/webhooks` and each webhook's page, as JSON for scripts.
+//! - `status`: `/`, `/webhooks` and each webhook's page: what they show,
+//!   as JSON for scripts; `pages` writes them as HTML for people.
 //! - `serve`: the accept loop and its limits (connections, deadlines, TLS).
 //! - `web`: the web config file and the guard (basic auth, headers) around the routes.
 
 mod auth;
+mod pages;
 mod routes;
 mod self_metrics;
 mod serve;

@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use flate2::write::GzEncoder;
@@ -65,7 +65,7 @@ impl AppState {
 /// The routes, separate from serving so tests can call them directly.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(landing))
+        .route("/", get(super::status::landing))
         .route(&state.telemetry_path, get(metrics))
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
@@ -104,17 +104,6 @@ async fn count_requests(
     response
 }
 
-async fn landing(State(state): State<AppState>) -> Html<String> {
-    let path = escape_html(&state.telemetry_path);
-    Html(format!(
-        "<!DOCTYPE html>\n<html><head><title>Talkover Exporter</title></head><body>\n\
-         <h1>Talkover Exporter</h1>\n<p>Prometheus exporter for Talkover webhook delivery logs, version {}.</p>\n\
-         <ul>\n<li><a href=\"{path}\">Metrics</a></li>\n<li><a href=\"/-/healthy\">Health</a></li>\n\
-         <li><a href=\"/-/ready\">Readiness</a></li>\n</ul>\n</body></html>\n",
-        env!("CARGO_PKG_VERSION")
-    ))
-}
-
 /// How long a scraper may leave the body unread before the scrape is cut
 /// off, so a stalled client does not hold a rendering thread for good.
 const SCRAPE_STALL_LIMIT: Duration = Duration::from_secs(30);
@@ -124,22 +113,6 @@ const SCRAPE_STALL_LIMIT: Duration = Duration::from_secs(30);
 /// levels cost several times the CPU for a percent or two less (measured:
 /// README, "Scrape size").
 const GZIP_LEVEL: u32 = 1;
-
-/// `s` safe inside HTML text and attribute values.
-fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let permit = match &state.scrapes {

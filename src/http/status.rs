@@ -1,6 +1,7 @@
-//! The status of each webhook for scripts: `/webhooks` and
+//! The status of each webhook: `/webhooks` and
 //! `/webhooks/{campaigns|agents}/{owner_id}/{webhook_id}` answer JSON to
-//! `Accept: application/json`. Read from the published snapshots, so they
+//! `Accept: application/json` (for scripts) and HTML to everyone else (see
+//! `pages`); `/` sums them up. Read from the published snapshots, so they
 //! show exactly what `/metrics` shows, committed first.
 
 use axum::extract::{Path, Query, State};
@@ -8,6 +9,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
+use super::pages;
 use super::routes::AppState;
 use crate::clock::unix_now_ms;
 use crate::model::{clean, FailedAttempt, TargetSnapshot};
@@ -30,64 +32,64 @@ pub(super) struct ListQuery {
 
 /// One webhook's row; with its failures on its own page.
 #[derive(Debug, Serialize)]
-struct WebhookView<'a> {
-    scope: &'static str,
-    owner_id: &'a str,
-    webhook_id: &'a str,
+pub(super) struct WebhookView<'a> {
+    pub(super) scope: &'static str,
+    pub(super) owner_id: &'a str,
+    pub(super) webhook_id: &'a str,
     /// As discovery last listed it; `null` for webhooks given by `--target`.
-    name: Option<Box<str>>,
+    pub(super) name: Option<Box<str>>,
     /// Whether its last poll succeeded.
-    up: bool,
-    attempts_1h: u64,
-    failures_1h: u64,
+    pub(super) up: bool,
+    pub(super) attempts_1h: u64,
+    pub(super) failures_1h: u64,
     /// `null` without attempts in the hour.
-    failure_ratio_1h: Option<f64>,
-    per_minute: PerMinute,
+    pub(super) failure_ratio_1h: Option<f64>,
+    pub(super) per_minute: PerMinute,
     /// `created_at` of the newest counted successful attempt.
-    last_success: Option<String>,
-    last_failure: Option<LastFailure<'a>>,
+    pub(super) last_success: Option<String>,
+    pub(super) last_failure: Option<LastFailure<'a>>,
     /// Attempts seen in flight, not final yet.
-    pending: u64,
+    pub(super) pending: u64,
     /// Entries listed by the API and not read yet (estimated).
-    backlog: u64,
+    pub(super) backlog: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    failures: Option<Vec<FailureView<'a>>>,
+    pub(super) failures: Option<Vec<FailureView<'a>>>,
 }
 
 /// Attempts and failures in each of the last 60 minutes, oldest first.
 #[derive(Debug, Serialize)]
-struct PerMinute {
+pub(super) struct PerMinute {
     /// Start of the first minute (this host's clock).
-    start: Option<String>,
-    step_seconds: u32,
-    attempts: Vec<u32>,
-    failures: Vec<u32>,
+    pub(super) start: Option<String>,
+    pub(super) step_seconds: u32,
+    pub(super) attempts: Vec<u32>,
+    pub(super) failures: Vec<u32>,
 }
 
 #[derive(Debug, Serialize)]
-struct LastFailure<'a> {
+pub(super) struct LastFailure<'a> {
     /// Its `created_at`.
-    time: Option<String>,
+    pub(super) time: Option<String>,
     /// The receiver's HTTP status; `null` on timeouts, or when failures are not kept.
-    code: Option<i64>,
-    error: Option<&'a str>,
+    pub(super) code: Option<i64>,
+    pub(super) error: Option<&'a str>,
 }
 
 /// A kept failed attempt, every field of it.
 #[derive(Debug, Serialize)]
-struct FailureView<'a> {
-    id: &'a str,
-    created_at: Option<&'a str>,
-    delivered_at: Option<&'a str>,
-    event: Option<&'a str>,
-    attempt: Option<i64>,
-    status: Option<&'a str>,
-    http_status: Option<i64>,
-    duration_ms: Option<f64>,
-    error: Option<&'a str>,
+pub(super) struct FailureView<'a> {
+    pub(super) id: &'a str,
+    pub(super) created_at: Option<&'a str>,
+    pub(super) delivered_at: Option<&'a str>,
+    pub(super) event: Option<&'a str>,
+    pub(super) attempt: Option<i64>,
+    pub(super) status: Option<&'a str>,
+    pub(super) http_status: Option<i64>,
+    pub(super) duration_ms: Option<f64>,
+    pub(super) error: Option<&'a str>,
     /// The first 512 bytes of the receiver's answer; `null` with
     /// `--failures.response-body=false`.
-    response: Option<&'a str>,
+    pub(super) response: Option<&'a str>,
 }
 
 impl<'a> FailureView<'a> {
@@ -113,15 +115,14 @@ pub(super) async fn list(
     headers: HeaderMap,
     Query(query): Query<ListQuery>,
 ) -> Response {
-    if !wants_json(&headers) {
-        return not_acceptable();
-    }
+    let json = wants_json(&headers);
     let by_ratio = match query.sort.as_deref() {
         None | Some("") => false,
         Some("failure_ratio") => true,
         Some(other) => {
             let other = clean(other, 64);
             return problem(
+                json,
                 StatusCode::BAD_REQUEST,
                 &format!("unknown sort {other:?}: use failure_ratio"),
             );
@@ -130,6 +131,7 @@ pub(super) async fn list(
     let filter = match query.q.as_deref().map(str::trim) {
         Some(q) if q.len() > QUERY_CAP => {
             return problem(
+                json,
                 StatusCode::BAD_REQUEST,
                 &format!("q is longer than {QUERY_CAP} bytes"),
             )
@@ -141,8 +143,13 @@ pub(super) async fn list(
     let snapshots = state.published.snapshots();
     let mut rows: Vec<WebhookView<'_>> = snapshots
         .iter()
-        .map(|s| view(&state, s, now_ms, false))
-        .filter(|v| filter.as_deref().is_none_or(|q| matches(v, q)))
+        .map(|s| (s, view(&state, s, now_ms, false)))
+        .filter(|(s, v)| {
+            filter
+                .as_deref()
+                .is_none_or(|q| matches(v, q) || keeps_failure(s, q))
+        })
+        .map(|(_, v)| v)
         .collect();
     if by_ratio {
         // Stable: equal ratios stay in webhook order; no attempts go last.
@@ -151,7 +158,12 @@ pub(super) async fn list(
             key(b).total_cmp(&key(a))
         });
     }
-    json_response(StatusCode::OK, &rows)
+    if json {
+        json_response(StatusCode::OK, &rows)
+    } else {
+        let q = query.q.as_deref().map(str::trim).unwrap_or("");
+        pages::html(StatusCode::OK, pages::list(&rows, q, by_ratio))
+    }
 }
 
 /// `GET /webhooks/{campaigns|agents}/{owner_id}/{webhook_id}`.
@@ -160,13 +172,11 @@ pub(super) async fn detail(
     headers: HeaderMap,
     Path((scope, owner_id, webhook_id)): Path<(String, String, String)>,
 ) -> Response {
-    if !wants_json(&headers) {
-        return not_acceptable();
-    }
+    let json = wants_json(&headers);
     let scope = match scope.as_str() {
         "campaigns" => Scope::Campaign,
         "agents" => Scope::Agent,
-        _ => return problem(StatusCode::NOT_FOUND, "no such webhook"),
+        _ => return problem(json, StatusCode::NOT_FOUND, "no such webhook"),
     };
     let target = Target {
         scope,
@@ -175,8 +185,13 @@ pub(super) async fn detail(
     };
     let snapshots = state.published.snapshots();
     match snapshots.iter().find(|s| s.target == target) {
-        Some(s) => json_response(StatusCode::OK, &view(&state, s, unix_now_ms(), true)),
-        None => problem(StatusCode::NOT_FOUND, "no such webhook"),
+        Some(s) if json => json_response(StatusCode::OK, &view(&state, s, unix_now_ms(), true)),
+        Some(s) => {
+            let mut v = view(&state, s, unix_now_ms(), true);
+            let failures = v.failures.take().unwrap_or_default();
+            pages::html(StatusCode::OK, pages::detail(&v, &failures))
+        }
+        None => problem(json, StatusCode::NOT_FOUND, "no such webhook"),
     }
 }
 
@@ -298,18 +313,42 @@ fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
     }
 }
 
-fn problem(status: StatusCode, message: &str) -> Response {
-    json_response(status, &serde_json::json!({ "error": message }))
+fn problem(json: bool, status: StatusCode, message: &str) -> Response {
+    if json {
+        json_response(status, &serde_json::json!({ "error": message }))
+    } else {
+        pages::html(status, pages::problem(message))
+    }
 }
 
-/// The pages are JSON only for now: anything else is refused, not guessed.
-fn not_acceptable() -> Response {
-    (
-        StatusCode::NOT_ACCEPTABLE,
-        [(header::VARY, "Accept")],
-        "this page answers Accept: application/json\n",
+/// `GET /`: the landing page, with a summary of every webhook.
+pub(super) async fn landing(State(state): State<AppState>) -> Response {
+    let now_ms = unix_now_ms();
+    let mut summary = pages::Summary::default();
+    for s in state.published.snapshots() {
+        let series = s.history().series(now_ms);
+        summary.watched += 1;
+        summary.up += usize::from(s.stats.up);
+        let recent_failures: u64 = series
+            .failures
+            .iter()
+            .rev()
+            .take(15)
+            .map(|&f| u64::from(f))
+            .sum();
+        summary.failing += usize::from(recent_failures > 0 || !s.stats.up);
+        summary.attempts_1h += series.attempts_total();
+    }
+    pages::html(
+        StatusCode::OK,
+        pages::landing(&summary, &state.telemetry_path),
     )
-        .into_response()
+}
+
+/// Whether a kept failure of `s` has the log id `q` (lower case): how an
+/// exemplar's `log_id` finds its webhook.
+fn keeps_failure(s: &TargetSnapshot, q: &str) -> bool {
+    s.failures().iter().any(|f| f.id.eq_ignore_ascii_case(q))
 }
 
 #[cfg(test)]
@@ -508,6 +547,7 @@ mod tests {
             assert_eq!(status, StatusCode::NOT_FOUND, "{missing:?}");
             assert_eq!(err["error"], "no such webhook");
         }
+        // Browsers get the page, escaped, under a strict CSP.
         for not_json in ["text/html", "application/json;q=0", "*/*"] {
             let r = detail(
                 State(state()),
@@ -515,7 +555,21 @@ mod tests {
                 Path(("agents".into(), "a1".into(), "down".into())),
             )
             .await;
-            assert_eq!(r.status(), StatusCode::NOT_ACCEPTABLE, "{not_json}");
+            assert_eq!(r.status(), StatusCode::OK, "{not_json}");
+            let h = r.headers().clone();
+            assert!(h[header::CONTENT_TYPE]
+                .to_str()
+                .is_ok_and(|v| v.starts_with("text/html")));
+            assert!(h[header::CONTENT_SECURITY_POLICY]
+                .to_str()
+                .is_ok_and(|v| v.contains("default-src 'none'")));
+            let body = axum::body::to_bytes(r.into_body(), 1 << 20)
+                .await
+                .expect("body");
+            let html = String::from_utf8(body.to_vec()).expect("utf-8");
+            assert!(html.contains("HTTP 500 from receiver"), "{html}");
+            assert!(html.contains("&lt;b&gt;x&lt;/b&gt;") && !html.contains("<b>x</b>"));
+            assert!(html.contains("class=\"failure\""));
         }
     }
 }

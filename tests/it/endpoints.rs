@@ -13,7 +13,7 @@ const A: &str = "campaigns/cmp-1/webhooks/wh-1";
 const B: &str = "agents/agt-1/webhooks/wh-2";
 
 /// Not ready until every target finished its first poll; healthy all along;
-/// the landing page links to the rest.
+/// the landing page sums the webhooks up and links to the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn landing_health_and_readiness() {
     let s = start_sim(31, Order::NewestFirst, &[A, B], quiet_profile()).await;
@@ -33,11 +33,16 @@ async fn landing_health_and_readiness() {
         "href=\"/metrics\"",
         "href=\"/-/healthy\"",
         "href=\"/-/ready\"",
+        "href=\"/webhooks\"",
         env!("CARGO_PKG_VERSION"),
     ] {
         assert!(landing.contains(link), "landing page lacks {link}");
     }
     exporter.wait_ready().await;
+    // Once both webhooks are polled the summary counts them.
+    let (_, landing) = exporter.get("/").await;
+    assert!(landing.contains("<td id=\"watched\">2</td>"), "{landing}");
+    assert!(landing.contains("<td id=\"up\">2</td>"), "{landing}");
     exporter.stop().await;
 }
 
