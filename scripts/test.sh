@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need (Debian's prometheus
-# package for promtool and a real Prometheus server), then runs the Rust
+# package for promtool and a real Prometheus server, Alertmanager, and
+# Chromium for the status pages' browser test), then runs the Rust
 # tests and the rules/dashboard checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,7 @@ need_pkg prometheus prometheus
 need_pkg prometheus-alertmanager prometheus-alertmanager
 need_pkg python3 python3
 need_pkg prlimit util-linux
+need_pkg chromium chromium
 
 echo "== cargo test"
 cargo test --locked --all-targets

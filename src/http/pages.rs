@@ -19,8 +19,8 @@ const ERROR_IN_ROW: usize = 120;
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}\
 table{border-collapse:collapse;font-size:.9rem}th,td{border-bottom:1px solid #ddd;padding:.3rem .5rem;text-align:left;vertical-align:top}\
-th{background:#f4f4f4}.num{text-align:right}.bad{color:#b00020;font-weight:600}.ok{color:#1b7f3b}\
-.muted{color:#777}pre{white-space:pre-wrap;word-break:break-all;max-width:60rem;margin:0;font-size:.8rem}\
+td{white-space:nowrap}td.wrap{white-space:normal;min-width:16rem;max-width:32rem}th{background:#f4f4f4}.num{text-align:right}.bad{color:#b00020;font-weight:600}.ok{color:#1b7f3b}\
+.muted{color:#777}pre{white-space:pre-wrap;word-break:break-all;min-width:24rem;max-width:48rem;margin:0;font-size:.8rem}\
 .summary td{font-size:1.4rem;padding-right:2rem}svg.spark{display:block}form{margin:1rem 0}";
 
 /// `s` safe inside HTML text and attribute values.
@@ -163,7 +163,7 @@ pub(super) fn list(rows: &[WebhookView<'_>], q: &str, by_ratio: bool) -> String 
         );
         let _ = write!(
             body,
-            "</td><td>{}</td><td>",
+            "</td><td>{}</td><td class=\"wrap\">",
             escape_html(v.last_success.as_deref().unwrap_or("—"))
         );
         match &v.last_failure {
@@ -245,7 +245,7 @@ pub(super) fn detail(v: &WebhookView<'_>, failures: &[FailureView<'_>]) -> Strin
             body,
             "<tr class=\"failure\" id=\"attempt-{id}\"><td><code>{id}</code></td><td>{}</td><td>{}</td><td>{}</td>\
              <td class=\"num\">{}</td><td>{}</td><td class=\"num bad\">{}</td><td class=\"num\">{}</td>\
-             <td class=\"error\">{}</td><td><pre class=\"response\">{}</pre></td></tr>",
+             <td class=\"error wrap\">{}</td><td class=\"wrap\"><pre class=\"response\">{}</pre></td></tr>",
             dash(f.created_at),
             dash(f.delivered_at),
             dash(f.event),

@@ -2,6 +2,7 @@
 //! HTTP, and the real binary. One test binary so it links once.
 
 mod binary;
+mod browser;
 mod counting;
 mod endpoints;
 mod failures;
