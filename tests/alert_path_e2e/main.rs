@@ -352,6 +352,25 @@ async fn failing_webhook_alert_reaches_alertmanager_receiver_and_healthy_webhook
     // -- what arrived is right, and nothing else is active anywhere -------------
     let all = inbox.alerts();
     assert_received_right(&all, &rules);
+    // The alert's link opens the webhook's page, with its failures.
+    let page = all
+        .iter()
+        .find_map(|r| r.alert["annotations"]["webhook_page"].as_str())
+        .expect("a webhook_page annotation")
+        .to_owned();
+    let html = http_client()
+        .get(&page)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .expect("the webhook_page link answers")
+        .text()
+        .await
+        .expect("page body");
+    assert!(
+        html.contains("class=\"failure\"") && html.contains(FAILING_WEBHOOK),
+        "{page} is not the failing webhook's page with its failures:\n{html}"
+    );
     let prom_alerts = http
         .prom(&format!("{prom}/api/v1/alerts"))
         .await

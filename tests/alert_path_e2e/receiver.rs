@@ -147,7 +147,16 @@ pub(crate) fn check_received(r: &Received, rules: &BTreeMap<String, AlertRule>) 
     for (key, text) in annotations.into_iter().flatten() {
         let text = text.as_str().unwrap_or("");
         let campaign = format!("campaign {FAILING_CAMPAIGN}");
-        if !text.contains(FAILING_WEBHOOK) || !text.contains(&campaign) {
+        if key == "webhook_page" {
+            // The exporter's page of that webhook, on the exporter that
+            // watches it (found from talkover_webhook_info's instance).
+            let page = format!("/webhooks/campaigns/{FAILING_CAMPAIGN}/{FAILING_WEBHOOK}");
+            if !(text.starts_with("http://127.0.0.1:") && text.ends_with(&page)) {
+                problems.push(format!(
+                    "{name}: webhook_page {text:?} is not the exporter's {page}"
+                ));
+            }
+        } else if !text.contains(FAILING_WEBHOOK) || !text.contains(&campaign) {
             problems.push(format!(
                 "{name}: annotation {key} does not name webhook {FAILING_WEBHOOK} and {campaign}: {text:?}"
             ));
