@@ -267,7 +267,18 @@ impl Client {
             status,
             detail: self.redact(&detail),
         };
-        let env: Envelope<T> = serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
+        let env: Envelope<T> = match serde_json::from_slice(body) {
+            Ok(env) => env,
+            // Bytes that are not UTF-8 (a receiver's binary answer passed
+            // on as it came) would fail the whole page, and every attempt
+            // on it with it: they are read as U+FFFD instead. Only once a
+            // page failed, so a good page pays nothing for it.
+            Err(_) if std::str::from_utf8(body).is_err() => {
+                serde_json::from_str(&String::from_utf8_lossy(body))
+                    .map_err(|e| invalid(e.to_string()))?
+            }
+            Err(e) => return Err(invalid(e.to_string())),
+        };
         if env.success == Some(false) {
             let message = env.message.unwrap_or_else(|| "no message".to_string());
             return Err(ApiError::Api {
@@ -336,6 +347,10 @@ mod tests {
     use super::*;
 
     fn page(json: &str) -> Result<LogPage, ApiError> {
+        page_bytes(json.as_bytes())
+    }
+
+    fn page_bytes(json: &[u8]) -> Result<LogPage, ApiError> {
         let client = Client::new(ClientOptions {
             base_url: Url::parse("http://127.0.0.1/").expect("url"),
             credentials: Token::new("talq_secret").map(Credentials::Token),
@@ -346,7 +361,7 @@ mod tests {
         })
         .expect("client");
         client
-            .parse_envelope("/x", 200, json.as_bytes())
+            .parse_envelope("/x", 200, json)
             .map(|(entries, total)| LogPage { entries, total })
     }
 
@@ -371,6 +386,24 @@ mod tests {
         assert_eq!(p.entries[5].http_status, None);
         assert_eq!(p.entries[5].duration_ms, Some(12.5));
         assert_eq!(p.entries[5].created_at, None);
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_replaced_not_a_failed_page() {
+        let mut json =
+            br#"{"success":true,"data":[{"id":"a","status":"failed","error":"bad "#.to_vec();
+        json.extend_from_slice(b"\xff\xfe");
+        json.extend_from_slice(br#" end","response_body":""#);
+        json.extend_from_slice(b"\xc3(");
+        json.extend_from_slice(br#""}]}"#);
+        let p = page_bytes(&json).expect("page parses");
+        assert_eq!(
+            p.entries[0].error.as_deref(),
+            Some("bad \u{fffd}\u{fffd} end")
+        );
+        assert_eq!(p.entries[0].response_body.as_deref(), Some("\u{fffd}("));
+        let e = page_bytes(b"\xff{").expect_err("not JSON at all");
+        assert_eq!(e.reason(), "invalid_response");
     }
 
     #[test]
