@@ -231,30 +231,6 @@ fn busy(published: Published) -> Published {
     published
 }
 
-/// `published` holding the same population as `render_in_process`.
-fn populate(shadows: &Mutex<Shadows>, published: Published) -> Published {
-    let g = shadows.lock().unwrap_or_else(|e| e.into_inner());
-    let mut seen: BTreeMap<Class, usize> = BTreeMap::new();
-    for i in 0..WEBHOOKS {
-        let class = class_of(i);
-        let of_class: Vec<&Shadow> = g.items.iter().filter(|s| s.class == class).collect();
-        if of_class.is_empty() {
-            continue;
-        }
-        let k = seen.entry(class).or_default();
-        let shadow = of_class[*k % of_class.len()];
-        *k += 1;
-        let target = scale_target(i);
-        published.publish(talkover_exporter::model::TargetSnapshot::of(
-            &target,
-            &shadow.state,
-            &shadow.stats,
-        ));
-    }
-    drop(g);
-    published
-}
-
 /// One whole body as the route sends it: gzip at the route's level 1.
 fn render(published: &Published, format: ScrapeFormat) -> Vec<u8> {
     let exposition = format.exposition();

@@ -130,37 +130,43 @@ pub(crate) fn poller_future_size(base: &str) -> usize {
     std::mem::size_of_val(&future)
 }
 
-/// `Published::render()` timed in-process, without HTTP or the rest of the
-/// exporter competing for the CPU: 10,000 snapshots built from the shadow
-/// states, each webhook taking the state of a shadow of its class.
-pub(crate) fn render_in_process(shadows: &Mutex<Shadows>) -> (Duration, Duration, usize) {
-    use talkover_exporter::metrics::Published;
+/// `published` holding 10,000 snapshots built from the shadow states,
+/// each webhook taking the state of a shadow of its class, and named.
+pub(crate) fn populate(
+    shadows: &Mutex<Shadows>,
+    published: talkover_exporter::metrics::Published,
+) -> talkover_exporter::metrics::Published {
     use talkover_exporter::model::TargetSnapshot;
     use talkover_exporter::target::WebhookMeta;
-    let published = Published::new();
-    {
-        let g = shadows.lock().unwrap_or_else(|e| e.into_inner());
-        let mut seen: BTreeMap<Class, usize> = BTreeMap::new();
-        for i in 0..WEBHOOKS {
-            let class = class_of(i);
-            let of_class: Vec<&Shadow> = g.items.iter().filter(|s| s.class == class).collect();
-            if of_class.is_empty() {
-                continue;
-            }
-            let k = seen.entry(class).or_default();
-            let shadow = of_class[*k % of_class.len()];
-            *k += 1;
-            let target = scale_target(i);
-            published.publish(TargetSnapshot::of(&target, &shadow.state, &shadow.stats));
-            published.set_info(
-                &target,
-                WebhookMeta {
-                    name: format!("{} hook", target.webhook_id),
-                    enabled: true,
-                },
-            );
+    let g = shadows.lock().unwrap_or_else(|e| e.into_inner());
+    let mut seen: BTreeMap<Class, usize> = BTreeMap::new();
+    for i in 0..WEBHOOKS {
+        let class = class_of(i);
+        let of_class: Vec<&Shadow> = g.items.iter().filter(|s| s.class == class).collect();
+        if of_class.is_empty() {
+            continue;
         }
+        let k = seen.entry(class).or_default();
+        let shadow = of_class[*k % of_class.len()];
+        *k += 1;
+        let target = scale_target(i);
+        published.publish(TargetSnapshot::of(&target, &shadow.state, &shadow.stats));
+        published.set_info(
+            &target,
+            WebhookMeta {
+                name: format!("{} hook", target.webhook_id),
+                enabled: true,
+            },
+        );
     }
+    drop(g);
+    published
+}
+
+/// `Published::render()` timed in-process, without HTTP or the rest of the
+/// exporter competing for the CPU, on the population of [`populate`].
+pub(crate) fn render_in_process(shadows: &Mutex<Shadows>) -> (Duration, Duration, usize) {
+    let published = populate(shadows, talkover_exporter::metrics::Published::new());
     let mut took = Vec::new();
     let mut bytes = 0;
     for _ in 0..10 {

@@ -271,20 +271,32 @@ fn negotiate(headers: &HeaderMap) -> Exposition {
 
 /// Whether `Accept-Encoding` allows gzip (listed, and not with `q=0`).
 fn accepts_gzip(headers: &HeaderMap) -> bool {
+    listed(headers, header::ACCEPT_ENCODING, |coding| {
+        coding.eq_ignore_ascii_case("gzip") || coding == "*"
+    })
+}
+
+/// Whether header `name` lists a value that `wanted` picks, and not with
+/// `q=0` (`Accept`, `Accept-Encoding`: comma-separated, `;`-parameters).
+pub(super) fn listed(
+    headers: &HeaderMap,
+    name: header::HeaderName,
+    wanted: impl Fn(&str) -> bool,
+) -> bool {
     headers
-        .get_all(header::ACCEPT_ENCODING)
+        .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|item| {
             let mut parts = item.split(';').map(str::trim);
-            let coding = parts.next().unwrap_or("");
+            let value = parts.next().unwrap_or("");
             let q_zero = parts.any(|p| {
                 p.strip_prefix("q=")
                     .and_then(|q| q.trim().parse::<f32>().ok())
                     .is_some_and(|q| q <= 0.0)
             });
-            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !q_zero
+            wanted(value) && !q_zero
         })
 }
 

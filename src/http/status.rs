@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::pages;
-use super::routes::AppState;
+use super::routes::{listed, AppState};
 use crate::clock::unix_now_ms;
 use crate::model::{clean, FailedAttempt, TargetSnapshot};
 use crate::target::{Scope, Target};
@@ -278,21 +278,9 @@ fn rfc3339(ms: i64) -> Option<String> {
 
 /// Whether `Accept` asks for JSON (listed, and not with `q=0`).
 fn wants_json(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|item| {
-            let mut parts = item.split(';').map(str::trim);
-            let media = parts.next().unwrap_or("");
-            let q_zero = parts.any(|p| {
-                p.strip_prefix("q=")
-                    .and_then(|q| q.trim().parse::<f32>().ok())
-                    .is_some_and(|q| q <= 0.0)
-            });
-            media.eq_ignore_ascii_case("application/json") && !q_zero
-        })
+    listed(headers, header::ACCEPT, |media| {
+        media.eq_ignore_ascii_case("application/json")
+    })
 }
 
 fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
