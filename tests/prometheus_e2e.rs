@@ -319,8 +319,12 @@ async fn prometheus_scrapes_exporter_rules_and_dashboard_queries_have_data() {
 
     // -- the exporter, with its in-process simulated Talkover API -----------
     // Every family on: the dashboard has panels for the optional ones.
-    let mut exporter =
-        spawn_demo_exporter_with(exporter_port, sim_port, &tmp.0, &["--collector.lag"]);
+    let mut exporter = spawn_demo_exporter_with(
+        exporter_port,
+        sim_port,
+        &tmp.0,
+        &["--collector.lag", "--collector.poll-stats"],
+    );
 
     // -- Prometheus ----------------------------------------------------------
     let config = format!(

@@ -62,6 +62,7 @@ pub(crate) fn formats_in_process(shadows: &Mutex<Shadows>) -> Renders {
         lag: true,
         attempt_number: true,
         duration_by_status: true,
+        poll_stats: true,
     };
     let busy_all = busy(Published::with_budget(all));
     let busy_default = busy(Published::new());

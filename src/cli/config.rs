@@ -254,6 +254,11 @@ impl Cli {
                     self.no_collector_duration_by_status,
                     true,
                 ),
+                poll_stats: chosen(
+                    self.collector_poll_stats,
+                    self.no_collector_poll_stats,
+                    false,
+                ),
             },
             failures: FailurePolicy {
                 keep: self.failures_keep.unwrap_or(FailurePolicy::default().keep),
@@ -352,6 +357,9 @@ mod config_file_tests {
         assert!(budget(&["--collector.lag"]).lag);
         assert!(!budget(&["--collector.lag", "--no-collector.lag"]).lag);
         assert!(budget(&["--no-collector.lag", "--collector.lag"]).lag);
+        assert!(!budget(&[]).poll_stats);
+        assert!(budget(&["--collector.poll-stats"]).poll_stats);
+        assert!(!budget(&["--collector.poll-stats", "--no-collector.poll-stats"]).poll_stats);
         let off = budget(&[
             "--no-collector.attempt-number",
             "--no-collector.duration-by-status",

@@ -217,6 +217,24 @@ pub struct Cli {
     )]
     pub no_collector_duration_by_status: bool,
 
+    /// Serve each webhook's polling detail: polls_total,
+    /// last_poll_duration_seconds, backlog_entries and api_requests_total
+    /// per webhook, 4 series each (off by default: exporter-wide totals
+    /// instead; README, "Series budget").
+    #[arg(
+        long = "collector.poll-stats",
+        env = "TALKOVER_COLLECTOR_POLL_STATS",
+        overrides_with = "no_collector_poll_stats"
+    )]
+    pub collector_poll_stats: bool,
+
+    /// Serve polling self-metrics for all webhooks together (the default).
+    #[arg(
+        long = "no-collector.poll-stats",
+        overrides_with = "collector_poll_stats"
+    )]
+    pub no_collector_poll_stats: bool,
+
     /// Path under which to expose metrics.
     #[arg(long = "web.telemetry-path", env = "TALKOVER_WEB_TELEMETRY_PATH", default_value = "/metrics", value_parser = parse_telemetry_path)]
     pub telemetry_path: String,

@@ -43,6 +43,7 @@ pub async fn run_target<S: PageSource>(
         }
         let started = Instant::now();
         let before = progress(&state);
+        let requests_before = stats.requests.clone();
         // Boxed: a poll's future (HTTP client state included) is large, and
         // inline it would sit in every idle poller's task between polls.
         let poll = Box::pin(poll_once(
@@ -55,7 +56,8 @@ pub async fn run_target<S: PageSource>(
         let took = started.elapsed().as_secs_f64();
         stats.polls += 1;
         stats.last_duration = Some(took);
-        sink.published.observe_poll(took);
+        sink.published
+            .observe_poll(took, &requests_before, &stats.requests);
         delay = match result {
             Ok(()) => {
                 failures = 0;

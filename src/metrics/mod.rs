@@ -39,18 +39,26 @@ pub(crate) use text::render_timing::busy as busy_for_tests;
 /// Buckets of `talkover_exporter_poll_duration_seconds`.
 const POLL_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
+const API_REQUESTS_HELP: &str = "Requests made to the Talkover API, by outcome and HTTP code.";
+const BACKLOG_HELP: &str = "Estimated log entries listed by the API but not read yet.";
+
+type Snapshots = Arc<RwLock<BTreeMap<Target, Arc<TargetSnapshot>>>>;
+
 /// The snapshots scrapes read, one per target, replaced whole after each
 /// poll. A std lock is enough: nothing awaits while holding it, and a scrape
 /// only clones `Arc`s under it, so rendering never stalls polling.
 #[derive(Debug)]
 pub struct Published {
-    snapshots: RwLock<BTreeMap<Target, Arc<TargetSnapshot>>>,
+    snapshots: Snapshots,
     info: RwLock<BTreeMap<Target, WebhookMeta>>,
     registry: Registry,
     /// One histogram for the polls of every target: per target it would be
     /// 14 series each, most of a large account's `/metrics`, to say what
     /// the shared API's latency already says.
     poll_duration: prometheus::Histogram,
+    /// API requests of every webhook together; `None` with
+    /// `--collector.poll-stats`, which serves them per webhook.
+    api_requests: Option<prometheus::IntCounterVec>,
     budget: Budget,
 }
 
@@ -110,18 +118,61 @@ impl Published {
         )
         .unwrap_or_else(|_| unreachable!("a constant metric definition is valid"));
         let _ = registry.register(Box::new(poll_duration.clone()));
+        let snapshots = Snapshots::default();
+        let api_requests = if budget.poll_stats {
+            None
+        } else {
+            let requests = prometheus::IntCounterVec::new(
+                prometheus::Opts::new("talkover_exporter_api_requests_total", API_REQUESTS_HELP),
+                &["outcome", "code"],
+            )
+            .unwrap_or_else(|_| unreachable!("a constant metric definition is valid"));
+            let _ = registry.register(Box::new(requests.clone()));
+            // A gauge, so a sum that drops when a webhook leaves is right.
+            let _ = GaugeFn::register(
+                &registry,
+                "talkover_exporter_backlog_entries",
+                BACKLOG_HELP,
+                {
+                    let snapshots = snapshots.clone();
+                    move || {
+                        let map = snapshots.read().unwrap_or_else(|e| e.into_inner());
+                        Some(map.values().map(|s| s.backlog).sum::<u64>() as f64)
+                    }
+                },
+            );
+            Some(requests)
+        };
         Published {
-            snapshots: RwLock::default(),
+            snapshots,
             info: RwLock::default(),
             registry,
             poll_duration,
+            api_requests,
             budget,
         }
     }
 
-    /// Records how long one poll of one target took.
-    pub fn observe_poll(&self, seconds: f64) {
+    /// Records one poll of one target: how long it took, and the API
+    /// requests it made (`requests` now, `before` as the poll started).
+    pub fn observe_poll(
+        &self,
+        seconds: f64,
+        before: &BTreeMap<(&'static str, String), u64>,
+        requests: &BTreeMap<(&'static str, String), u64>,
+    ) {
         self.poll_duration.observe(seconds);
+        let Some(counter) = &self.api_requests else {
+            return;
+        };
+        for ((outcome, code), n) in requests {
+            let new = n.saturating_sub(before.get(&(*outcome, code.clone())).copied().unwrap_or(0));
+            if new > 0 {
+                counter
+                    .with_label_values(&[outcome, code.as_str()])
+                    .inc_by(new);
+            }
+        }
     }
 
     /// The registry of global self-metrics, rendered after the per-target families.

@@ -329,6 +329,7 @@ mod tests {
             lag: true,
             attempt_number: true,
             duration_by_status: true,
+            poll_stats: true,
         }
     }
 
@@ -464,12 +465,85 @@ mod tests {
         assert!(!text.contains("log_id") && !text.contains("# EOF"));
         let samples = |body: &str| -> Vec<String> {
             body.lines()
-                // The registry's self-metrics print `0` as `0.0` in one of them.
-                .filter(|l| l.starts_with("talkover_") && !l.contains("poll_duration_seconds"))
-                .map(|l| l.split(" # ").next().unwrap_or(l).to_owned())
+                .filter(|l| l.starts_with("talkover_"))
+                .map(|l| {
+                    let sample = l.split(" # ").next().unwrap_or(l);
+                    // The registry's self-metrics print `0` as `0.0` in OpenMetrics.
+                    let (series, value) = sample.rsplit_once(' ').expect("a value");
+                    format!("{series} {}", value.parse::<f64>().expect("a number"))
+                })
                 .collect()
         };
         assert_eq!(samples(&om), samples(&text));
+    }
+
+    /// Without `--collector.poll-stats`, polling detail is one series set
+    /// for the exporter, not four series per webhook; with it, per webhook.
+    #[test]
+    fn poll_stats_are_exporter_wide_unless_asked_per_webhook() {
+        let render = |budget: Budget| {
+            let published = Published::with_budget(budget);
+            for (target, backlog) in [("agents/a/webhooks/w1", 5), ("agents/a/webhooks/w2", 2)] {
+                let mut stats = PollStats::default();
+                let before = stats.requests.clone();
+                *stats.requests.entry(("success", "200".into())).or_default() += 3;
+                stats.polls += 1;
+                stats.last_duration = Some(0.25);
+                published.observe_poll(0.25, &before, &stats.requests);
+                published.publish(TargetSnapshot {
+                    target: target.parse().expect("t"),
+                    counts: DeliveryCounts::default(),
+                    stats,
+                    pending: 0,
+                    backlog,
+                });
+            }
+            published.render()
+        };
+        let detail = [
+            "talkover_exporter_polls_total",
+            "talkover_exporter_last_poll_duration_seconds",
+            "talkover_exporter_api_requests_total",
+            "talkover_exporter_backlog_entries",
+        ];
+        let wide = render(Budget::default());
+        for family in detail {
+            assert!(
+                !wide
+                    .lines()
+                    .any(|l| l.starts_with(family) && l.contains("webhook_id")),
+                "{family} per webhook by default:\n{wide}"
+            );
+        }
+        assert!(
+            wide.contains("\ntalkover_exporter_backlog_entries 7\n"),
+            "{wide}"
+        );
+        assert!(
+            wide.contains(
+                "\ntalkover_exporter_api_requests_total{code=\"200\",outcome=\"success\"} 6\n"
+            ),
+            "{wide}"
+        );
+        let per_webhook = render(Budget {
+            poll_stats: true,
+            ..Budget::default()
+        });
+        for family in detail {
+            assert!(
+                per_webhook
+                    .lines()
+                    .any(|l| l.starts_with(family) && l.contains(r#"webhook_id="w1""#)),
+                "{family} not per webhook with --collector.poll-stats:\n{per_webhook}"
+            );
+        }
+        assert!(per_webhook.contains(
+            r#"talkover_exporter_backlog_entries{campaign_id="",agent_id="a",webhook_id="w2"} 2"#
+        ));
+        assert!(!per_webhook.contains("\ntalkover_exporter_backlog_entries "));
+        assert!(per_webhook.contains(
+            r#"talkover_exporter_api_requests_total{campaign_id="",agent_id="a",webhook_id="w2",outcome="success",code="200"} 3"#
+        ));
     }
 
     #[test]

@@ -85,13 +85,74 @@ async fn promtool_accepts_the_metrics() {
     exporter.stop().await;
 }
 
-/// Poll self-metrics: one poll-duration histogram for the whole exporter,
-/// and per webhook a poll count (requests per poll are then a division)
-/// and the last poll's duration.
+/// Poll self-metrics by default: one poll-duration histogram, one set of
+/// API request counters and one backlog for the whole exporter, nothing of
+/// it per webhook (`--collector.poll-stats` is off).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poll_self_metrics() {
     let s = start_sim(33, Order::NewestFirst, &[A, B], quiet_profile()).await;
     let exporter = start_exporter(&s.url, &[A, B], ExporterOptions::default()).await;
+    exporter.wait_ready().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let scrape = exporter.scrape().await;
+    let exporter_wide = |name: &str| -> Vec<f64> {
+        let series: Vec<_> = scrape.series.iter().filter(|(n, _, _)| n == name).collect();
+        assert!(
+            series
+                .iter()
+                .all(|(_, labels, _)| !labels.contains_key("webhook_id")),
+            "{name} has per-webhook series by default"
+        );
+        series.iter().map(|(_, _, v)| *v).collect()
+    };
+    let polls = exporter_wide("talkover_exporter_poll_duration_seconds_count");
+    assert_eq!(polls.len(), 1, "one histogram, not one per webhook");
+    assert!(
+        polls[0] >= 4.0,
+        "{} polls in 500 ms at a 100 ms interval",
+        polls[0]
+    );
+    let requests = exporter_wide("talkover_exporter_api_requests_total");
+    assert_eq!(requests.len(), 1, "only successes: one (outcome, code)");
+    assert_eq!(
+        scrape.sum(
+            "talkover_exporter_api_requests_total",
+            &[("outcome", "success"), ("code", "200")]
+        ),
+        requests[0]
+    );
+    // Idle webhooks: one request per poll, the baseline poll included; a
+    // poll of each webhook may end between the two families' reads.
+    assert!(
+        (requests[0] - polls[0]).abs() <= 2.0,
+        "{} requests for {} polls",
+        requests[0],
+        polls[0]
+    );
+    assert_eq!(exporter_wide("talkover_exporter_backlog_entries"), [0.0]);
+    for name in [
+        "talkover_exporter_polls_total",
+        "talkover_exporter_last_poll_duration_seconds",
+    ] {
+        assert!(exporter_wide(name).is_empty(), "{name} served by default");
+    }
+    exporter.stop().await;
+}
+
+/// With `--collector.poll-stats`, per webhook: a poll count (requests per
+/// poll are then a division), the last poll's duration, its requests and
+/// its backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_self_metrics_per_webhook() {
+    let s = start_sim(33, Order::NewestFirst, &[A, B], quiet_profile()).await;
+    let options = ExporterOptions {
+        budget: talkover_exporter::metrics::Budget {
+            poll_stats: true,
+            ..Default::default()
+        },
+        ..ExporterOptions::default()
+    };
+    let exporter = start_exporter(&s.url, &[A, B], options).await;
     exporter.wait_ready().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let scrape = exporter.scrape().await;
@@ -105,7 +166,6 @@ async fn poll_self_metrics() {
         1,
         "one histogram, not one per webhook"
     );
-    assert!(!histogram_counts[0].1.contains_key("webhook_id"));
     let mut polls = 0.0;
     for t in s.sim.targets() {
         let n = scrape.target_value("talkover_exporter_polls_total", &t, &[]);
@@ -115,6 +175,10 @@ async fn poll_self_metrics() {
         assert_eq!(requests, n, "{t}: requests per poll");
         let last = scrape.target_value("talkover_exporter_last_poll_duration_seconds", &t, &[]);
         assert!(last > 0.0 && last < 2.0, "{t}: last poll took {last} s");
+        assert_eq!(
+            scrape.target_value("talkover_exporter_backlog_entries", &t, &[]),
+            0.0
+        );
         polls += n;
     }
     // Observed as a poll ends, published with the state just after.
@@ -123,6 +187,13 @@ async fn poll_self_metrics() {
         "{} < {polls}",
         histogram_counts[0].2
     );
+    // Per webhook only: no exporter-wide series under the same names.
+    assert!(scrape
+        .series
+        .iter()
+        .filter(|(n, _, _)| n == "talkover_exporter_api_requests_total"
+            || n == "talkover_exporter_backlog_entries")
+        .all(|(_, labels, _)| labels.contains_key("webhook_id")));
     exporter.stop().await;
 }
 

@@ -250,7 +250,7 @@ async fn idle_polls_do_not_rewrite_the_state() {
         "idle polls wrote to the state file"
     );
     assert!(
-        after.target_value("talkover_exporter_api_requests_total", &a, &[]) > 5.0,
+        after.sum("talkover_exporter_api_requests_total", &[]) > 5.0,
         "polling went on"
     );
     exporter.stop().await;
