@@ -244,6 +244,18 @@ pub(crate) fn scale(report: &mut Report) -> ScaleFigures {
     }
     let scraper_cpu = scraper.cpu_s();
     scraper.quit();
+    // Each webhook's polls and API requests, for section 4a.
+    let status_json = rt
+        .block_on(async {
+            let resp = http
+                .get(format!("http://{addr}/webhooks"))
+                .header("accept", "application/json")
+                .send()
+                .await
+                .ok()?;
+            resp.text().await.ok()
+        })
+        .unwrap_or_default();
     let final_sizes = shadow_sizes(&shadows);
     eprintln!(
         "[scale] per-minute RSS MiB/fds: {}",
@@ -300,6 +312,7 @@ pub(crate) fn scale(report: &mut Report) -> ScaleFigures {
             took,
             body_bytes,
             body,
+            status_json,
             formats,
             formats_rate,
             renders,
@@ -346,6 +359,8 @@ pub(crate) struct HourRun {
     pub(crate) took: Vec<(Duration, Duration)>,
     pub(crate) body_bytes: usize,
     pub(crate) body: String,
+    /// `/webhooks` as JSON, after the scrapes.
+    pub(crate) status_json: String,
     /// The scrapes of each format over loopback.
     pub(crate) formats: Vec<FormatRun>,
     /// Log requests served per second while they ran.

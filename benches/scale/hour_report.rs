@@ -375,10 +375,14 @@ fn scrape_section(run: &HourRun, fig: &mut ScaleFigures) -> Section {
 
 /// Requests per poll in the scale run, from the final scrape.
 fn economy_section(run: &HourRun, fig: &mut ScaleFigures) -> Section {
-    let HourRun { ref body, .. } = *run;
-    let classes = per_class_from_scrape(body);
+    let HourRun {
+        ref body,
+        ref status_json,
+        ..
+    } = *run;
+    let classes = per_class(status_json, body);
     let mut sec = Section::new(
-        "4a. API economy in the scale run (talkover_exporter_api_requests_total / poll count)",
+        "4a. API economy in the scale run (each webhook's API requests / polls, from /webhooks)",
         &[
             "class",
             "webhooks",

@@ -152,10 +152,6 @@ pub(crate) fn exporter_config(base: &str) -> Config {
         "10",
         "--target.stale-after",
         "1h",
-        // Section 4a divides each webhook's API requests by its polls; the
-        // scrapes of sections 2 and 3 carry these 4 series per webhook more
-        // than a default deployment's.
-        "--collector.poll-stats",
     ];
     Cli::try_parse_from(args)
         .expect("flags parse")

@@ -307,8 +307,10 @@ pub(crate) fn after_burst() -> Vec<(i64, usize, usize)> {
         .collect()
 }
 
-/// Per-webhook sums from a scrape: (api requests, polls, attempts counted).
-pub(crate) fn per_class_from_scrape(body: &str) -> BTreeMap<Class, (f64, f64, f64, usize)> {
+/// Per-class sums: (api requests, polls, attempts counted, webhooks).
+/// Requests and polls from the status page's JSON (`/metrics` has them per
+/// webhook only with `--collector.poll-stats`), attempts from a scrape.
+pub(crate) fn per_class(status_json: &str, body: &str) -> BTreeMap<Class, (f64, f64, f64, usize)> {
     pub(crate) fn label<'a>(line: &'a str, name: &str) -> Option<&'a str> {
         let key = format!("{name}=\"");
         let start = line.find(&key)? + key.len();
@@ -317,15 +319,9 @@ pub(crate) fn per_class_from_scrape(body: &str) -> BTreeMap<Class, (f64, f64, f6
     }
     let mut per_hook: BTreeMap<(String, String), [f64; 3]> = BTreeMap::new();
     for line in body.lines() {
-        let slot = if line.starts_with("talkover_exporter_api_requests_total{") {
-            0
-        } else if line.starts_with("talkover_exporter_polls_total{") {
-            1
-        } else if line.starts_with("talkover_webhook_delivery_attempts_total{") {
-            2
-        } else {
+        if !line.starts_with("talkover_webhook_delivery_attempts_total{") {
             continue;
-        };
+        }
         let (Some(c), Some(w)) = (label(line, "campaign_id"), label(line, "webhook_id")) else {
             continue;
         };
@@ -335,7 +331,19 @@ pub(crate) fn per_class_from_scrape(body: &str) -> BTreeMap<Class, (f64, f64, f6
             .unwrap_or(0.0);
         per_hook
             .entry((c.to_string(), w.to_string()))
-            .or_insert([0.0; 3])[slot] += v;
+            .or_insert([0.0; 3])[2] += v;
+    }
+    let rows: Vec<serde_json::Value> = serde_json::from_str(status_json).unwrap_or_default();
+    for row in rows {
+        let field = |k: &str| row[k].as_str().unwrap_or_default().to_string();
+        if field("scope") != "campaigns" {
+            continue;
+        }
+        let e = per_hook
+            .entry((field("owner_id"), field("webhook_id")))
+            .or_insert([0.0; 3]);
+        e[0] = row["api_requests"].as_f64().unwrap_or(0.0);
+        e[1] = row["polls"].as_f64().unwrap_or(0.0);
     }
     let mut out: BTreeMap<Class, (f64, f64, f64, usize)> = BTreeMap::new();
     for ((c, w), v) in per_hook {

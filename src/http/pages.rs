@@ -214,12 +214,18 @@ pub(super) fn detail(v: &WebhookView<'_>, failures: &[FailureView<'_>]) -> Strin
         "</tr><tr><th>attempts, last hour</th><td id=\"attempts\">{}</td></tr>\
          <tr><th>failed, last hour</th><td id=\"failed\">{}</td></tr>\
          <tr><th>last success</th><td>{}</td></tr><tr><th>pending</th><td>{}</td></tr>\
-         <tr><th>backlog</th><td>{}</td></tr></table>\n<h2>Last hour, by minute</h2>\n",
+         <tr><th>backlog</th><td>{}</td></tr>\
+         <tr><th>polls (API requests)</th><td id=\"polls\">{} ({})</td></tr>\
+         <tr><th>last poll took</th><td>{}</td></tr></table>\n<h2>Last hour, by minute</h2>\n",
         v.attempts_1h,
         ratio_text(v),
         escape_html(v.last_success.as_deref().unwrap_or("—")),
         v.pending,
-        v.backlog
+        v.backlog,
+        v.polls,
+        v.api_requests,
+        v.last_poll_seconds
+            .map_or("—".to_owned(), |s| format!("{:.0} ms", s * 1000.0))
     );
     sparkline(
         &mut body,

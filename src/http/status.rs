@@ -52,6 +52,13 @@ pub(super) struct WebhookView<'a> {
     pub(super) pending: u64,
     /// Entries listed by the API and not read yet (estimated).
     pub(super) backlog: u64,
+    /// Polls of it since the exporter started, and the API requests they
+    /// made: its polling detail, which `/metrics` has per webhook only with
+    /// `--collector.poll-stats`.
+    pub(super) polls: u64,
+    pub(super) api_requests: u64,
+    /// How long its last poll took, in seconds.
+    pub(super) last_poll_seconds: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) failures: Option<Vec<FailureView<'a>>>,
 }
@@ -227,6 +234,9 @@ fn view<'a>(
         last_failure: last_failure(s),
         pending: s.pending,
         backlog: s.backlog,
+        polls: s.stats.polls,
+        api_requests: s.stats.requests.values().sum(),
+        last_poll_seconds: s.stats.last_duration,
         failures: with_failures.then(|| s.failures().iter().map(FailureView::of).collect()),
     }
 }

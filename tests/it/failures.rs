@@ -124,6 +124,19 @@ async fn the_simulators_failures_are_listed_with_error_and_response() {
         assert_eq!(page["attempts_1h"], attempts);
         assert_eq!(page["failures_1h"], failed[&t].len() as u64);
         assert_eq!(page["last_failure"]["error"], json!(failed[&t][0].error));
+        // Its polling detail: every request the simulator served it was
+        // made by a poll the page counts (one may be in flight meanwhile).
+        let polls = page["polls"].as_u64().expect("polls");
+        let requests = page["api_requests"].as_u64().expect("api_requests");
+        let served = s.sim.requests(&t);
+        assert!(polls >= 2 && requests >= polls, "{page}");
+        assert!(
+            served >= requests && served <= requests + 1,
+            "{t}: the simulator served {served}, the page says {requests}"
+        );
+        assert!(page["last_poll_seconds"]
+            .as_f64()
+            .is_some_and(|s| s > 0.0 && s < 5.0));
     }
     let (status, list) = get_json(&exporter.url("/webhooks?sort=failure_ratio")).await;
     assert_eq!(status, 200);
