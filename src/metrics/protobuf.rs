@@ -6,38 +6,51 @@
 //! servers with and without native histograms. A family is framed by its
 //! length, so it is encoded whole before it is handed on: a scrape holds
 //! one family at a time, not the whole body.
+//!
+//! The per-webhook series are encoded field by field into reused buffers,
+//! as prost would encode the messages of [`super::proto`] (same field
+//! order, defaults left out: a test decodes and re-encodes a body to the
+//! same bytes). Building the messages instead cost an allocation per
+//! exemplar and a walk of every nested message per level to size it, a
+//! third of a protobuf scrape's CPU.
 
 use std::sync::Arc;
 
 use prometheus::proto as registry_proto;
 use prometheus::Registry;
+use prost::encoding::{encode_varint, encoded_len_varint};
 use prost::Message;
 
 use super::families::{Bounds, Extra, Format, Kind};
 use super::proto::{
-    Bucket, BucketSpan, Counter, Exemplar, Gauge, Histogram, LabelPair, Metric, MetricFamily,
-    MetricType, Timestamp,
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
 };
 use super::text::CHUNK_BYTES;
 use crate::model::{self, TargetSnapshot, NATIVE_SCHEMA, NATIVE_ZERO_THRESHOLD};
 
-/// The labels every per-target series starts with.
-const TARGET_LABELS: [&str; 3] = ["campaign_id", "agent_id", "webhook_id"];
+/// Wire types.
+const VARINT: u32 = 0;
+const FIXED64: u32 = 1;
+const LEN: u32 = 2;
 
 /// The protobuf format being written.
 pub(super) struct Protobuf<'a> {
-    snaps: &'a [Arc<TargetSnapshot>],
     emit: &'a mut dyn FnMut(Vec<u8>) -> bool,
     closed: bool,
     /// Encoded families waiting to be handed on.
     out: Vec<u8>,
     /// The family being written: its name, help and type...
-    header: MetricFamily,
+    header: Vec<u8>,
     /// ...and its metrics, encoded.
     metrics: Vec<u8>,
     kind: Kind,
-    /// Reused for every series, so a scrape allocates per family, not per series.
-    metric: Metric,
+    /// Each snapshot's target labels as `Metric.label` fields, encoded once
+    /// per scrape for every family.
+    targets: Vec<Vec<u8>>,
+    target: usize,
+    /// One metric's fields, then one histogram's: reused for every series.
+    metric: Vec<u8>,
+    histogram: Vec<u8>,
 }
 
 impl<'a> Protobuf<'a> {
@@ -45,25 +58,32 @@ impl<'a> Protobuf<'a> {
         snaps: &'a [Arc<TargetSnapshot>],
         emit: &'a mut dyn FnMut(Vec<u8>) -> bool,
     ) -> Protobuf<'a> {
-        let label = TARGET_LABELS
+        let targets = snaps
             .iter()
-            .map(|name| LabelPair {
-                name: (*name).to_owned(),
-                value: String::new(),
+            .map(|s| {
+                let t = &s.target;
+                let mut labels = Vec::with_capacity(96);
+                for (name, value) in [
+                    ("campaign_id", t.campaign_id()),
+                    ("agent_id", t.agent_id()),
+                    ("webhook_id", t.webhook_id.as_str()),
+                ] {
+                    label_pair(&mut labels, 1, name, value);
+                }
+                labels
             })
             .collect();
         Protobuf {
-            snaps,
             emit,
             closed: false,
             out: Vec::with_capacity(CHUNK_BYTES + 64 * 1024),
-            header: MetricFamily::default(),
+            header: Vec::new(),
             metrics: Vec::new(),
             kind: Kind::Gauge,
-            metric: Metric {
-                label,
-                ..Metric::default()
-            },
+            targets,
+            target: 0,
+            metric: Vec::with_capacity(1024),
+            histogram: Vec::with_capacity(1024),
         }
     }
 
@@ -95,71 +115,63 @@ impl<'a> Protobuf<'a> {
         !self.closed
     }
 
-    /// Sets the labels after the target's own and readies the value field.
+    /// Starts a metric: the target's labels, then `extra`.
     fn start(&mut self, extra: Extra<'_>) {
-        let labels = &mut self.metric.label;
-        labels.truncate(TARGET_LABELS.len() + extra.len());
-        for (i, (name, value)) in extra.iter().enumerate() {
-            match labels.get_mut(TARGET_LABELS.len() + i) {
-                Some(pair) => {
-                    pair.name.clear();
-                    pair.name.push_str(name);
-                    pair.value.clear();
-                    pair.value.push_str(value);
-                }
-                None => labels.push(LabelPair {
-                    name: (*name).to_owned(),
-                    value: (*value).to_owned(),
-                }),
-            }
+        self.metric.clear();
+        if let Some(labels) = self.targets.get(self.target) {
+            self.metric.extend_from_slice(labels);
         }
+        for (name, value) in extra {
+            label_pair(&mut self.metric, 1, name, value);
+        }
+    }
+
+    /// Ends a metric: it joins the family's.
+    fn end(&mut self) {
+        message(&mut self.metrics, 4, &self.metric);
     }
 
     fn scalar(&mut self, extra: Extra<'_>, v: f64, exemplar: Option<&model::Exemplar>) {
         self.start(extra);
-        let m = &mut self.metric;
-        (m.counter, m.gauge) = match self.kind {
-            Kind::Counter => (
-                Some(Counter {
-                    value: v,
-                    exemplar: exemplar.map(to_exemplar),
-                }),
-                None,
-            ),
-            _ => (None, Some(Gauge { value: v })),
-        };
-        m.histogram = None;
-        prost::encoding::message::encode(4, &self.metric, &mut self.metrics);
+        match self.kind {
+            Kind::Counter => {
+                // Counter { value = 1, exemplar = 2 }
+                let len = double_len(v) + exemplar.map_or(0, |e| nested_len(exemplar_len(e)));
+                key(&mut self.metric, 3, LEN);
+                encode_varint(len as u64, &mut self.metric);
+                double(&mut self.metric, 1, v);
+                if let Some(e) = exemplar {
+                    write_exemplar(&mut self.metric, 2, e);
+                }
+            }
+            _ => {
+                // Gauge { value = 1 }
+                key(&mut self.metric, 2, LEN);
+                encode_varint(double_len(v) as u64, &mut self.metric);
+                double(&mut self.metric, 1, v);
+            }
+        }
+        self.end();
     }
 }
 
 impl Format for Protobuf<'_> {
     fn family(&mut self, name: &'static str, kind: Kind, help: &'static str) {
         self.kind = kind;
-        self.header.name.clear();
-        self.header.name.push_str(name);
-        self.header.help.clear();
-        self.header.help.push_str(help);
-        self.header.r#type = match kind {
+        self.header.clear();
+        string(&mut self.header, 1, name);
+        string(&mut self.header, 2, help);
+        let kind = match kind {
             Kind::Counter => MetricType::Counter,
             Kind::Gauge | Kind::Info => MetricType::Gauge,
             Kind::Histogram => MetricType::Histogram,
-        } as i32;
+        };
+        uint(&mut self.header, 3, kind as u64);
         self.metrics.clear();
     }
 
     fn target(&mut self, i: usize) {
-        let Some(s) = self.snaps.get(i) else { return };
-        let t = &s.target;
-        for (pair, value) in
-            self.metric
-                .label
-                .iter_mut()
-                .zip([t.campaign_id(), t.agent_id(), t.webhook_id.as_str()])
-        {
-            pair.value.clear();
-            pair.value.push_str(value);
-        }
+        self.target = i;
     }
 
     fn value(&mut self, extra: Extra<'_>, v: u64) {
@@ -191,35 +203,45 @@ impl Format for Protobuf<'_> {
         exemplars: &[Option<model::Exemplar>],
     ) {
         self.start(extra);
-        let m = &mut self.metric;
-        m.counter = None;
-        m.gauge = None;
-        let out = m.histogram.get_or_insert_with(Histogram::default);
-        let count = h.count();
-        out.sample_count = count;
-        out.sample_sum = h.sum;
-        out.bucket.clear();
+        let out = &mut self.histogram;
+        out.clear();
+        uint(out, 1, h.count());
+        double(out, 2, h.sum);
         let mut cumulative = 0;
         for (i, bound) in bounds.values().iter().enumerate() {
             cumulative += h.buckets.get(i).copied().unwrap_or(0);
-            out.bucket.push(Bucket {
-                cumulative_count: cumulative,
-                upper_bound: *bound,
-                exemplar: exemplars.get(i).and_then(Option::as_ref).map(to_exemplar),
-            });
+            let exemplar = exemplars.get(i).and_then(Option::as_ref);
+            // Bucket { cumulative_count = 1, upper_bound = 2, exemplar = 3 }
+            let len = uint_len(cumulative)
+                + double_len(*bound)
+                + exemplar.map_or(0, |e| nested_len(exemplar_len(e)));
+            key(out, 3, LEN);
+            encode_varint(len as u64, out);
+            uint(out, 1, cumulative);
+            double(out, 2, *bound);
+            if let Some(e) = exemplar {
+                write_exemplar(out, 3, e);
+            }
         }
-        out.schema = NATIVE_SCHEMA;
-        out.zero_threshold = NATIVE_ZERO_THRESHOLD;
-        out.zero_count = h.native.zero;
+        sint(out, 5, i64::from(NATIVE_SCHEMA));
+        double(out, 6, NATIVE_ZERO_THRESHOLD);
+        uint(out, 7, h.native.zero);
         let (spans, deltas) = h.native.spans_and_deltas();
-        out.positive_span.clear();
-        out.positive_span.extend(
-            spans
-                .into_iter()
-                .map(|(offset, length)| BucketSpan { offset, length }),
-        );
-        out.positive_delta = deltas;
-        prost::encoding::message::encode(4, &self.metric, &mut self.metrics);
+        for (offset, length) in spans {
+            // BucketSpan { offset = 1 (sint32), length = 2 }
+            let len = sint_len(i64::from(offset)) + uint_len(u64::from(length));
+            key(out, 12, LEN);
+            encode_varint(len as u64, out);
+            sint(out, 1, i64::from(offset));
+            uint(out, 2, u64::from(length));
+        }
+        for delta in deltas {
+            // Repeated and not packed: every delta, zeros too.
+            key(out, 13, VARINT);
+            encode_varint(zigzag(delta), out);
+        }
+        message(&mut self.metric, 7, &self.histogram);
+        self.end();
     }
 
     fn flush_if_full(&mut self) -> bool {
@@ -232,10 +254,22 @@ impl Format for Protobuf<'_> {
         }
         // A family without series is left out, as client_golang does.
         if !self.metrics.is_empty() {
-            let len = self.header.encoded_len() + self.metrics.len();
-            prost::encoding::encode_varint(len as u64, &mut self.out);
-            let _ = self.header.encode(&mut self.out);
-            self.out.extend_from_slice(&self.metrics);
+            let len = self.header.len() + self.metrics.len();
+            encode_varint(len as u64, &mut self.out);
+            self.out.extend_from_slice(&self.header);
+            if self.metrics.len() < CHUNK_BYTES {
+                self.out.extend_from_slice(&self.metrics);
+            } else {
+                // A large family is handed on as it is, not copied: what
+                // is waiting goes first, then the family's metrics, and
+                // the next family starts in a buffer as large.
+                let next = Vec::with_capacity(self.metrics.len());
+                let metrics = std::mem::replace(&mut self.metrics, next);
+                let waiting =
+                    std::mem::replace(&mut self.out, Vec::with_capacity(CHUNK_BYTES + 64 * 1024));
+                self.closed = !(self.emit)(waiting) || !(self.emit)(metrics);
+                return !self.closed;
+            }
         }
         if self.out.len() >= CHUNK_BYTES {
             let next = Vec::with_capacity(CHUNK_BYTES + 64 * 1024);
@@ -245,19 +279,114 @@ impl Format for Protobuf<'_> {
     }
 }
 
-/// An attempt as an exemplar message.
-fn to_exemplar(e: &model::Exemplar) -> Exemplar {
-    Exemplar {
-        label: vec![LabelPair {
-            name: "log_id".into(),
-            value: e.id.clone(),
-        }],
-        value: e.value,
-        timestamp: Some(Timestamp {
-            seconds: e.ms.div_euclid(1000),
-            nanos: (e.ms.rem_euclid(1000) * 1_000_000) as i32,
-        }),
+fn key(out: &mut Vec<u8>, tag: u32, wire: u32) {
+    encode_varint(u64::from(tag << 3 | wire), out);
+}
+
+/// A field's key: every tag written here is below 16, one byte.
+const KEY_LEN: usize = 1;
+
+fn nested_len(len: usize) -> usize {
+    KEY_LEN + encoded_len_varint(len as u64) + len
+}
+
+fn message(out: &mut Vec<u8>, tag: u32, body: &[u8]) {
+    key(out, tag, LEN);
+    encode_varint(body.len() as u64, out);
+    out.extend_from_slice(body);
+}
+
+fn string_len(s: &str) -> usize {
+    if s.is_empty() {
+        0
+    } else {
+        nested_len(s.len())
     }
+}
+
+fn string(out: &mut Vec<u8>, tag: u32, s: &str) {
+    if !s.is_empty() {
+        message(out, tag, s.as_bytes());
+    }
+}
+
+fn double_len(v: f64) -> usize {
+    if v == 0.0 {
+        0
+    } else {
+        KEY_LEN + 8
+    }
+}
+
+fn double(out: &mut Vec<u8>, tag: u32, v: f64) {
+    if v != 0.0 {
+        key(out, tag, FIXED64);
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+fn uint_len(v: u64) -> usize {
+    if v == 0 {
+        0
+    } else {
+        KEY_LEN + encoded_len_varint(v)
+    }
+}
+
+fn uint(out: &mut Vec<u8>, tag: u32, v: u64) {
+    if v != 0 {
+        key(out, tag, VARINT);
+        encode_varint(v, out);
+    }
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn sint_len(v: i64) -> usize {
+    uint_len(zigzag(v))
+}
+
+fn sint(out: &mut Vec<u8>, tag: u32, v: i64) {
+    uint(out, tag, zigzag(v));
+}
+
+/// `LabelPair { name = 1, value = 2 }` as field `tag`.
+fn label_pair(out: &mut Vec<u8>, tag: u32, name: &str, value: &str) {
+    key(out, tag, LEN);
+    encode_varint((string_len(name) + string_len(value)) as u64, out);
+    string(out, 1, name);
+    string(out, 2, value);
+}
+
+/// The attempt's `created_at` as `google.protobuf.Timestamp`.
+fn timestamp(e: &model::Exemplar) -> (i64, i64) {
+    (e.ms.div_euclid(1000), e.ms.rem_euclid(1000) * 1_000_000)
+}
+
+/// `Exemplar { label = 1, value = 2, timestamp = 3 }` without its key.
+fn exemplar_len(e: &model::Exemplar) -> usize {
+    let (seconds, nanos) = timestamp(e);
+    nested_len(string_len("log_id") + string_len(&e.id))
+        + double_len(e.value)
+        + nested_len(uint_len(seconds as u64) + uint_len(nanos as u64))
+}
+
+fn write_exemplar(out: &mut Vec<u8>, tag: u32, e: &model::Exemplar) {
+    let (seconds, nanos) = timestamp(e);
+    key(out, tag, LEN);
+    encode_varint(exemplar_len(e) as u64, out);
+    label_pair(out, 1, "log_id", &e.id);
+    double(out, 2, e.value);
+    // Timestamp { seconds = 1 (int64), nanos = 2 (int32) }
+    key(out, 3, LEN);
+    encode_varint(
+        (uint_len(seconds as u64) + uint_len(nanos as u64)) as u64,
+        out,
+    );
+    uint(out, 1, seconds as u64);
+    uint(out, 2, nanos as u64);
 }
 
 /// A family of the `prometheus` crate's registry in this format.
@@ -325,4 +454,181 @@ fn from_registry(family: &registry_proto::MetricFamily) -> Option<MetricFamily> 
         r#type: kind as i32,
         metric,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use prost::Message;
+
+    use crate::metrics::proto::MetricFamily;
+    use crate::metrics::{Budget, Exposition, Published};
+    use crate::model::{
+        AttemptKey, DeliveryCounts, Exemplar, Exemplars, Histogram, PollStats, TargetSnapshot,
+        ATTEMPT_BUCKETS, DURATION_BUCKETS, LAG_BUCKETS,
+    };
+
+    /// Webhooks with every kind of value the writer meets: exemplars on
+    /// counters and buckets (an empty id, times before 1970), native
+    /// buckets with gaps and zero counts, values of 0, empty label values.
+    fn varied(webhooks: u32) -> Published {
+        let published = Published::with_budget(Budget {
+            lag: true,
+            attempt_number: true,
+            duration_by_status: true,
+            poll_stats: true,
+        });
+        for i in 0..webhooks {
+            let mut counts = DeliveryCounts::default();
+            let mut exemplars = Exemplars::default();
+            for (status, code) in [("success", "200"), ("failed", "none"), ("failed", "")] {
+                let key = AttemptKey {
+                    event: format!("e{}", i % 3),
+                    status: status.into(),
+                    code: code.into(),
+                };
+                counts.attempts.insert(key, u64::from(i % 4));
+                let id = if i % 5 == 0 {
+                    String::new()
+                } else {
+                    format!("log_{i}")
+                };
+                exemplars.attempt(
+                    (&format!("e{}", i % 3), status, code),
+                    &id,
+                    -1_500 + i64::from(i) * 77_777,
+                );
+                let h = counts
+                    .duration
+                    .entry(status.into())
+                    .or_insert_with(Histogram::default);
+                for (j, v) in [0.0, 1e-130, 0.05, 0.3, 2.0 + f64::from(i), 700.0]
+                    .into_iter()
+                    .enumerate()
+                {
+                    if (i as usize + j) % 3 == 0 {
+                        continue;
+                    }
+                    let b = h.observe(DURATION_BUCKETS, v);
+                    if h.exemplars.len() <= b {
+                        h.exemplars.resize(b + 1, None);
+                    }
+                    h.exemplars[b] = Some(Exemplar {
+                        id: format!("log_{i}_{j}"),
+                        value: v,
+                        ms: 1_700_000_000_000 + i64::from(i) * 1_001,
+                    });
+                }
+                let a = counts
+                    .attempt_number
+                    .entry(status.into())
+                    .or_insert_with(Histogram::default);
+                if i % 2 == 0 {
+                    a.observe(ATTEMPT_BUCKETS, f64::from(i % 11 + 1));
+                }
+            }
+            if i % 3 != 0 {
+                counts.lag.observe(LAG_BUCKETS, 0.5 * f64::from(i));
+            }
+            counts.exemplars = Arc::new(exemplars);
+            counts.retries = u64::from(i % 2);
+            let mut stats = PollStats {
+                up: i % 2 == 0,
+                polls: u64::from(i),
+                last_duration: (i % 4 != 0).then_some(0.01 * f64::from(i)),
+                ..PollStats::default()
+            };
+            stats
+                .requests
+                .insert(("success", "200".into()), u64::from(i));
+            published.publish(TargetSnapshot {
+                target: format!("agents/a{i}/webhooks/w{i}")
+                    .parse()
+                    .expect("target"),
+                counts,
+                stats,
+                pending: u64::from(i % 3),
+                backlog: 0,
+            });
+        }
+        published
+    }
+
+    /// The hand-written encoding is exactly prost's for the same messages:
+    /// every family decodes, and encodes again to the same bytes.
+    #[test]
+    fn the_body_is_what_prost_would_encode() {
+        let published = varied(40);
+        let mut body = Vec::new();
+        assert!(published.render_chunks(Exposition::Protobuf, &mut |piece| {
+            body.extend_from_slice(&piece);
+            true
+        }));
+        let mut rest = &body[..];
+        let mut families = 0;
+        let mut exemplars = 0;
+        while !rest.is_empty() {
+            let before = rest;
+            let family = MetricFamily::decode_length_delimited(&mut rest).expect("a family");
+            let framed = &before[..before.len() - rest.len()];
+            assert_eq!(
+                family.encode_length_delimited_to_vec(),
+                framed,
+                "{}",
+                family.name
+            );
+            families += 1;
+            for m in &family.metric {
+                exemplars += m
+                    .counter
+                    .as_ref()
+                    .and_then(|c| c.exemplar.as_ref())
+                    .map_or(0, |_| 1);
+                exemplars += m.histogram.as_ref().map_or(0, |h| {
+                    h.bucket.iter().filter(|b| b.exemplar.is_some()).count()
+                });
+            }
+        }
+        assert!(families > 15, "{families} families");
+        assert!(exemplars > 100, "{exemplars} exemplars");
+    }
+
+    /// A family larger than a piece is handed on whole, after what was
+    /// waiting, and the body still decodes family by family.
+    #[test]
+    fn large_families_are_handed_on_whole() {
+        let published = varied(3000);
+        let mut pieces = Vec::new();
+        assert!(published.render_chunks(Exposition::Protobuf, &mut |piece| {
+            pieces.push(piece);
+            true
+        }));
+        assert!(
+            pieces.iter().any(|p| p.len() > super::CHUNK_BYTES),
+            "no family larger than a piece: {:?}",
+            pieces.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        let whole: Vec<u8> = pieces.concat();
+        let mut rest = &whole[..];
+        let mut names = Vec::new();
+        while !rest.is_empty() {
+            let family = MetricFamily::decode_length_delimited(&mut rest).expect("a family");
+            names.push(family.name);
+        }
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "each family once: {names:?}");
+        assert!(names
+            .iter()
+            .any(|n| n == "talkover_webhook_delivery_duration_seconds"));
+        // Cut short: the writer stops at the first refused piece.
+        let mut handed = 0;
+        assert!(!published.render_chunks(Exposition::Protobuf, &mut |_| {
+            handed += 1;
+            false
+        }));
+        assert_eq!(handed, 1);
+    }
 }
