@@ -507,7 +507,7 @@ mod tests {
                     .into_iter()
                     .enumerate()
                 {
-                    if (i as usize + j) % 3 == 0 {
+                    if (i as usize + j).is_multiple_of(3) {
                         continue;
                     }
                     let b = h.observe(DURATION_BUCKETS, v);
