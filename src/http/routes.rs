@@ -131,20 +131,22 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
     };
     // Held by the body until it is sent or dropped.
     let in_flight = state.http.scrape_started(permit);
-    // Rendering thousands of targets is CPU work: it runs off the async
-    // workers and hands over its pieces as they are written, so sending
-    // overlaps rendering and the whole body is never held at once. When the
-    // scraper accepts gzip (Prometheus always does), each piece is
-    // compressed on the same blocking thread before it is handed over.
+    // Rendering thousands of targets is CPU work: it runs on a thread of
+    // its own, below the pollers' priority, and hands over its pieces as
+    // they are written, so sending overlaps rendering and the whole body is
+    // never held at once. When the scraper accepts gzip (Prometheus always
+    // does), each piece is compressed on the same thread before it is
+    // handed over.
     let gzip = accepts_gzip(&headers);
     let format = negotiate(&headers);
     let (tx, rx) = mpsc::channel::<Bytes>(4);
     let finished = Arc::new(AtomicBool::new(false));
     let published = state.published.clone();
     let runtime = tokio::runtime::Handle::current();
-    let render = tokio::task::spawn_blocking({
+    let render = {
         let finished = finished.clone();
         move || {
+            render_priority::lower();
             let send = |piece: Bytes| {
                 runtime.block_on(async {
                     matches!(
@@ -153,19 +155,33 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
                     )
                 })
             };
-            let whole = if gzip {
-                render_gzip(&published, format, send)
-            } else {
-                published.render_chunks(format, &mut |chunk| send(Bytes::from(chunk)))
-            };
-            finished.store(whole, Ordering::SeqCst);
+            let whole = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if gzip {
+                    render_gzip(&published, format, send)
+                } else {
+                    published.render_chunks(format, &mut |chunk| send(Bytes::from(chunk)))
+                }
+            }));
+            match whole {
+                Ok(whole) => finished.store(whole, Ordering::SeqCst),
+                Err(_) => tracing::error!("rendering /metrics failed"),
+            }
         }
-    });
-    tokio::spawn(async move {
-        if let Err(e) = render.await {
-            tracing::error!(error = %e, "rendering /metrics failed");
-        }
-    });
+    };
+    // A thread per scrape, not the blocking pool: its lowered priority
+    // cannot be raised again, and the pool also writes the state file.
+    // `--web.max-requests` bounds how many there are.
+    if let Err(e) = std::thread::Builder::new()
+        .name("scrape".into())
+        .spawn(render)
+    {
+        tracing::error!(error = %e, "no thread to render /metrics");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no thread to render the metrics; try again\n",
+        )
+            .into_response();
+    }
     let body = Body::from_stream(ScrapeBody {
         pieces: rx,
         finished,
@@ -186,6 +202,25 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
             .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
     response
+}
+
+/// Scrapes yield to polling: a scraper, however often it asks, must not
+/// slow the counting. On Linux a thread has its own nice value, and a
+/// render at nice 10 gets a tenth of a polling thread's share of a busy
+/// CPU, and all of an idle one.
+mod render_priority {
+    /// The nice value of a render thread.
+    #[cfg(target_os = "linux")]
+    pub(super) const NICE: i32 = 10;
+
+    /// Lowers the calling thread's priority (Linux only: elsewhere
+    /// `setpriority` would lower the whole process).
+    pub(super) fn lower() {
+        #[cfg(target_os = "linux")]
+        if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), NICE) {
+            tracing::debug!(error = %e, "render thread keeps its priority");
+        }
+    }
 }
 
 /// Renders the body through gzip, handing on what the encoder has written

@@ -43,6 +43,27 @@ async fn poll_rate(client: &reqwest::Client, url: &str, window: Duration) -> f64
 }
 
 /// Descriptors the process holds open.
+/// `(thread id, nice)` of each thread of `pid` whose name starts with `name`.
+fn threads_named(pid: u32, name: &str) -> Vec<(u32, i64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| {
+            let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+            if !comm.trim_end().starts_with(name) {
+                return None;
+            }
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            // After the name in parentheses: state is field 3, nice field 19.
+            let after = &stat[stat.rfind(')')? + 2..];
+            let nice = after.split(' ').nth(16)?.parse().ok()?;
+            Some((task.file_name().to_str()?.parse().ok()?, nice))
+        })
+        .collect()
+}
+
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
@@ -412,6 +433,21 @@ async fn scrapes_past_max_requests_get_503_and_none_hangs() {
         slow.push(s);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // Their renders wait on threads of their own, below the pollers'
+    // priority (nice 10), so no scraper slows the counting.
+    let scrape_threads = threads_named(exporter.pid(), "scrape");
+    assert_eq!(scrape_threads.len(), 2, "{scrape_threads:?}");
+    for (tid, nice) in &scrape_threads {
+        assert_eq!(*nice, 10, "render thread {tid}");
+    }
+    let tokio_nice: Vec<i64> = threads_named(exporter.pid(), "tokio-rt-worker")
+        .into_iter()
+        .map(|(_, nice)| nice)
+        .collect();
+    assert!(
+        !tokio_nice.is_empty() && tokio_nice.iter().all(|n| *n == 0),
+        "{tokio_nice:?}"
+    );
     let mut answers = Vec::new();
     for _ in 0..8 {
         let (client, url) = (client.clone(), url.clone());
