@@ -53,6 +53,10 @@ pub(crate) struct FloorEntry {
     pub(crate) duration_ms: Option<f64>,
     pub(crate) created_at: Option<String>,
     pub(crate) delivered_at: Option<String>,
+    /// Kept for failed attempts' pages: a string, or any JSON for the
+    /// body, taken as it is.
+    pub(crate) error: Option<Box<serde_json::value::RawValue>>,
+    pub(crate) response_body: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// A looser floor: every entry as a `serde_json::Value`.
