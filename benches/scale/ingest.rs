@@ -38,13 +38,14 @@ impl talkover_exporter::collect::PageSource for MemorySource {
 
 /// The floor: only the fields the exporter reads, everything else skipped.
 #[derive(Deserialize)]
-pub(crate) struct FloorPage {
-    pub(crate) data: Vec<FloorEntry>,
+pub(crate) struct FloorPage<'a> {
+    #[serde(borrow)]
+    pub(crate) data: Vec<FloorEntry<'a>>,
 }
 
 #[derive(Deserialize)]
 #[allow(dead_code)]
-pub(crate) struct FloorEntry {
+pub(crate) struct FloorEntry<'a> {
     pub(crate) id: Option<String>,
     pub(crate) event: Option<String>,
     pub(crate) status: Option<String>,
@@ -53,10 +54,12 @@ pub(crate) struct FloorEntry {
     pub(crate) duration_ms: Option<f64>,
     pub(crate) created_at: Option<String>,
     pub(crate) delivered_at: Option<String>,
-    /// Kept for failed attempts' pages: a string, or any JSON for the
-    /// body, taken as it is.
-    pub(crate) error: Option<Box<serde_json::value::RawValue>>,
-    pub(crate) response_body: Option<Box<serde_json::value::RawValue>>,
+    /// Read for failed attempts' pages: a string, or any JSON for the
+    /// body. Borrowed, not copied: the least any client reading them does.
+    #[serde(borrow)]
+    pub(crate) error: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    pub(crate) response_body: Option<&'a serde_json::value::RawValue>,
 }
 
 /// A looser floor: every entry as a `serde_json::Value`.
