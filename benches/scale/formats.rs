@@ -1,7 +1,8 @@
-//! 3b. Formats side by side at 10,000 webhooks: text, gzip text, protobuf
-//! with native histograms and gzip protobuf, over loopback while polling
-//! goes on, and in-process for the series each format and each optional
-//! family costs.
+//! 3b-3e. Formats side by side at 10,000 webhooks: text, gzip text,
+//! protobuf with native histograms and gzip protobuf, over loopback beside
+//! the scale run's polling (3b), alone (3c) and beside polling at a real API
+//! budget (3e), and in-process for the series each format and each
+//! optional family costs (3d).
 
 use std::io::Write as _;
 
@@ -48,6 +49,10 @@ pub(crate) struct Renders {
     /// The busy population served over loopback, each format: scrapes,
     /// and the serving process's CPU-seconds per scrape.
     pub(crate) busy_wire: Vec<(FormatRun, f64)>,
+    /// The same while an exporter in this process polls at a real API
+    /// budget (3e): scrapes, and log requests per second before and during.
+    pub(crate) budget_wire: Vec<FormatRun>,
+    pub(crate) budget_rates: (f64, f64),
 }
 
 /// The scale run's population as it ended (mostly idle webhooks).
@@ -86,6 +91,7 @@ pub(crate) fn formats_in_process(shadows: &Mutex<Shadows>) -> Renders {
     drop((body_all, body_default));
     let busy_default = Arc::new(busy_default);
     out.busy_wire = serve_and_scrape(busy_default.clone());
+    (out.budget_wire, out.budget_rates) = serve_and_scrape_while_polling(busy_default.clone());
     let mix = populate(shadows, Published::new());
     for (population, published) in [(MIX, &mix), (BUSY, &*busy_default)] {
         let classic = samples(&String::from_utf8_lossy(&render(
@@ -166,6 +172,129 @@ fn serve_and_scrape(published: Arc<Published>) -> Vec<(FormatRun, f64)> {
     scraper.quit();
     drop(rt);
     out
+}
+
+/// `published` served as in 3c while an exporter in this process, on the
+/// same runtime, polls a simulator child at a real API budget:
+/// `--talkover.max-requests-per-second` [`BUDGET_RPS`], twenty times the
+/// default, with [`BUDGET_WEBHOOKS`] webhooks every second asking for more
+/// than that, so polling's pace is the budget. Rounds of one scrape per
+/// format, as in 3b; returns the scrapes and the log requests per second
+/// before and during them.
+fn serve_and_scrape_while_polling(published: Arc<Published>) -> (Vec<FormatRun>, (f64, f64)) {
+    use talkover_exporter::http::{router, AppState};
+    use talkover_exporter::model::Readiness;
+    let mut sim = SimChild::spawn("budget", &[]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("serving runtime");
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let state = AppState::new(
+        published,
+        Arc::new(Readiness::new(true)),
+        "/metrics".into(),
+        0,
+    );
+    rt.spawn(async move {
+        let _ = axum::serve(listener, router(state)).await;
+    });
+    // The polling exporter: its own listener, only asked whether it is ready.
+    let targets =
+        std::env::temp_dir().join(format!("scale-bench-budget-{}.yml", std::process::id()));
+    let list: Vec<String> = (0..BUDGET_WEBHOOKS)
+        .map(|i| format!("  - {}", scale_target(i)))
+        .collect();
+    std::fs::write(&targets, format!("targets:\n{}\n", list.join("\n"))).expect("targets file");
+    std::env::set_var("TALKOVER_TOKEN", "talq_bench_token");
+    let rps = BUDGET_RPS.to_string();
+    let config = talkover_exporter::cli::Cli::try_parse_from([
+        "talkover-exporter",
+        "--talkover.url",
+        &sim.url(),
+        "--talkover.allow-insecure",
+        "--talkover.max-requests-per-second",
+        &rps,
+        "--poll.interval",
+        "1s",
+        "--config.file",
+        targets.to_str().expect("path"),
+    ])
+    .expect("flags parse")
+    .into_config()
+    .expect("valid configuration");
+    let polling = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let polling_addr = polling.local_addr().expect("addr");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let exporter = rt.spawn(async move {
+        talkover_exporter::run(config, polling, async move {
+            let _ = stop_rx.await;
+        })
+        .await
+        .map_err(|e| e.to_string())
+    });
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(120) {
+        let ready = rt.block_on(async {
+            http.get(format!("http://{polling_addr}/-/ready"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        });
+        if ready {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "[scale] 3e: {BUDGET_WEBHOOKS} webhooks polled at {BUDGET_RPS} requests/s, ready after {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let rate = |sim: &mut SimChild, window: &mut dyn FnMut()| {
+        let (r0, t0) = (sim.log_requests(), Instant::now());
+        window();
+        (sim.log_requests() - r0) as f64 / t0.elapsed().as_secs_f64()
+    };
+    let quiet = rate(&mut sim, &mut || std::thread::sleep(Duration::from_secs(5)));
+    let mut scraper = Scraper::spawn(&format!("http://{addr}/metrics"));
+    let mut runs: Vec<FormatRun> = ScrapeFormat::ALL
+        .into_iter()
+        .map(|format| FormatRun {
+            format,
+            took: Vec::new(),
+            bytes: 0,
+        })
+        .collect();
+    for run in &mut runs {
+        let _ = scraper.scrape_as(run.format, None);
+    }
+    let during = rate(&mut sim, &mut || {
+        for _ in 0..FORMAT_SCRAPES {
+            for run in &mut runs {
+                if let Some((200, d, _, b)) = scraper.scrape_as(run.format, None) {
+                    run.took.push(d);
+                    run.bytes = b;
+                }
+            }
+        }
+    });
+    for run in &mut runs {
+        run.took.sort();
+    }
+    scraper.quit();
+    let _ = stop_tx.send(());
+    let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), exporter).await });
+    drop(rt);
+    sim.quit();
+    let _ = std::fs::remove_file(&targets);
+    (runs, (quiet, during))
 }
 
 /// 10,000 webhooks, each with a little traffic of several events,
@@ -288,7 +417,7 @@ fn native_series(mut body: &[u8]) -> usize {
 }
 
 /// The report sections, and the figures the summary checks.
-pub(crate) fn formats_sections(run: &HourRun, fig: &mut ScaleFigures) -> [Section; 3] {
+pub(crate) fn formats_sections(run: &HourRun, fig: &mut ScaleFigures) -> [Section; 4] {
     let r = &run.renders;
     let mut wire = Section::new(
         "3b. Formats over loopback at 10,000 webhooks (the scale run's population)",
@@ -305,7 +434,7 @@ pub(crate) fn formats_sections(run: &HourRun, fig: &mut ScaleFigures) -> [Sectio
         .map_or(1, |f| f.bytes.max(1));
     for f in &run.formats {
         let p99 = percentile(&f.took, 99.0);
-        fig.format_p99.push((f.format.word(), p99));
+        fig.overload_p99.push((f.format.word(), p99));
         wire.row(vec![
             f.format.word().into(),
             format!(
@@ -319,7 +448,7 @@ pub(crate) fn formats_sections(run: &HourRun, fig: &mut ScaleFigures) -> [Sectio
     let quiet = (run.rate_a + run.rate_c) / 2.0;
     fig.formats_polls = run.formats_rate / quiet.max(1e-9);
     wire.note(format!(
-        "{FORMAT_SCRAPES} rounds of one scrape per format, back to back, by a scraper child sending Prometheus 2.42's Accept header (with native histograms on for the protobuf rows) and, for the gzip rows, Accept-Encoding: gzip. Polling meanwhile: {:.0} log requests per second, {:.0} % of the quiet rate.",
+        "{FORMAT_SCRAPES} rounds of one scrape per format, back to back, by a scraper child sending Prometheus 2.42's Accept header (with native histograms on for the protobuf rows) and, for the gzip rows, Accept-Encoding: gzip. Polling meanwhile: {:.0} log requests per second, {:.0} % of the quiet rate. The machine is past full here: polling alone (sped up sixty times, over 200 times the default API budget) and the simulator take most of both cores, and renders run below polling's priority.",
         run.formats_rate,
         100.0 * fig.formats_polls
     ));
@@ -361,6 +490,30 @@ pub(crate) fn formats_sections(run: &HourRun, fig: &mut ScaleFigures) -> [Sectio
     }
     busy_wire.note(format!(
         "Served by the exporter's own routes on loopback with nothing else running (the scale run is over), {FORMAT_SCRAPES} scrapes per format after one to warm up, Prometheus 2.42's Accept headers as in 3b. Exporter CPU per scrape: the serving process's CPU-seconds over the scrapes, rendering, compressing and sending."
+    ));
+
+    let mut budget = Section::new(
+        "3e. Formats over loopback at 10,000 busy webhooks, polling at a real API budget alongside",
+        &[
+            "format",
+            "bytes on the wire",
+            "scrape p50 / p99 (to the last byte)",
+        ],
+    );
+    for f in &r.budget_wire {
+        let p99 = percentile(&f.took, 99.0);
+        fig.format_p99.push((f.format.word(), p99));
+        budget.row(vec![
+            f.format.word().into(),
+            format!("{:.1} MiB", f.bytes as f64 / 1048576.0),
+            format!("{} / {}", ms(percentile(&f.took, 50.0)), ms(p99)),
+        ]);
+    }
+    let (quiet, during) = r.budget_rates;
+    fig.budget_polls = during / quiet.max(1e-9);
+    budget.note(format!(
+        "The population of 3c served by the exporter's routes while an exporter in the same process, on the same runtime, polls {BUDGET_WEBHOOKS} webhooks of a simulator child every second with --talkover.max-requests-per-second {BUDGET_RPS} (20 times the default): they ask for more than that, so polling's pace is the budget. {FORMAT_SCRAPES} rounds of one scrape per format, as in 3b. Log requests per second: {quiet:.0} before the scrapes, {during:.0} during them ({:.0} %).",
+        100.0 * fig.budget_polls
     ));
 
     let mut cost = Section::new(
@@ -415,5 +568,5 @@ pub(crate) fn formats_sections(run: &HourRun, fig: &mut ScaleFigures) -> [Sectio
         r.series_default,
         r.series_default as f64 / r.webhooks as f64,
     ));
-    [wire, busy_wire, cost]
+    [wire, busy_wire, budget, cost]
 }

@@ -28,8 +28,13 @@ pub(crate) struct ScaleFigures {
     pub(crate) poll_latency: [Duration; 4],
     pub(crate) idle_requests_per_poll: f64,
     pub(crate) busy_requests_per_poll: f64,
-    /// Scrape p99 of each format over loopback.
+    /// Scrape p99 of each format over loopback: served alone (3c), then
+    /// with polling at a real API budget (3e).
     pub(crate) format_p99: Vec<(&'static str, Duration)>,
+    /// Polling's rate during the 3e scrapes, as a share of its rate before.
+    pub(crate) budget_polls: f64,
+    /// Scrape p99 of each format beside the scale run's polling (3b).
+    pub(crate) overload_p99: Vec<(&'static str, Duration)>,
     /// Poll rate during the format scrapes, as a share of the quiet rate.
     pub(crate) formats_polls: f64,
     /// gzip text bytes on the wire over plain text's.

@@ -96,6 +96,10 @@ const BURST_MINUTE: u32 = 15;
 const SCRAPES: usize = 50;
 /// Scrapes of each format, one format after another.
 const FORMAT_SCRAPES: usize = 15;
+/// Section 3e: webhooks an exporter polls beside the scrapes, at a real API
+/// budget of `BUDGET_RPS` requests per second (20 times the default).
+const BUDGET_WEBHOOKS: usize = 2_000;
+const BUDGET_RPS: u32 = 200;
 /// Steps without scrapes before and after the scrape phase.
 const QUIET_STEPS: u32 = 10;
 const SHADOWS_PER_CLASS: usize = 20;

@@ -170,27 +170,24 @@ impl Report {
             "≥ 90 %".into(),
             verdict(scale.polls_ratio >= 0.9),
         ]);
-        let worst_format = scale
-            .format_p99
-            .iter()
-            .max_by_key(|f| f.1)
-            .copied()
-            .unwrap_or(("none", Duration::ZERO));
-        let slowest_polls = scale.formats_polls;
+        let worst = |p99: &[(&'static str, Duration)]| {
+            p99.iter().map(|f| f.1).max().unwrap_or(Duration::MAX)
+        };
+        let list = |p99: &[(&'static str, Duration)]| {
+            p99.iter()
+                .map(|(f, d)| format!("{f} {}", ms(*d)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         s.row(vec![
-            "scrape formats, 10k webhooks (3b)".into(),
+            "scrape formats, 10k webhooks (3c alone, 3e polling at a real API budget)".into(),
             format!(
-                "gzip text {:.1} % of plain text; series with native histograms {:.1} % of classic with every webhook busy ({:.0} % in the mostly idle scale run); p99 over loopback {}; polling {:.0} % of quiet",
+                "gzip text {:.1} % of plain text; series with native histograms {:.1} % of classic with every webhook busy ({:.0} % in the mostly idle scale run); p99 over loopback, 3c then 3e: {}; polling in 3e {:.0} % of its pace",
                 100.0 * scale.gzip_share,
                 100.0 * scale.native_share,
                 100.0 * scale.native_share_mix,
-                scale
-                    .format_p99
-                    .iter()
-                    .map(|(f, d)| format!("{f} {}", ms(*d)))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                100.0 * slowest_polls.min(9.99),
+                list(&scale.format_p99),
+                100.0 * scale.budget_polls.min(9.99),
             ),
             format!(
                 "gzip ≤ {:.0} %, native ≤ {:.0} %, every p99 < {}, polling ≥ 90 %",
@@ -199,11 +196,25 @@ impl Report {
                 ms(GOAL_SCRAPE_P99)
             ),
             verdict(
-                !scale.format_p99.is_empty()
+                scale.format_p99.len() == 2 * ScrapeFormat::ALL.len()
                     && scale.gzip_share <= GOAL_GZIP_SHARE
                     && scale.native_share <= GOAL_NATIVE_SHARE
-                    && worst_format.1 < GOAL_SCRAPE_P99
-                    && slowest_polls >= 0.9,
+                    && worst(&scale.format_p99) < GOAL_SCRAPE_P99
+                    && scale.budget_polls >= 0.9,
+            ),
+        ]);
+        s.row(vec![
+            "scrape formats beside the scale run's polling (3b, machine past full)".into(),
+            format!(
+                "p99 over loopback {}; polling {:.0} % of quiet",
+                list(&scale.overload_p99),
+                100.0 * scale.formats_polls.min(9.99),
+            ),
+            format!("every p99 < {}, polling ≥ 90 %", ms(GOAL_SCRAPE_P99)),
+            verdict(
+                !scale.overload_p99.is_empty()
+                    && worst(&scale.overload_p99) < GOAL_SCRAPE_P99
+                    && scale.formats_polls >= 0.9,
             ),
         ]);
         s.row(vec![

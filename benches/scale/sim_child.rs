@@ -157,6 +157,13 @@ pub(crate) fn sim_role(mode: &str) {
                 sim.generate(&t, 1_000);
             }
         }
+        "budget" => {
+            for i in 0..BUDGET_WEBHOOKS {
+                let t = scale_target(i);
+                sim.add_webhook(t.clone(), profile(0.0, 0.0));
+                sim.generate(&t, 5);
+            }
+        }
         "economy" => {
             let t = economy_target();
             sim.add_webhook(t.clone(), profile(0.0, 0.0));
