@@ -1,14 +1,17 @@
 //! Which webhooks to watch: the `--target`s, plus with `--discover` every
 //! webhook the API's listing endpoints show, filtered by include/exclude
-//! patterns and cut down to this replica's shard.
+//! patterns and cut down to this replica's shard; and what the API says of
+//! each (its settings), from the listing or, for a `--target`, from its own
+//! webhook object.
 
 use std::collections::BTreeMap;
 
 use prometheus::{IntCounterVec, IntGauge, Opts};
 
-use crate::api::{ApiError, Client};
+use crate::api::{ApiError, Client, WebhookInfo};
 use crate::metrics::Published;
-use crate::target::{Scope, Target, WebhookMeta};
+use crate::model::WebhookSettings;
+use crate::target::{Scope, Target};
 
 /// This replica's share of the webhooks (`--shard.index` of `--shard.count`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +86,7 @@ pub struct Filters {
 
 impl Filters {
     /// Whether the filters keep this webhook.
-    pub fn allows(&self, target: &Target, meta: &WebhookMeta) -> bool {
+    pub fn allows(&self, target: &Target, meta: &WebhookSettings) -> bool {
         let path = target.to_string();
         let keys = [
             target.webhook_id.as_str(),
@@ -102,6 +105,7 @@ pub struct DiscoveryMetrics {
     runs: IntCounterVec,
     last_success: IntGauge,
     listed: IntGauge,
+    settings: IntCounterVec,
     /// Webhooks being polled by this replica.
     pub targets: IntGauge,
 }
@@ -116,9 +120,17 @@ impl DiscoveryMetrics {
             ),
             &["result"],
         );
+        let settings = IntCounterVec::new(
+            Opts::new(
+                "talkover_exporter_settings_fetches_total",
+                "Reads of a --target webhook's own object for its settings, by result (success, or the failure reason).",
+            ),
+            &["result"],
+        );
         let gauge = |name: &str, help: &str| IntGauge::new(name, help);
-        let (Ok(runs), Ok(last_success), Ok(listed), Ok(targets)) = (
+        let (Ok(runs), Ok(settings), Ok(last_success), Ok(listed), Ok(targets)) = (
             runs,
+            settings,
             gauge(
                 "talkover_exporter_discovery_last_success_timestamp_seconds",
                 "Unix time of the last successful discovery.",
@@ -136,12 +148,21 @@ impl DiscoveryMetrics {
         let _ = registry.register(Box::new(last_success.clone()));
         let _ = registry.register(Box::new(listed.clone()));
         let _ = registry.register(Box::new(targets.clone()));
+        let _ = registry.register(Box::new(settings.clone()));
         DiscoveryMetrics {
             runs,
             last_success,
             listed,
+            settings,
             targets,
         }
+    }
+
+    /// A `--target` webhook's settings were read, or not (`Err(reason)`).
+    pub fn record_settings(&self, result: Result<(), &str>) {
+        self.settings
+            .with_label_values(&[result.err().unwrap_or("success")])
+            .inc();
     }
 
     /// A discovery listed `webhooks` webhooks.
@@ -157,11 +178,27 @@ impl DiscoveryMetrics {
     }
 }
 
-/// Lists every webhook of the given scopes.
+/// What a listing item or a webhook object says of the webhook's settings.
+pub fn settings_of(hook: WebhookInfo) -> WebhookSettings {
+    WebhookSettings::new(
+        hook.name,
+        hook.enabled,
+        hook.max_retries,
+        hook.timeout,
+        hook.events.as_deref().unwrap_or_default(),
+    )
+}
+
+/// A `--target` webhook's settings, from its own webhook object.
+pub async fn fetch_settings(client: &Client, target: &Target) -> Result<WebhookSettings, ApiError> {
+    client.get_webhook(target).await.map(settings_of)
+}
+
+/// Lists every webhook of the given scopes, with its settings.
 pub async fn discover(
     client: &Client,
     scopes: &[Scope],
-) -> Result<BTreeMap<Target, WebhookMeta>, ApiError> {
+) -> Result<BTreeMap<Target, WebhookSettings>, ApiError> {
     let mut found = BTreeMap::new();
     for &scope in scopes {
         for owner in client.list_owners(scope).await? {
@@ -169,13 +206,7 @@ pub async fn discover(
                 let path = format!("{}/{}/webhooks/{}", scope.segment(), owner.id, hook.id);
                 match path.parse::<Target>() {
                     Ok(target) => {
-                        found.insert(
-                            target,
-                            WebhookMeta {
-                                name: hook.name.unwrap_or_default(),
-                                enabled: hook.enabled,
-                            },
-                        );
+                        found.insert(target, settings_of(hook));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "skipping a listed webhook whose ids cannot be used")
@@ -210,10 +241,7 @@ mod tests {
     #[test]
     fn filters_try_ids_names_and_paths() {
         let t: Target = "campaigns/cmp-1/webhooks/wh-2".parse().expect("t");
-        let meta = WebhookMeta {
-            name: "Slack alerts".into(),
-            enabled: true,
-        };
+        let meta = WebhookSettings::named("Slack alerts", true);
         let f = |inc: &[&str], exc: &[&str]| Filters {
             include: inc.iter().map(|p| Pattern::new(p)).collect(),
             exclude: exc.iter().map(|p| Pattern::new(p)).collect(),

@@ -86,24 +86,6 @@ impl fmt::Display for Target {
     }
 }
 
-/// What the listing endpoints say about a webhook, for `talkover_webhook_info`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WebhookMeta {
-    /// Display name (empty if unknown).
-    pub name: String,
-    /// Whether deliveries are on. Disabled webhooks are listed but not polled.
-    pub enabled: bool,
-}
-
-impl Default for WebhookMeta {
-    fn default() -> Self {
-        WebhookMeta {
-            name: String::new(),
-            enabled: true,
-        }
-    }
-}
-
 /// Why a `--target` value could not be read.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid target {value:?}: expected campaigns/{{campaign_id}}/webhooks/{{webhook_id}} or agents/{{agent_id}}/webhooks/{{webhook_id}}")]

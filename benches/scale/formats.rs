@@ -356,6 +356,7 @@ fn busy(published: Published) -> Published {
             stats,
             pending: 0,
             backlog: 0,
+            settings: None,
         });
     }
     published

@@ -419,7 +419,7 @@ pub(crate) fn collector_micro_costs(
 ) -> String {
     use std::hint::black_box;
     use talkover_exporter::api::parse_timestamp_ms;
-    use talkover_exporter::collect::{is_final, record};
+    use talkover_exporter::collect::{is_final, record, Judge};
     use talkover_exporter::model::DeliveryCounts;
     let entries: Vec<talkover_exporter::api::LogEntry> = rt.block_on(async {
         let mut all = Vec::new();
@@ -464,7 +464,14 @@ pub(crate) fn collector_micro_costs(
     let rec = best_ns(&mut || {
         let mut counts = DeliveryCounts::default();
         for (e, c) in entries.iter().zip(&created) {
-            record(&mut counts, e.id.as_deref().unwrap_or(""), e, Some(*c));
+            let judge = Judge::new(None, *c);
+            record(
+                &mut counts,
+                e.id.as_deref().unwrap_or(""),
+                e,
+                Some(*c),
+                &judge,
+            );
         }
         black_box(counts);
     });

@@ -106,10 +106,11 @@ pub(crate) async fn shadow_loop(base: String, shadows: Arc<Mutex<Shadows>>, stop
 
 /// The size of one poller's state machine as `Fleet` spawns it.
 pub(crate) fn poller_future_size(base: &str) -> usize {
-    use talkover_exporter::collect::run_target;
+    use talkover_exporter::collect::{run_target, Links};
     use talkover_exporter::model::Readiness;
     use talkover_exporter::persist::Sink;
     let (_tx, rx) = tokio::sync::watch::channel(false);
+    let (_settings_tx, settings) = tokio::sync::watch::channel(None);
     let future = run_target(
         scale_target(0),
         Arc::new(exporter_client(base)),
@@ -120,12 +121,15 @@ pub(crate) fn poller_future_size(base: &str) -> usize {
             failures: talkover_exporter::model::FailurePolicy::default(),
         },
         TargetState::default(),
-        Sink {
-            published: Arc::new(talkover_exporter::metrics::Published::new()),
-            commits: None,
+        Links {
+            sink: Sink {
+                published: Arc::new(talkover_exporter::metrics::Published::new()),
+                commits: None,
+            },
+            readiness: Arc::new(Readiness::new(false)),
+            settings,
+            shutdown: rx,
         },
-        Arc::new(Readiness::new(false)),
-        rx,
     );
     std::mem::size_of_val(&future)
 }
@@ -136,8 +140,7 @@ pub(crate) fn populate(
     shadows: &Mutex<Shadows>,
     published: talkover_exporter::metrics::Published,
 ) -> talkover_exporter::metrics::Published {
-    use talkover_exporter::model::TargetSnapshot;
-    use talkover_exporter::target::WebhookMeta;
+    use talkover_exporter::model::{TargetSnapshot, WebhookSettings};
     let g = shadows.lock().unwrap_or_else(|e| e.into_inner());
     let mut seen: BTreeMap<Class, usize> = BTreeMap::new();
     for i in 0..WEBHOOKS {
@@ -150,14 +153,16 @@ pub(crate) fn populate(
         let shadow = of_class[*k % of_class.len()];
         *k += 1;
         let target = scale_target(i);
-        published.publish(TargetSnapshot::of(&target, &shadow.state, &shadow.stats));
-        published.set_info(
-            &target,
-            WebhookMeta {
-                name: format!("{} hook", target.webhook_id),
-                enabled: true,
-            },
-        );
+        let mut snapshot = TargetSnapshot::of(&target, &shadow.state, &shadow.stats);
+        let name = format!("{} hook", target.webhook_id);
+        snapshot.settings = Some(WebhookSettings::new(
+            Some(name),
+            true,
+            Some(3),
+            Some(30),
+            &[],
+        ));
+        published.publish(snapshot);
     }
     drop(g);
     published

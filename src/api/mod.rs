@@ -129,6 +129,14 @@ impl Client {
             .await
     }
 
+    /// A webhook's own object (`GET /api/v1/{scope}/{owner}/webhooks/{id}`):
+    /// its settings, for a webhook given by `--target`.
+    pub async fn get_webhook(&self, target: &Target) -> Result<WebhookInfo, ApiError> {
+        let rel = format!("api/v1/{target}");
+        let (info, _) = self.get::<WebhookInfo>(&rel, None).await?;
+        Ok(info)
+    }
+
     /// Pages through a listing endpoint until a short or empty page.
     async fn get_all<T: DeserializeOwned>(&self, rel: &str) -> Result<Vec<T>, ApiError> {
         let mut all = Vec::new();
@@ -151,7 +159,20 @@ impl Client {
         page: u64,
         per_page: u32,
     ) -> Result<(Vec<T>, Option<u64>), ApiError> {
-        let path = format!("/{rel}?page={page}&per_page={per_page}");
+        self.get::<Vec<T>>(rel, Some((page, per_page))).await
+    }
+
+    /// `GET` of any endpoint answering the envelope, whose `data` is a `D`;
+    /// `page` is `(page, per_page)` for the paged ones.
+    async fn get<D: DeserializeOwned>(
+        &self,
+        rel: &str,
+        page: Option<(u64, u32)>,
+    ) -> Result<(D, Option<u64>), ApiError> {
+        let path = match page {
+            Some((page, per_page)) => format!("/{rel}?page={page}&per_page={per_page}"),
+            None => format!("/{rel}"),
+        };
         let mut url = self
             .base_url
             .join(rel)
@@ -160,9 +181,11 @@ impl Client {
                 status: 0,
                 detail: format!("cannot build URL: {e}"),
             })?;
-        url.query_pairs_mut()
-            .append_pair("page", &page.to_string())
-            .append_pair("per_page", &per_page.to_string());
+        if let Some((page, per_page)) = page {
+            url.query_pairs_mut()
+                .append_pair("page", &page.to_string())
+                .append_pair("per_page", &per_page.to_string());
+        }
         // Held until the body is read: the connection is busy until then.
         // (The semaphore is never closed, so this always gets a permit.)
         let _in_flight = self.in_flight.acquire().await.ok();
@@ -256,18 +279,18 @@ impl Client {
         Ok(body)
     }
 
-    fn parse_envelope<T: DeserializeOwned>(
+    fn parse_envelope<D: DeserializeOwned>(
         &self,
         path: &str,
         status: u16,
         body: &[u8],
-    ) -> Result<(Vec<T>, Option<u64>), ApiError> {
+    ) -> Result<(D, Option<u64>), ApiError> {
         let invalid = |detail: String| ApiError::InvalidResponse {
             path: path.to_string(),
             status,
             detail: self.redact(&detail),
         };
-        let env: Envelope<T> = match serde_json::from_slice(body) {
+        let env: Envelope<D> = match serde_json::from_slice(body) {
             Ok(env) => env,
             // Bytes that are not UTF-8 (a receiver's binary answer passed
             // on as it came) would fail the whole page, and every attempt
@@ -287,9 +310,7 @@ impl Client {
                 message: self.redact(&shorten(&message, 200)),
             });
         }
-        let items = env
-            .data
-            .ok_or_else(|| invalid("no `data` array".to_string()))?;
+        let items = env.data.ok_or_else(|| invalid("no `data`".to_string()))?;
         Ok((items, env.pagination.and_then(|p| p.total)))
     }
 
@@ -417,7 +438,7 @@ mod tests {
         let e = page(r#"{"success":true,"data":[{"id":"a""#).expect_err("truncated");
         assert_eq!(e.reason(), "invalid_response");
         let e = page(r#"{"success":true}"#).expect_err("no data");
-        assert!(e.to_string().contains("no `data` array"), "{e}");
+        assert!(e.to_string().contains("no `data`"), "{e}");
     }
 
     #[test]

@@ -62,22 +62,58 @@ pub struct Owner {
     pub name: Option<String>,
 }
 
-/// A webhook, as the listing endpoints show it.
+/// A webhook, as the listing endpoints and its own object show it: its
+/// identity and the settings that decide what its attempts mean (how many
+/// retries an event gets, how long a receiver may take). Each setting reads
+/// as unknown when absent or of the wrong type, never failing the listing.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct WebhookInfo {
     /// Webhook id.
     #[serde(deserialize_with = "id_string")]
     pub id: String,
     /// Display name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_string")]
     pub name: Option<String>,
     /// Whether deliveries are on; a webhook without the field counts as enabled.
-    #[serde(default = "enabled_default")]
+    #[serde(default = "enabled_default", deserialize_with = "lenient_enabled")]
     pub enabled: bool,
+    /// Automatic retries after a failed attempt (documented 0–10).
+    #[serde(default, deserialize_with = "lenient_u32")]
+    pub max_retries: Option<u32>,
+    /// Seconds the platform waits for the receiver (documented 5–120).
+    #[serde(default, deserialize_with = "lenient_u32")]
+    pub timeout: Option<u32>,
+    /// The events it is subscribed to; `None` when the field is absent.
+    #[serde(default, deserialize_with = "lenient_strings")]
+    pub events: Option<Vec<String>>,
 }
 
 fn enabled_default() -> bool {
     true
+}
+
+fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(as_string(Value::deserialize(d)?))
+}
+
+fn lenient_enabled<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Bool(b) => b,
+        Value::Number(n) => n.as_i64() != Some(0),
+        Value::String(s) => !matches!(s.trim(), "false" | "0" | "no" | "off" | "disabled"),
+        _ => true,
+    })
+}
+
+fn lenient_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    Ok(as_i64(&Value::deserialize(d)?).and_then(|n| u32::try_from(n).ok()))
+}
+
+fn lenient_strings<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Array(items) => Some(items.into_iter().filter_map(as_string).collect()),
+        _ => None,
+    })
 }
 
 /// Ids may come as strings or numbers.
@@ -92,11 +128,13 @@ pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
+/// `{success, data, pagination, message}`: `D` is a list for the listing
+/// endpoints and an object for a single webhook.
 #[derive(Deserialize)]
-#[serde(bound = "T: Deserialize<'de>")]
-pub(super) struct Envelope<T> {
+#[serde(bound = "D: Deserialize<'de>")]
+pub(super) struct Envelope<D> {
     pub(super) success: Option<bool>,
-    pub(super) data: Option<Vec<T>>,
+    pub(super) data: Option<D>,
     pub(super) pagination: Option<Pagination>,
     pub(super) message: Option<String>,
 }
@@ -276,6 +314,44 @@ mod tests {
 
     fn entries(json: &str) -> Vec<LogEntry> {
         serde_json::from_slice(json.as_bytes()).expect("entries parse")
+    }
+
+    /// Settings of the wrong type read as unknown; the webhook is still listed.
+    #[test]
+    fn webhook_settings_read_leniently() {
+        let hooks: Vec<WebhookInfo> = serde_json::from_str(
+            r#"[
+            {"id":"w1","name":"CRM","enabled":true,"max_retries":0,"timeout":10,"events":["campaign.started","campaign_call.failed"]},
+            {"id":7,"enabled":"false","max_retries":"5","timeout":120.0,"events":"all"},
+            {"id":"w3","name":null,"max_retries":-1,"timeout":{"s":30},"events":[1,"x",null]}
+        ]"#,
+        )
+        .expect("listing parses");
+        assert_eq!(
+            (hooks[0].max_retries, hooks[0].timeout, hooks[0].enabled),
+            (Some(0), Some(10), true)
+        );
+        assert_eq!(
+            hooks[0].events.as_deref(),
+            Some(
+                &[
+                    "campaign.started".to_string(),
+                    "campaign_call.failed".to_string()
+                ][..]
+            )
+        );
+        assert_eq!(hooks[1].id, "7");
+        assert_eq!(
+            (hooks[1].max_retries, hooks[1].timeout, hooks[1].enabled),
+            (Some(5), Some(120), false)
+        );
+        assert_eq!(hooks[1].events, None);
+        assert_eq!((hooks[2].max_retries, hooks[2].timeout), (None, None));
+        assert_eq!(hooks[2].name, None);
+        assert_eq!(
+            hooks[2].events.as_deref(),
+            Some(&["1".to_string(), "x".to_string()][..])
+        );
     }
 
     #[test]

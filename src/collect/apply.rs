@@ -8,7 +8,7 @@ use super::paging::{
     entry_id, Applied, Poll, ReadPage, HANDLED_CAP, LATENESS_MS, OVERSIZED_CAP, PENDING_CAP,
     PENDING_TIMEOUT,
 };
-use super::{is_final, record, record_recent, PageSource};
+use super::{is_final, record, record_recent, Judge, PageSource};
 use crate::api::{self, LogEntry, LogPage};
 use crate::model::InFlight;
 
@@ -91,7 +91,8 @@ impl<S: PageSource> Poll<'_, S> {
     /// records it twice. `parsed` is its readable `created_at`, `created`
     /// the same or the time of the poll (both on the API's clock).
     fn count(&mut self, id: &str, entry: &LogEntry, parsed: Option<i64>, created: i64) {
-        record(&mut self.state.counts, id, entry, parsed);
+        let judge = Judge::new(self.state.settings.as_ref(), self.now_ms);
+        record(&mut self.state.counts, id, entry, parsed, &judge);
         // Never after this poll: an estimate of the clocks' offset that is
         // a little off would otherwise put an attempt in a minute the
         // pages, reading the hour up to their own now, do not show yet.
@@ -120,12 +121,7 @@ impl<S: PageSource> Poll<'_, S> {
             .map(|(_, id)| id.into_owned())
             .unwrap_or_default();
         if !self.state.oversized.contains(&key) {
-            *self
-                .state
-                .counts
-                .missed
-                .entry("too_large".into())
-                .or_default() += 1;
+            self.state.counts.miss("too_large", 1, self.now_ms);
             self.state.oversized.push(key);
             if self.state.oversized.len() > OVERSIZED_CAP {
                 self.state.oversized.remove(0);
@@ -241,11 +237,7 @@ impl<S: PageSource> Poll<'_, S> {
         }
         let expired = given_up.len();
         if expired > 0 {
-            *state
-                .counts
-                .missed
-                .entry("pending_expired".into())
-                .or_default() += expired as u64;
+            state.counts.miss("pending_expired", expired as u64, now);
             warn!(
                 target = %self.target,
                 expired,

@@ -12,15 +12,17 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::info;
 
-use super::{run_target, PageSource, PollConfig};
-use crate::model::{Readiness, TargetState};
+use super::{run_target, Links, PageSource, PollConfig};
+use crate::clock::unix_now_ms;
+use crate::model::{Readiness, TargetState, WebhookSettings};
 use crate::persist::Sink;
 use crate::target::Target;
 
-/// A poller and how to stop it.
+/// A poller, how to stop it, and how to tell it its webhook's settings.
 #[derive(Debug)]
 struct Running {
     stop: watch::Sender<bool>,
+    settings: watch::Sender<Option<WebhookSettings>>,
     handle: JoinHandle<TargetState>,
 }
 
@@ -43,6 +45,8 @@ pub struct Fleet<S> {
     stale_after: Duration,
     running: BTreeMap<Target, Running>,
     retired: BTreeMap<Target, Retired>,
+    /// Each webhook's settings as the API last gave them.
+    settings: BTreeMap<Target, WebhookSettings>,
 }
 
 impl<S: PageSource + Send + Sync + 'static> Fleet<S> {
@@ -76,7 +80,24 @@ impl<S: PageSource + Send + Sync + 'static> Fleet<S> {
             stale_after,
             running: BTreeMap::new(),
             retired,
+            settings: BTreeMap::new(),
         }
+    }
+
+    /// Takes a webhook's settings as the API gave them now: its poller
+    /// judges attempts by them from its next poll, and a poller that stops
+    /// next (the webhook was turned off) publishes them as it stops.
+    pub fn set_settings(&mut self, target: &Target, settings: WebhookSettings) {
+        if let Some(r) = self.running.get(target) {
+            r.settings.send_if_modified(|current| {
+                let changed = current.as_ref() != Some(&settings);
+                if changed {
+                    *current = Some(settings.clone());
+                }
+                changed
+            });
+        }
+        self.settings.insert(target.clone(), settings);
     }
 
     /// Webhooks being polled.
@@ -132,19 +153,34 @@ impl<S: PageSource + Send + Sync + 'static> Fleet<S> {
         }
     }
 
-    fn start(&mut self, target: Target, state: TargetState) {
+    fn start(&mut self, target: Target, mut state: TargetState) {
         let (stop, stopped) = watch::channel(false);
+        let known = self.settings.get(&target).cloned();
+        if let Some(s) = known.clone().filter(|s| state.settings.as_ref() != Some(s)) {
+            state.apply_settings(s, unix_now_ms());
+        }
+        let (settings, settings_rx) = watch::channel(known);
         self.readiness.expect(&target);
         let handle = tokio::spawn(run_target(
             target.clone(),
             self.source.clone(),
             self.poll.clone(),
             state,
-            self.sink.clone(),
-            self.readiness.clone(),
-            stopped,
+            Links {
+                sink: self.sink.clone(),
+                readiness: self.readiness.clone(),
+                settings: settings_rx,
+                shutdown: stopped,
+            },
         ));
-        self.running.insert(target, Running { stop, handle });
+        self.running.insert(
+            target,
+            Running {
+                stop,
+                settings,
+                handle,
+            },
+        );
     }
 
     /// Collects states from stopped pollers and drops webhooks whose grace

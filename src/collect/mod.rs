@@ -47,10 +47,10 @@ use crate::clock::ClockOffset;
 use crate::model::FailurePolicy;
 use crate::target::Target;
 
-pub use count::{is_failure, is_final, record, record_recent};
+pub use count::{failure_class, is_failure, is_final, record, record_recent, Judge};
 pub use fleet::Fleet;
 pub use paging::{poll_once, LATENESS_MS, PENDING_TIMEOUT};
-pub use poller::run_target;
+pub use poller::{run_target, Links};
 
 /// Something that serves pages of a webhook's delivery log: the real API
 /// client, or an in-memory model of the API in property tests.

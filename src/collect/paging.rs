@@ -302,6 +302,13 @@ impl<S: PageSource> Poll<'_, S> {
         }
         self.state.horizon_ms = since.saturating_add(offset.map_or(0, |o| o.low_ms));
         self.state.baselined = true;
+        let events = self
+            .state
+            .settings
+            .as_ref()
+            .map(|s| s.events.clone())
+            .unwrap_or_default();
+        self.state.counts.start(self.now_ms, &events);
         self.state.since_ms = None;
         info!(
             target = %self.target,
@@ -452,12 +459,7 @@ impl<S: PageSource> Poll<'_, S> {
                     if !reached_known && gone > 0 {
                         // The list ended before the entries known before the
                         // gap: the API dropped the rest before we read it.
-                        *self
-                            .state
-                            .counts
-                            .missed
-                            .entry("retention".into())
-                            .or_default() += gone;
+                        self.state.counts.miss("retention", gone, self.now_ms);
                         warn!(target = %self.target, missed = gone, "log entries expired before they could be read (estimate)");
                     } else {
                         info!(target = %self.target, "caught up with a backlog");

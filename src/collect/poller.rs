@@ -11,9 +11,22 @@ use super::{poll_once, PageSource, PollConfig};
 use crate::api::ApiError;
 use crate::backoff::Backoff;
 use crate::clock::unix_now_ms;
-use crate::model::{PollStats, Readiness, TargetState};
+use crate::model::{PollStats, Readiness, TargetState, WebhookSettings};
 use crate::persist::Sink;
 use crate::target::Target;
+
+/// What a poller hands its state to and hears from.
+#[derive(Debug)]
+pub struct Links {
+    /// Where each poll's state goes.
+    pub sink: Sink,
+    /// Told when the first poll is done.
+    pub readiness: Arc<Readiness>,
+    /// The webhook's settings, as the API gives them anew.
+    pub settings: watch::Receiver<Option<WebhookSettings>>,
+    /// Turns true when the poller is to stop.
+    pub shutdown: watch::Receiver<bool>,
+}
 
 /// Polls one target until `shutdown` turns true, starting from `state`
 /// (restored from the state file, or fresh) and handing the state to `sink`
@@ -24,10 +37,14 @@ pub async fn run_target<S: PageSource>(
     source: Arc<S>,
     config: PollConfig,
     mut state: TargetState,
-    sink: Sink,
-    readiness: Arc<Readiness>,
-    mut shutdown: watch::Receiver<bool>,
+    links: Links,
 ) -> TargetState {
+    let Links {
+        sink,
+        readiness,
+        mut settings,
+        mut shutdown,
+    } = links;
     let mut stats = PollStats::default();
     let mut failures: u32 = 0;
     let mut idle_polls: u32 = 0;
@@ -41,6 +58,7 @@ pub async fn run_target<S: PageSource>(
             _ = tokio::time::sleep(delay) => {}
             _ = shutdown.changed() => break,
         }
+        take_settings(&mut settings, &mut state);
         let started = Instant::now();
         let before = progress(&state);
         let requests_before = stats.requests.clone();
@@ -75,7 +93,7 @@ pub async fn run_target<S: PageSource>(
             Err(err) => {
                 failures += 1;
                 stats.up = false;
-                *stats.errors.entry(err.reason()).or_default() += 1;
+                stats.failed(err.reason(), unix_now_ms());
                 warn!(
                     target = %target,
                     reason = err.reason(),
@@ -100,8 +118,31 @@ pub async fn run_target<S: PageSource>(
             readiness.forget(&target);
         }
     }
+    // Settings given as it stopped (a webhook turned off, say) are what
+    // its series show from now on.
+    if take_settings(&mut settings, &mut state) {
+        sink.submit(&target, &state, &stats).await;
+    }
     debug!(target = %target, "poller stopped");
     state
+}
+
+/// Applies settings the API gave since the last look; whether there were any.
+fn take_settings(
+    settings: &mut watch::Receiver<Option<WebhookSettings>>,
+    state: &mut TargetState,
+) -> bool {
+    if !settings.has_changed().unwrap_or(false) {
+        return false;
+    }
+    let Some(new) = settings.borrow_and_update().clone() else {
+        return false;
+    };
+    if state.settings.as_ref() == Some(&new) {
+        return false;
+    }
+    state.apply_settings(new, unix_now_ms());
+    true
 }
 
 /// What changes when a poll finds something: the newest entry and the counts.

@@ -17,10 +17,14 @@ const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:;
 /// webhook shows it whole (as kept).
 const ERROR_IN_ROW: usize = 120;
 
+/// Sized so that `/webhooks` fits a 1280 px window: each webhook's path sits
+/// under its name rather than in three columns, times are short (the full
+/// time is the `title`), and an error wraps within its cell.
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}\
 table{border-collapse:collapse;font-size:.9rem}th,td{border-bottom:1px solid #ddd;padding:.3rem .5rem;text-align:left;vertical-align:top}\
-td{white-space:nowrap}td.wrap{white-space:normal;min-width:16rem;max-width:32rem}th{background:#f4f4f4}.num{text-align:right}.bad{color:#b00020;font-weight:600}.ok{color:#1b7f3b}\
-.muted{color:#777}pre{white-space:pre-wrap;word-break:break-all;min-width:24rem;max-width:48rem;margin:0;font-size:.8rem}\
+td{white-space:nowrap}td.wrap{white-space:normal;min-width:12rem;max-width:24rem;overflow-wrap:anywhere}th{background:#f4f4f4}.num{text-align:right}.bad{color:#b00020;font-weight:600}.ok{color:#1b7f3b}\
+.muted{color:#777}.path{font-size:.8rem}.class{font-size:.8rem;border:1px solid #b00020;border-radius:.3rem;padding:0 .25rem;color:#b00020}\
+pre{white-space:pre-wrap;word-break:break-all;min-width:24rem;max-width:48rem;margin:0;font-size:.8rem}\
 .summary td{font-size:1.4rem;padding-right:2rem}svg.spark{display:block}form{margin:1rem 0}";
 
 /// `s` safe inside HTML text and attribute values.
@@ -132,7 +136,7 @@ pub(super) fn list(rows: &[WebhookView<'_>], q: &str, by_ratio: bool) -> String 
         if rows.len() == 1 { "" } else { "s" }
     );
     body.push_str(
-        "<table id=\"webhooks\"><thead><tr><th>webhook</th><th>scope</th><th>owner</th><th>id</th><th>up</th>\
+        "<table id=\"webhooks\"><thead><tr><th>webhook</th><th>up</th>\
          <th class=\"num\">attempts 1h</th><th class=\"num\">failed 1h</th><th>last hour</th><th>last success</th>\
          <th>last failure</th><th class=\"num\">pending</th><th class=\"num\">backlog</th></tr></thead><tbody>\n",
     );
@@ -140,7 +144,7 @@ pub(super) fn list(rows: &[WebhookView<'_>], q: &str, by_ratio: bool) -> String 
         let href = page_href(v);
         let _ = write!(
             body,
-            "<tr class=\"webhook\" data-webhook=\"{id}\"><td><a href=\"{href}\">{name}</a></td><td>{scope}</td><td>{owner}</td><td>{id}</td>",
+            "<tr class=\"webhook\" data-webhook=\"{id}\"><td><a href=\"{href}\">{name}</a><br><span class=\"muted path\">{scope}/{owner}/webhooks/{id}</span></td>",
             href = escape_html(&href),
             name = escape_html(v.name.as_deref().unwrap_or(v.webhook_id)),
             scope = v.scope,
@@ -161,20 +165,21 @@ pub(super) fn list(rows: &[WebhookView<'_>], q: &str, by_ratio: bool) -> String 
             120,
             24,
         );
-        let _ = write!(
-            body,
-            "</td><td>{}</td><td class=\"wrap\">",
-            escape_html(v.last_success.as_deref().unwrap_or("—"))
-        );
+        body.push_str("</td><td>");
+        short_time(&mut body, v.last_success.as_deref());
+        body.push_str("</td><td class=\"wrap\">");
         match &v.last_failure {
             None => body.push('—'),
             Some(f) => {
+                short_time(&mut body, f.time.as_deref());
                 let _ = write!(
                     body,
-                    "{} <span class=\"bad\">{}</span>",
-                    escape_html(f.time.as_deref().unwrap_or("")),
+                    " <span class=\"bad\">{}</span>",
                     f.code.map_or("no answer".to_string(), |c| c.to_string())
                 );
+                if let Some(class) = f.class {
+                    class_badge(&mut body, class);
+                }
                 if let Some(e) = f.error {
                     let short: String = e.chars().take(ERROR_IN_ROW).collect();
                     let _ = write!(
@@ -216,7 +221,7 @@ pub(super) fn detail(v: &WebhookView<'_>, failures: &[FailureView<'_>]) -> Strin
          <tr><th>last success</th><td>{}</td></tr><tr><th>pending</th><td>{}</td></tr>\
          <tr><th>backlog</th><td>{}</td></tr>\
          <tr><th>polls (API requests)</th><td id=\"polls\">{} ({})</td></tr>\
-         <tr><th>last poll took</th><td>{}</td></tr></table>\n<h2>Last hour, by minute</h2>\n",
+         <tr><th>last poll took</th><td>{}</td></tr>{}</table>\n<h2>Last hour, by minute</h2>\n",
         v.attempts_1h,
         ratio_text(v),
         escape_html(v.last_success.as_deref().unwrap_or("—")),
@@ -225,7 +230,8 @@ pub(super) fn detail(v: &WebhookView<'_>, failures: &[FailureView<'_>]) -> Strin
         v.polls,
         v.api_requests,
         v.last_poll_seconds
-            .map_or("—".to_owned(), |s| format!("{:.0} ms", s * 1000.0))
+            .map_or("—".to_owned(), |s| format!("{:.0} ms", s * 1000.0)),
+        settings_rows(v)
     );
     sparkline(
         &mut body,
@@ -243,7 +249,7 @@ pub(super) fn detail(v: &WebhookView<'_>, failures: &[FailureView<'_>]) -> Strin
     body.push_str(
         "<table id=\"failures\"><thead><tr><th>log id</th><th>created</th><th>delivered</th><th>event</th>\
          <th class=\"num\">attempt</th><th>status</th><th class=\"num\">HTTP</th><th class=\"num\">duration</th>\
-         <th>error</th><th>response (first 512 bytes)</th></tr></thead><tbody>\n",
+         <th>why</th><th>error</th><th>response (first 512 bytes)</th></tr></thead><tbody>\n",
     );
     for f in failures {
         let dash = |s: Option<&str>| escape_html(s.unwrap_or("—"));
@@ -251,6 +257,7 @@ pub(super) fn detail(v: &WebhookView<'_>, failures: &[FailureView<'_>]) -> Strin
             body,
             "<tr class=\"failure\" id=\"attempt-{id}\"><td><code>{id}</code></td><td>{}</td><td>{}</td><td>{}</td>\
              <td class=\"num\">{}</td><td>{}</td><td class=\"num bad\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"why\"><span class=\"class\" title=\"{}\">{}</span></td>\
              <td class=\"error wrap\">{}</td><td class=\"wrap\"><pre class=\"response\">{}</pre></td></tr>",
             dash(f.created_at),
             dash(f.delivered_at),
@@ -259,6 +266,8 @@ pub(super) fn detail(v: &WebhookView<'_>, failures: &[FailureView<'_>]) -> Strin
             dash(f.status),
             f.http_status.map_or("no answer".into(), |c| c.to_string()),
             f.duration_ms.map_or("—".into(), |d| format!("{d:.0} ms")),
+            describe(f.class),
+            f.class,
             dash(f.error),
             match f.response {
                 Some(r) => escape_html(r),
@@ -269,6 +278,71 @@ pub(super) fn detail(v: &WebhookView<'_>, failures: &[FailureView<'_>]) -> Strin
     }
     body.push_str("</tbody></table>");
     page(&format!("{title} · Talkover Exporter"), &body)
+}
+
+/// The webhook's settings as rows of its page: what its attempts are judged by.
+fn settings_rows(v: &WebhookView<'_>) -> String {
+    let Some(s) = v.settings else {
+        return "<tr><th>settings</th><td id=\"settings\" class=\"muted\">not known yet: judged by 3 retries and a 30 s timeout</td></tr>".into();
+    };
+    let or_default = |n: Option<u32>, unit: &str, default: u32| match n {
+        Some(n) => format!("{n}{unit}"),
+        None => format!("<span class=\"muted\">not known ({default}{unit} assumed)</span>"),
+    };
+    let events = if s.events.is_empty() {
+        "—".to_string()
+    } else {
+        escape_html(&s.events.join(", "))
+    };
+    format!(
+        "<tr><th>enabled</th><td id=\"enabled\" class=\"{}\">{}</td></tr>\
+         <tr><th>max retries</th><td id=\"max-retries\">{}</td></tr>\
+         <tr><th>timeout</th><td id=\"timeout\">{}</td></tr>\
+         <tr><th>events</th><td class=\"wrap\">{}</td></tr>",
+        if s.enabled { "ok" } else { "bad" },
+        if s.enabled {
+            "yes"
+        } else {
+            "no: deliveries are turned off"
+        },
+        or_default(s.max_retries, "", crate::model::DEFAULT_MAX_RETRIES),
+        or_default(
+            s.timeout_seconds,
+            " s",
+            crate::model::DEFAULT_TIMEOUT_SECONDS
+        ),
+        events
+    )
+}
+
+/// A time as `2024-01-15 11:00:01`, its full form as the title.
+fn short_time(out: &mut String, time: Option<&str>) {
+    let Some(t) = time else {
+        out.push('—');
+        return;
+    };
+    let short: String = t.replace('T', " ").chars().take(19).collect();
+    let _ = write!(
+        out,
+        "<time datetime=\"{}\" title=\"{}\">{}</time>",
+        escape_html(t),
+        escape_html(t),
+        escape_html(&short)
+    );
+}
+
+fn class_badge(out: &mut String, class: &str) {
+    let _ = write!(
+        out,
+        " <span class=\"class\" title=\"{}\">{}</span>",
+        describe(class),
+        escape_html(class)
+    );
+}
+
+/// A failure class's sentence for its title.
+fn describe(class: &str) -> &'static str {
+    crate::model::FailureClass::from_str_label(class).map_or("", |c| c.describe())
 }
 
 /// `/webhooks/{campaigns|agents}/{owner}/{id}`, its parts percent-encoded.

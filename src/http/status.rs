@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use super::pages;
 use super::routes::{listed, AppState};
 use crate::clock::unix_now_ms;
-use crate::model::{clean, FailedAttempt, TargetSnapshot};
+use crate::collect::failure_class;
+use crate::model::{clean, FailedAttempt, TargetSnapshot, WebhookSettings};
 use crate::target::{Scope, Target};
 
 /// Most bytes of a webhook's name shown (names come from the API).
@@ -59,6 +60,8 @@ pub(super) struct WebhookView<'a> {
     pub(super) api_requests: u64,
     /// How long its last poll took, in seconds.
     pub(super) last_poll_seconds: Option<f64>,
+    /// Its settings as the API gave them; `null` while not known.
+    pub(super) settings: Option<&'a WebhookSettings>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) failures: Option<Vec<FailureView<'a>>>,
 }
@@ -79,6 +82,9 @@ pub(super) struct LastFailure<'a> {
     pub(super) time: Option<String>,
     /// The receiver's HTTP status; `null` on timeouts, or when failures are not kept.
     pub(super) code: Option<i64>,
+    /// Why, in aggregate (`timeout`, `tls`, `http_5xx`, …); `null` when
+    /// failures are not kept.
+    pub(super) class: Option<&'static str>,
     pub(super) error: Option<&'a str>,
 }
 
@@ -93,6 +99,9 @@ pub(super) struct FailureView<'a> {
     pub(super) status: Option<&'a str>,
     pub(super) http_status: Option<i64>,
     pub(super) duration_ms: Option<f64>,
+    /// Why it failed, in aggregate: the `result` it was counted under in
+    /// `talkover_webhook_delivery_results_total`.
+    pub(super) class: &'static str,
     pub(super) error: Option<&'a str>,
     /// The first 512 bytes of the receiver's answer; `null` with
     /// `--failures.response-body=false`.
@@ -100,7 +109,7 @@ pub(super) struct FailureView<'a> {
 }
 
 impl<'a> FailureView<'a> {
-    fn of(f: &'a FailedAttempt) -> FailureView<'a> {
+    fn of(f: &'a FailedAttempt, timeout_ms: Option<f64>) -> FailureView<'a> {
         FailureView {
             id: &f.id,
             created_at: f.created_at.as_deref(),
@@ -110,10 +119,19 @@ impl<'a> FailureView<'a> {
             status: f.status.as_deref(),
             http_status: f.http_status,
             duration_ms: f.duration_ms,
+            class: failure_class(f, timeout_ms).as_str(),
             error: f.error.as_deref(),
             response: f.response.as_deref(),
         }
     }
+}
+
+/// A webhook's timeout in ms, if known: what tells a timeout from a silent failure.
+fn timeout_ms(s: &TargetSnapshot) -> Option<f64> {
+    s.settings
+        .as_ref()
+        .and_then(|st| st.timeout_seconds)
+        .map(|t| f64::from(t) * 1000.0)
 }
 
 /// `GET /webhooks`.
@@ -150,7 +168,7 @@ pub(super) async fn list(
     let snapshots = state.published.snapshots();
     let mut rows: Vec<WebhookView<'_>> = snapshots
         .iter()
-        .map(|s| (s, view(&state, s, now_ms, false)))
+        .map(|s| (s, view(s, now_ms, false)))
         .filter(|(s, v)| {
             filter
                 .as_deref()
@@ -192,9 +210,9 @@ pub(super) async fn detail(
     };
     let snapshots = state.published.snapshots();
     match snapshots.iter().find(|s| s.target == target) {
-        Some(s) if json => json_response(StatusCode::OK, &view(&state, s, unix_now_ms(), true)),
+        Some(s) if json => json_response(StatusCode::OK, &view(s, unix_now_ms(), true)),
         Some(s) => {
-            let mut v = view(&state, s, unix_now_ms(), true);
+            let mut v = view(s, unix_now_ms(), true);
             let failures = v.failures.take().unwrap_or_default();
             pages::html(StatusCode::OK, pages::detail(&v, &failures))
         }
@@ -202,18 +220,13 @@ pub(super) async fn detail(
     }
 }
 
-fn view<'a>(
-    state: &AppState,
-    s: &'a TargetSnapshot,
-    now_ms: i64,
-    with_failures: bool,
-) -> WebhookView<'a> {
+fn view<'a>(s: &'a TargetSnapshot, now_ms: i64, with_failures: bool) -> WebhookView<'a> {
     let series = s.history().series(now_ms);
     let (attempts, failures) = (series.attempts_total(), series.failures_total());
-    let name = state
-        .published
-        .info(&s.target)
-        .map(|meta| clean(&meta.name, NAME_CAP))
+    let name = s
+        .settings
+        .as_ref()
+        .map(|st| clean(&st.name, NAME_CAP))
         .filter(|n| !n.is_empty());
     WebhookView {
         scope: s.target.scope.segment(),
@@ -237,7 +250,14 @@ fn view<'a>(
         polls: s.stats.polls,
         api_requests: s.stats.requests.values().sum(),
         last_poll_seconds: s.stats.last_duration,
-        failures: with_failures.then(|| s.failures().iter().map(FailureView::of).collect()),
+        settings: s.settings.as_ref(),
+        failures: with_failures.then(|| {
+            let timeout = timeout_ms(s);
+            s.failures()
+                .iter()
+                .map(|f| FailureView::of(f, timeout))
+                .collect()
+        }),
     }
 }
 
@@ -248,11 +268,13 @@ fn last_failure(s: &TargetSnapshot) -> Option<LastFailure<'_>> {
         Some(f) => Some(LastFailure {
             time: rfc3339(f.created_ms),
             code: f.http_status,
+            class: Some(failure_class(f, timeout_ms(s)).as_str()),
             error: f.error.as_deref(),
         }),
         None => newest_attempt(s, false).map(|t| LastFailure {
             time: rfc3339((t * 1000.0) as i64),
             code: None,
+            class: None,
             error: None,
         }),
     }
@@ -358,12 +380,21 @@ mod tests {
 
     use super::*;
     use crate::metrics::Published;
-    use crate::model::{AttemptFields, DeliveryCounts, PollStats, Readiness};
-    use crate::target::WebhookMeta;
+    use crate::model::{AttemptFields, DeliveryCounts, PollStats, Readiness, WebhookSettings};
 
     /// A webhook with `ok` successes and, from `failed`, one failure per
     /// (id, error, body), all created a second ago.
     fn publish(p: &Published, path: &str, ok: u32, failed: &[(&str, &str, &str)]) {
+        publish_named(p, path, None, ok, failed);
+    }
+
+    fn publish_named(
+        p: &Published,
+        path: &str,
+        name: Option<&str>,
+        ok: u32,
+        failed: &[(&str, &str, &str)],
+    ) {
         let now = unix_now_ms() - 1000;
         let mut counts = DeliveryCounts::default();
         let history = Arc::make_mut(&mut counts.history);
@@ -400,15 +431,17 @@ mod tests {
             },
             pending: 2,
             backlog: 0,
+            settings: name.map(|n| WebhookSettings::named(n, true)),
         });
     }
 
     fn state() -> AppState {
         let p = Arc::new(Published::new());
         publish(&p, "campaigns/c1/webhooks/calm", 10, &[]);
-        publish(
+        publish_named(
             &p,
             "campaigns/c1/webhooks/flaky",
+            Some("CRM <sync>\u{1b}"),
             3,
             &[("l1", "HTTP 500", "{}")],
         );
@@ -422,13 +455,6 @@ mod tests {
             ],
         );
         publish(&p, "agents/a1/webhooks/idle", 0, &[]);
-        p.set_info(
-            &"campaigns/c1/webhooks/flaky".parse().expect("target"),
-            WebhookMeta {
-                name: "CRM <sync>\u{1b}".into(),
-                enabled: true,
-            },
-        );
         AppState::new(p, Arc::new(Readiness::new(false)), "/metrics".into(), 0)
     }
 

@@ -29,7 +29,7 @@ use std::sync::{Arc, RwLock};
 use prometheus::Registry;
 
 use crate::model::TargetSnapshot;
-use crate::target::{Target, WebhookMeta};
+use crate::target::Target;
 
 pub use families::Budget;
 pub use gauge_fn::GaugeFn;
@@ -50,7 +50,6 @@ type Snapshots = Arc<RwLock<BTreeMap<Target, Arc<TargetSnapshot>>>>;
 #[derive(Debug)]
 pub struct Published {
     snapshots: Snapshots,
-    info: RwLock<BTreeMap<Target, WebhookMeta>>,
     registry: Registry,
     /// One histogram for the polls of every target: per target it would be
     /// 14 series each, most of a large account's `/metrics`, to say what
@@ -145,7 +144,6 @@ impl Published {
         };
         Published {
             snapshots,
-            info: RwLock::default(),
             registry,
             poll_duration,
             api_requests,
@@ -190,17 +188,6 @@ impl Published {
     pub fn remove(&self, target: &Target) {
         let mut map = self.snapshots.write().unwrap_or_else(|e| e.into_inner());
         map.remove(target);
-        drop(map);
-        self.info
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(target);
-    }
-
-    /// Records a webhook's name and state, shown while it has series.
-    pub fn set_info(&self, target: &Target, meta: WebhookMeta) {
-        let mut map = self.info.write().unwrap_or_else(|e| e.into_inner());
-        map.insert(target.clone(), meta);
     }
 
     /// Renders the whole body in the text format.
@@ -221,34 +208,17 @@ impl Published {
     /// whole body was handed on.
     pub fn render_chunks(&self, format: Exposition, emit: &mut dyn FnMut(Vec<u8>) -> bool) -> bool {
         let snaps = self.snapshots();
-        // Copied out: handing a piece on may wait for a slow scraper, and
-        // discovery must not wait for the lock meanwhile.
-        let metas: Vec<WebhookMeta> = {
-            let info = self.info.read().unwrap_or_else(|e| e.into_inner());
-            snaps
-                .iter()
-                .map(|s| info.get(&s.target).cloned().unwrap_or_default())
-                .collect()
-        };
         match format {
             Exposition::Text | Exposition::OpenMetrics => {
                 let openmetrics = format == Exposition::OpenMetrics;
                 let mut out = text::Text::new(&snaps, emit, openmetrics);
-                families::write_targets(&snaps, &metas, self.budget, &mut out)
-                    && out.finish(&self.registry)
+                families::write_targets(&snaps, self.budget, &mut out) && out.finish(&self.registry)
             }
             Exposition::Protobuf => {
                 let mut out = protobuf::Protobuf::new(&snaps, emit);
-                families::write_targets(&snaps, &metas, self.budget, &mut out)
-                    && out.finish(&self.registry)
+                families::write_targets(&snaps, self.budget, &mut out) && out.finish(&self.registry)
             }
         }
-    }
-
-    /// A webhook's name and state as discovery last listed it, if it did.
-    pub fn info(&self, target: &Target) -> Option<WebhookMeta> {
-        let map = self.info.read().unwrap_or_else(|e| e.into_inner());
-        map.get(target).cloned()
     }
 
     /// The current snapshots, in target order.

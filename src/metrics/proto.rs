@@ -4,8 +4,8 @@
 //! schema is small and frozen, and this keeps a protobuf compiler out of
 //! the build.
 //!
-//! Only what the exporter writes is declared (no summaries or created
-//! timestamps); a reader skips the fields it does not know. The
+//! Only what the exporter writes is declared (no summaries); a reader
+//! skips the fields it does not know. The
 //! schema's `optional` scalars are declared as plain values: a field left
 //! out reads as its zero value in every Prometheus reader, which is what
 //! the plain value's default encodes.
@@ -45,6 +45,10 @@ pub struct Counter {
     pub value: f64,
     #[prost(message, optional, tag = "2")]
     pub exemplar: Option<Exemplar>,
+    /// When the series began: a Prometheus that ingests created
+    /// timestamps puts a 0 there, so the first increment shows.
+    #[prost(message, optional, tag = "3")]
+    pub created_timestamp: Option<Timestamp>,
 }
 
 /// `google.protobuf.Timestamp`.
@@ -112,6 +116,9 @@ pub struct Histogram {
     pub positive_span: Vec<BucketSpan>,
     #[prost(sint64, repeated, packed = "false", tag = "13")]
     pub positive_delta: Vec<i64>,
+    /// When the histogram began, as for [`Counter`].
+    #[prost(message, optional, tag = "15")]
+    pub created_timestamp: Option<Timestamp>,
 }
 
 /// One series (or one histogram) of a family.

@@ -131,17 +131,28 @@ impl<'a> Protobuf<'a> {
         message(&mut self.metrics, 4, &self.metric);
     }
 
-    fn scalar(&mut self, extra: Extra<'_>, v: f64, exemplar: Option<&model::Exemplar>) {
+    fn scalar(
+        &mut self,
+        extra: Extra<'_>,
+        v: f64,
+        exemplar: Option<&model::Exemplar>,
+        created_ms: Option<i64>,
+    ) {
         self.start(extra);
         match self.kind {
             Kind::Counter => {
-                // Counter { value = 1, exemplar = 2 }
-                let len = double_len(v) + exemplar.map_or(0, |e| nested_len(exemplar_len(e)));
+                // Counter { value = 1, exemplar = 2, created_timestamp = 3 }
+                let len = double_len(v)
+                    + exemplar.map_or(0, |e| nested_len(exemplar_len(e)))
+                    + created_ms.map_or(0, |ms| nested_len(timestamp_len(ms)));
                 key(&mut self.metric, 3, LEN);
                 encode_varint(len as u64, &mut self.metric);
                 double(&mut self.metric, 1, v);
                 if let Some(e) = exemplar {
                     write_exemplar(&mut self.metric, 2, e);
+                }
+                if let Some(ms) = created_ms {
+                    write_timestamp(&mut self.metric, 3, ms);
                 }
             }
             _ => {
@@ -175,11 +186,11 @@ impl Format for Protobuf<'_> {
     }
 
     fn value(&mut self, extra: Extra<'_>, v: u64) {
-        self.scalar(extra, v as f64, None);
+        self.scalar(extra, v as f64, None, None);
     }
 
     fn float(&mut self, extra: Extra<'_>, v: f64) {
-        self.scalar(extra, v, None);
+        self.scalar(extra, v, None, None);
     }
 
     fn value_with_exemplar(
@@ -188,7 +199,17 @@ impl Format for Protobuf<'_> {
         v: u64,
         exemplar: Option<&model::Exemplar>,
     ) {
-        self.scalar(extra, v as f64, exemplar);
+        self.scalar(extra, v as f64, exemplar, None);
+    }
+
+    fn counter(
+        &mut self,
+        extra: Extra<'_>,
+        v: u64,
+        exemplar: Option<&model::Exemplar>,
+        created_ms: Option<i64>,
+    ) {
+        self.scalar(extra, v as f64, exemplar, created_ms);
     }
 
     fn histogram(&mut self, extra: Extra<'_>, bounds: Bounds, h: &model::Histogram) {
@@ -239,6 +260,9 @@ impl Format for Protobuf<'_> {
             // Repeated and not packed: every delta, zeros too.
             key(out, 13, VARINT);
             encode_varint(zigzag(delta), out);
+        }
+        if let Some(ms) = h.created_ms {
+            write_timestamp(out, 15, ms);
         }
         message(&mut self.metric, 7, &self.histogram);
         self.end();
@@ -360,33 +384,38 @@ fn label_pair(out: &mut Vec<u8>, tag: u32, name: &str, value: &str) {
     string(out, 2, value);
 }
 
-/// The attempt's `created_at` as `google.protobuf.Timestamp`.
-fn timestamp(e: &model::Exemplar) -> (i64, i64) {
-    (e.ms.div_euclid(1000), e.ms.rem_euclid(1000) * 1_000_000)
+/// Unix ms as `google.protobuf.Timestamp`'s seconds and nanos.
+fn timestamp(ms: i64) -> (i64, i64) {
+    (ms.div_euclid(1000), ms.rem_euclid(1000) * 1_000_000)
+}
+
+/// `Timestamp { seconds = 1 (int64), nanos = 2 (int32) }` without its key.
+fn timestamp_len(ms: i64) -> usize {
+    let (seconds, nanos) = timestamp(ms);
+    uint_len(seconds as u64) + uint_len(nanos as u64)
+}
+
+fn write_timestamp(out: &mut Vec<u8>, tag: u32, ms: i64) {
+    let (seconds, nanos) = timestamp(ms);
+    key(out, tag, LEN);
+    encode_varint(timestamp_len(ms) as u64, out);
+    uint(out, 1, seconds as u64);
+    uint(out, 2, nanos as u64);
 }
 
 /// `Exemplar { label = 1, value = 2, timestamp = 3 }` without its key.
 fn exemplar_len(e: &model::Exemplar) -> usize {
-    let (seconds, nanos) = timestamp(e);
     nested_len(string_len("log_id") + string_len(&e.id))
         + double_len(e.value)
-        + nested_len(uint_len(seconds as u64) + uint_len(nanos as u64))
+        + nested_len(timestamp_len(e.ms))
 }
 
 fn write_exemplar(out: &mut Vec<u8>, tag: u32, e: &model::Exemplar) {
-    let (seconds, nanos) = timestamp(e);
     key(out, tag, LEN);
     encode_varint(exemplar_len(e) as u64, out);
     label_pair(out, 1, "log_id", &e.id);
     double(out, 2, e.value);
-    // Timestamp { seconds = 1 (int64), nanos = 2 (int32) }
-    key(out, 3, LEN);
-    encode_varint(
-        (uint_len(seconds as u64) + uint_len(nanos as u64)) as u64,
-        out,
-    );
-    uint(out, 1, seconds as u64);
-    uint(out, 2, nanos as u64);
+    write_timestamp(out, 3, e.ms);
 }
 
 /// A family of the `prometheus` crate's registry in this format.
@@ -418,7 +447,7 @@ fn from_registry(family: &registry_proto::MetricFamily) -> Option<MetricFamily> 
                 MetricType::Counter => {
                     out.counter = Some(Counter {
                         value: m.get_counter().get_value(),
-                        exemplar: None,
+                        ..Counter::default()
                     })
                 }
                 MetricType::Gauge => {
@@ -488,6 +517,15 @@ mod tests {
                     status: status.into(),
                     code: code.into(),
                 };
+                if i % 2 == 0 {
+                    // Started before 1970 for one: seconds and nanos both signed.
+                    let start = if i == 0 {
+                        -1_234
+                    } else {
+                        1_700_000_000_000 + i64::from(i)
+                    };
+                    counts.created.attempts.insert(key.clone(), start);
+                }
                 counts.attempts.insert(key, u64::from(i % 4));
                 let id = if i % 5 == 0 {
                     String::new()
@@ -525,9 +563,32 @@ mod tests {
                     .entry(status.into())
                     .or_insert_with(Histogram::default);
                 if i % 2 == 0 {
+                    a.begin(1_700_000_000_500);
                     a.observe(ATTEMPT_BUCKETS, f64::from(i % 11 + 1));
                 }
+                if i % 3 == 1 {
+                    h.created_ms = Some(1_700_000_000_000 - i64::from(i));
+                }
             }
+            counts.results[usize::try_from(i).unwrap_or(0) % counts.results.len()] = u64::from(i);
+            if i % 4 != 3 {
+                counts.start(
+                    1_600_000_000_000 + i64::from(i) * 999,
+                    &["a".into(), "b".into()],
+                );
+            }
+            if i % 2 == 1 {
+                counts.exhausted.insert("b".into(), u64::from(i));
+            }
+            let settings = (i % 3 == 0).then(|| {
+                crate::model::WebhookSettings::new(
+                    Some(format!("hook {i}")),
+                    i % 2 == 0,
+                    Some(i % 11),
+                    (i % 6 != 0).then_some(5 + i),
+                    &["a".into()],
+                )
+            });
             if i % 3 != 0 {
                 counts.lag.observe(LAG_BUCKETS, 0.5 * f64::from(i));
             }
@@ -550,9 +611,88 @@ mod tests {
                 stats,
                 pending: u64::from(i % 3),
                 backlog: 0,
+                settings,
             });
         }
         published
+    }
+
+    /// Counters and histograms carry when their series began, in
+    /// `google.protobuf.Timestamp` seconds and nanos; a series whose start
+    /// is unknown carries none.
+    #[test]
+    fn created_timestamps_are_the_series_starts() {
+        let published = varied(8);
+        let mut body = Vec::new();
+        assert!(published.render_chunks(Exposition::Protobuf, &mut |piece| {
+            body.extend_from_slice(&piece);
+            true
+        }));
+        let mut rest = &body[..];
+        let mut families = std::collections::BTreeMap::new();
+        while !rest.is_empty() {
+            let f = MetricFamily::decode_length_delimited(&mut rest).expect("a family");
+            families.insert(f.name.clone(), f);
+        }
+        let webhook = |m: &crate::metrics::proto::Metric| {
+            m.label
+                .iter()
+                .find(|l| l.name == "webhook_id")
+                .map(|l| l.value.clone())
+                .unwrap_or_default()
+        };
+        let ts = |t: &Option<crate::metrics::proto::Timestamp>| {
+            t.as_ref()
+                .map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+        };
+        let results = &families["talkover_webhook_delivery_results_total"];
+        // Nine results per webhook, every one of them, at 0 or not.
+        assert_eq!(results.metric.len(), 9 * 8);
+        for m in &results.metric {
+            let i: i64 = webhook(m)[1..].parse().expect("w<i>");
+            let want = (i % 4 != 3).then(|| 1_600_000_000_000 + i * 999);
+            assert_eq!(
+                ts(&m.counter.as_ref().expect("a counter").created_timestamp),
+                want
+            );
+        }
+        let attempts = &families["talkover_webhook_delivery_attempts_total"];
+        let w0: Vec<_> = attempts
+            .metric
+            .iter()
+            .filter(|m| webhook(m) == "w0")
+            .collect();
+        assert!(!w0.is_empty());
+        for m in w0 {
+            assert_eq!(
+                ts(&m.counter.as_ref().expect("counter").created_timestamp),
+                Some(-1_234)
+            );
+        }
+        for m in attempts.metric.iter().filter(|m| webhook(m) == "w1") {
+            assert_eq!(m.counter.as_ref().expect("counter").created_timestamp, None);
+        }
+        let numbers = &families["talkover_webhook_delivery_attempt_number"];
+        for m in &numbers.metric {
+            let h = m.histogram.as_ref().expect("a histogram");
+            let started = h.sample_count > 0;
+            assert_eq!(
+                ts(&h.created_timestamp),
+                started.then_some(1_700_000_000_500)
+            );
+        }
+        let lost = &families["talkover_webhook_deliveries_exhausted_total"];
+        assert!(lost
+            .metric
+            .iter()
+            .any(|m| m.counter.as_ref().is_some_and(|c| c.value > 0.0)));
+        let timeouts = &families["talkover_webhook_timeout_seconds"];
+        assert_eq!(
+            timeouts.metric.len(),
+            1,
+            "only webhook 3's timeout is known"
+        );
+        assert_eq!(families["talkover_webhook_max_retries"].metric.len(), 3);
     }
 
     /// The hand-written encoding is exactly prost's for the same messages:

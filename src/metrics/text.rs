@@ -314,6 +314,7 @@ mod tests {
             stats: PollStats::default(),
             pending: 0,
             backlog: 0,
+            settings: None,
         });
         let out = published.render();
         assert!(out.contains(
@@ -322,6 +323,72 @@ mod tests {
         assert!(out.contains(r#"talkover_webhook_delivery_attempt_number_bucket{campaign_id="",agent_id="a1",webhook_id="w1",status="failed",le="1"} 0"#));
         assert!(out.contains(r#"talkover_webhook_delivery_attempt_number_bucket{campaign_id="",agent_id="a1",webhook_id="w1",status="failed",le="3"} 2"#));
         assert!(out.contains(r#"talkover_webhook_delivery_attempt_number_count{campaign_id="",agent_id="a1",webhook_id="w1",status="failed"} 2"#));
+    }
+
+    /// From its first read a webhook shows every result and each known
+    /// event's lost events at 0, and its settings; one whose settings are
+    /// not known says so and has no settings series.
+    #[test]
+    fn alerting_series_exist_at_zero_and_settings_are_served() {
+        let published = Published::new();
+        let known: Target = "campaigns/c1/webhooks/w1".parse().expect("t");
+        let settings = crate::model::WebhookSettings::new(
+            Some("CRM".into()),
+            false,
+            Some(0),
+            Some(10),
+            &["campaign.started".into(), "campaign_call.failed".into()],
+        );
+        let mut counts = DeliveryCounts::default();
+        counts.start(1_000, &settings.events);
+        published.publish(TargetSnapshot {
+            target: known,
+            counts,
+            stats: PollStats::default(),
+            pending: 0,
+            backlog: 0,
+            settings: Some(settings),
+        });
+        let unknown: Target = "agents/a1/webhooks/w2".parse().expect("t");
+        published.publish(TargetSnapshot {
+            target: unknown,
+            counts: DeliveryCounts::default(),
+            stats: PollStats::default(),
+            pending: 0,
+            backlog: 0,
+            settings: None,
+        });
+        let out = published.render();
+        let w1 = r#"campaign_id="c1",agent_id="",webhook_id="w1""#;
+        let w2 = r#"campaign_id="",agent_id="a1",webhook_id="w2""#;
+        for line in [
+            format!(
+                r#"talkover_webhook_info{{{w1},name="CRM",enabled="false",settings="known"}} 1"#
+            ),
+            format!(
+                r#"talkover_webhook_info{{{w2},name="",enabled="unknown",settings="unknown"}} 1"#
+            ),
+            format!("talkover_webhook_max_retries{{{w1}}} 0"),
+            format!("talkover_webhook_timeout_seconds{{{w1}}} 10"),
+            format!(
+                r#"talkover_webhook_deliveries_exhausted_total{{{w1},event="campaign.started"}} 0"#
+            ),
+            format!(
+                r#"talkover_webhook_deliveries_exhausted_total{{{w1},event="campaign_call.failed"}} 0"#
+            ),
+        ] {
+            assert!(out.contains(&format!("{line}\n")), "{line} not in\n{out}");
+        }
+        for result in crate::model::RESULTS {
+            for w in [w1, w2] {
+                let line = format!(
+                    r#"talkover_webhook_delivery_results_total{{{w},result="{result}"}} 0"#
+                );
+                assert!(out.contains(&line), "{line}");
+            }
+        }
+        assert!(!out.contains(&format!("talkover_webhook_max_retries{{{w2}}}")));
+        assert!(!out.contains(&format!("talkover_webhook_timeout_seconds{{{w2}}}")));
     }
 
     fn all_families() -> Budget {
@@ -345,6 +412,7 @@ mod tests {
                 stats: PollStats::default(),
                 pending: 0,
                 backlog: 0,
+                settings: None,
             });
         }
         published
@@ -395,6 +463,7 @@ mod tests {
             stats: PollStats::default(),
             pending: 0,
             backlog: 0,
+            settings: None,
         });
         let body = published.render();
         let lag_lines = |webhook: &str| {
@@ -438,6 +507,7 @@ mod tests {
             stats: PollStats::default(),
             pending: 0,
             backlog: 0,
+            settings: None,
         });
         let mut body = Vec::new();
         assert!(published.render_chunks(Exposition::OpenMetrics, &mut |c| {
@@ -496,6 +566,7 @@ mod tests {
                     stats,
                     pending: 0,
                     backlog,
+                    settings: None,
                 });
             }
             published.render()
@@ -564,6 +635,7 @@ mod tests {
                 stats: PollStats::default(),
                 pending: 0,
                 backlog: 0,
+                settings: None,
             });
             let body = published.render();
             body.lines()
@@ -657,6 +729,7 @@ pub(crate) mod render_timing {
                 stats,
                 pending: 0,
                 backlog: 0,
+                settings: None,
             });
         }
         published

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::native::{bucket_index, NativeBuckets};
-use super::{Exemplar, Exemplars, Failures, MinuteHistory};
+use super::{Exemplar, Exemplars, FailureClass, Failures, MinuteHistory};
 
 /// Buckets of `talkover_webhook_delivery_duration_seconds`: 50 ms up to the
 /// 120 s maximum webhook timeout.
@@ -40,8 +40,14 @@ pub struct Histogram {
     pub native: NativeBuckets,
     /// The newest attempt in each classic bucket, for exemplars; kept only
     /// for the duration histograms.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub exemplars: Vec<Option<Exemplar>>,
+    /// When its first observation was counted (this host's clock, Unix
+    /// ms): the protobuf format's created timestamp. Absent for histograms
+    /// restored from state files written before it was kept, whose start
+    /// is not known.
+    #[serde(default)]
+    pub created_ms: Option<i64>,
 }
 
 impl Histogram {
@@ -99,6 +105,15 @@ impl Histogram {
     /// Number of observations.
     pub fn count(&self) -> u64 {
         self.buckets.iter().sum()
+    }
+
+    /// Notes `now_ms` as its start if nothing was observed yet: a
+    /// histogram restored with observations but no start keeps none, since
+    /// a start after its first samples would read as a reset.
+    pub fn begin(&mut self, now_ms: i64) {
+        if self.created_ms.is_none() && self.count() == 0 {
+            self.created_ms = Some(now_ms);
+        }
     }
 }
 
@@ -159,6 +174,53 @@ impl Ord for dyn AttemptLabels + '_ {
     }
 }
 
+/// The values of the `result` label of
+/// `talkover_webhook_delivery_results_total`: `success`, then every
+/// [`FailureClass`], in this order.
+pub const RESULTS: [&str; 1 + FailureClass::ALL.len()] = {
+    let mut out = ["success"; 1 + FailureClass::ALL.len()];
+    let mut i = 0;
+    while i < FailureClass::ALL.len() {
+        out[i + 1] = FailureClass::ALL[i].as_str();
+        i += 1;
+    }
+    out
+};
+
+/// Final attempts by result: one count per value of [`RESULTS`].
+pub type Results = [u64; RESULTS.len()];
+
+/// Where a final attempt's result is counted in [`Results`].
+pub fn result_index(failure: Option<FailureClass>) -> usize {
+    match failure {
+        None => 0,
+        Some(class) => 1 + class as usize,
+    }
+}
+
+/// When each counter series was first counted (this host's clock, Unix
+/// ms): the protobuf format's created timestamps, so a Prometheus that
+/// ingests them sees every series start at 0. Kept with the counters and
+/// never moved: a start later than a series' last sample would read as a
+/// reset. Series restored from state files written before these were kept
+/// have none.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Created {
+    /// The first successful read: when the series that exist from it (the
+    /// results, the retries, the lost events of the known events) began.
+    pub baseline_ms: Option<i64>,
+    /// Of each `talkover_webhook_delivery_attempts_total` series.
+    #[serde(with = "map_as_pairs")]
+    pub attempts: BTreeMap<AttemptKey, i64>,
+    /// Of each `talkover_webhook_deliveries_exhausted_total` series.
+    pub exhausted: BTreeMap<String, i64>,
+    /// Of each `talkover_exporter_logs_missed_total` series.
+    pub missed: BTreeMap<String, i64>,
+    /// Of each `talkover_exporter_invalid_fields_total` series.
+    #[serde(with = "map_as_pairs")]
+    pub invalid_fields: BTreeMap<(String, String), i64>,
+}
+
 /// Everything counted for one webhook: the values that must never go
 /// backwards, and so the values the state file persists.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -181,6 +243,17 @@ pub struct DeliveryCounts {
     /// Entry fields left out of a histogram, by `(field, reason)`.
     #[serde(with = "map_as_pairs")]
     pub invalid_fields: BTreeMap<(String, String), u64>,
+    /// Final attempts by result (see [`RESULTS`]); absent from older state
+    /// files, and then counted from the upgrade on.
+    #[serde(default)]
+    pub results: Results,
+    /// Events the platform gave up on: final failed attempts whose attempt
+    /// number reached the webhook's `max_retries + 1`, by event.
+    #[serde(default)]
+    pub exhausted: BTreeMap<String, u64>,
+    /// When each series was first counted.
+    #[serde(default)]
+    pub created: Created,
 
     // Not counters, but recorded with them, attempt by attempt, and so kept
     // with them. Here rather than beside them in the state so that snapshots
@@ -207,6 +280,44 @@ impl DeliveryCounts {
             h.seed_native(ATTEMPT_BUCKETS);
         }
         self.lag.seed_native(LAG_BUCKETS);
+    }
+
+    /// The first successful read, at `now_ms` (this host's clock): the
+    /// results and the retries start at 0 here, and so does each lost-events
+    /// series of the known `events`, so `increase()` sees the first of each.
+    pub fn start(&mut self, now_ms: i64, events: &[String]) {
+        self.created.baseline_ms = Some(now_ms);
+        self.prepare(now_ms, events);
+    }
+
+    /// Makes the lost-events series of `events` exist at 0 from `now_ms`:
+    /// at the baseline, and when new events become known.
+    pub fn prepare(&mut self, now_ms: i64, events: &[String]) {
+        for event in events {
+            if self.exhausted.len() >= super::EVENTS_CAP {
+                break;
+            }
+            if !self.exhausted.contains_key(event) {
+                self.exhausted.insert(event.clone(), 0);
+                self.created.exhausted.insert(event.clone(), now_ms);
+            }
+        }
+    }
+
+    /// Counts `n` entries that could not be counted, for `reason`.
+    pub fn miss(&mut self, reason: &str, n: u64, now_ms: i64) {
+        match self.missed.get_mut(reason) {
+            Some(count) => *count += n,
+            None => {
+                self.missed.insert(reason.to_string(), n);
+                self.created.missed.insert(reason.to_string(), now_ms);
+            }
+        }
+    }
+
+    /// Final attempts counted, all results together.
+    pub fn total(&self) -> u64 {
+        self.attempts.values().sum()
     }
 
     /// The count of one existing `talkover_webhook_delivery_attempts_total`

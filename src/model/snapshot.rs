@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{DeliveryCounts, Failures, MinuteHistory, TargetState};
+use super::{DeliveryCounts, Failures, MinuteHistory, TargetState, WebhookSettings};
 use crate::target::Target;
 
 /// Self-observations of one target's polling; reset on restart.
@@ -15,6 +15,8 @@ pub struct PollStats {
     pub requests: BTreeMap<(&'static str, String), u64>,
     /// Failed polls by reason.
     pub errors: BTreeMap<&'static str, u64>,
+    /// When each reason's series began (this host's clock, Unix ms).
+    pub errors_created: BTreeMap<&'static str, i64>,
     /// Polls finished, successful or not.
     pub polls: u64,
     /// How long the last poll took, in seconds.
@@ -36,6 +38,16 @@ pub struct TargetSnapshot {
     pub pending: u64,
     /// Estimated entries listed by the API but not read yet.
     pub backlog: u64,
+    /// Its settings as the API last gave them; `None` while unknown.
+    pub settings: Option<WebhookSettings>,
+}
+
+impl PollStats {
+    /// Counts a failed poll for `reason` at `now_ms`.
+    pub fn failed(&mut self, reason: &'static str, now_ms: i64) {
+        *self.errors.entry(reason).or_default() += 1;
+        self.errors_created.entry(reason).or_insert(now_ms);
+    }
 }
 
 impl TargetSnapshot {
@@ -47,6 +59,7 @@ impl TargetSnapshot {
             stats: stats.clone(),
             pending: state.pending.len() as u64,
             backlog: state.gaps.iter().map(|g| g.unread).sum(),
+            settings: state.settings.clone(),
         }
     }
 

@@ -4,7 +4,7 @@
 use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
 
-use super::DeliveryCounts;
+use super::{DeliveryCounts, WebhookSettings};
 
 /// The order in which the API lists entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -82,6 +82,11 @@ pub struct TargetState {
     pub per_page_good: u32,
     /// The counters.
     pub counts: DeliveryCounts,
+    /// The webhook's own settings as the API last gave them, kept so a
+    /// restart while the API is down still judges attempts by them;
+    /// `None` until they are known.
+    #[serde(default)]
+    pub settings: Option<WebhookSettings>,
 }
 
 impl TargetState {
@@ -92,6 +97,16 @@ impl TargetState {
             since_ms: Some(since_ms),
             ..TargetState::default()
         }
+    }
+
+    /// Takes the settings the API gave now (`now_ms`, this host's clock):
+    /// events that became known get their lost-events series at 0 from
+    /// here, if counting has begun.
+    pub fn apply_settings(&mut self, settings: WebhookSettings, now_ms: i64) {
+        if self.baselined {
+            self.counts.prepare(now_ms, &settings.events);
+        }
+        self.settings = Some(settings);
     }
 }
 

@@ -51,16 +51,26 @@ pub(super) fn texts(e: &SimEntry) -> (Option<String>, Option<Value>) {
         return (None, Some(json!(body)));
     }
     let Some(code) = e.http_status else {
-        let error = if e.duration_ms.unwrap_or(0) >= 30_000 {
-            "connection timed out after 30000 ms"
+        // As the HTTP clients of real platforms word them. Attempts without
+        // an answer that took a second or more ran into the timeout; the
+        // others failed at once, before a request could be sent.
+        let took = e.duration_ms.unwrap_or(0);
+        let error = if took >= 1000 {
+            [
+                format!("timeout of {}ms exceeded", took - took % 1000),
+                "Post \"https://hooks.example.com/talkover\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)".to_string(),
+            ][pick(2)]
+            .clone()
         } else {
             [
-                "connection refused (ECONNREFUSED 10.0.3.17:443)",
-                "TLS handshake failed: certificate expired",
-                "DNS lookup failed: hooks.example.com: no such host",
-            ][pick(3)]
+                "connect ECONNREFUSED 10.0.3.17:443",
+                "certificate has expired",
+                "getaddrinfo ENOTFOUND hooks.example.com",
+                "socket hang up",
+            ][pick(4)]
+            .to_string()
         };
-        return (Some(error.to_string()), Some(Value::Null));
+        return (Some(error), Some(Value::Null));
     };
     let body = match code {
         500 => [
@@ -181,8 +191,11 @@ mod tests {
                     assert_eq!(error, format!("HTTP {code} from receiver"));
                     assert!(f.response_body.is_string());
                 }
-                None => assert!(
-                    error.contains("connection") || error.contains("TLS") || error.contains("DNS")
+                // Each says why in words a receiver's failure really has.
+                None => assert_ne!(
+                    crate::model::classify(None, Some(error), None, None),
+                    crate::model::FailureClass::Other,
+                    "{error}"
                 ),
             }
         }

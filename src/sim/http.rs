@@ -13,8 +13,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use super::traffic::{entry_json, SimState};
-use super::{Fault, FaultRule, Order, Outage, Simulator};
+use super::traffic::{entry_json, SimState, WebhookLog};
+use super::{AttemptSpec, Fault, FaultRule, Order, Outage, Simulator};
 use crate::target::{Scope, Target};
 
 impl Simulator {
@@ -73,6 +73,11 @@ impl Simulator {
             )
             .route("/api/v1/{scope}", get(list_owners))
             .route("/api/v1/{scope}/{owner}/webhooks", get(list_webhooks))
+            .route(
+                "/api/v1/{scope}/{owner}/webhooks/{webhook}",
+                get(webhook_object),
+            )
+            .route("/_sim/append", post(append))
             .route("/_sim/pause", post(pause))
             .route("/_sim/resume", post(resume))
             .route("/_sim/finish-pending", post(finish_pending))
@@ -393,28 +398,11 @@ async fn list_webhooks(
         Ok(scope) => scope,
         Err(resp) => return *resp,
     };
-    let owner_key = match scope {
-        Scope::Campaign => "campaign_id",
-        Scope::Agent => "agent_id",
-    };
     let items: Vec<Value> = st
         .logs
         .iter()
         .filter(|(t, _)| t.scope == scope && t.owner_id == owner)
-        .map(|(t, log)| {
-            json!({
-                "id": t.webhook_id,
-                owner_key: t.owner_id,
-                "name": log.name,
-                "webhook_url": format!("https://example.invalid/{}", t.webhook_id),
-                "events": log.profile.events,
-                "enabled": !log.disabled,
-                "timeout": 30,
-                "max_retries": log.profile.max_retries,
-                "include_call_events": false,
-                "created_at": "2024-01-15T11:00:00Z",
-            })
-        })
+        .map(|(t, log)| webhook_json(t, log))
         .collect();
     if items.is_empty()
         && !st
@@ -425,6 +413,67 @@ async fn list_webhooks(
         return error(StatusCode::NOT_FOUND, "not found", "NOT_FOUND");
     }
     paged(items, &q)
+}
+
+/// A webhook as the listings and its own object show it, with the
+/// settings its profile gives.
+fn webhook_json(t: &Target, log: &WebhookLog) -> Value {
+    let owner_key = match t.scope {
+        Scope::Campaign => "campaign_id",
+        Scope::Agent => "agent_id",
+    };
+    json!({
+        "id": t.webhook_id,
+        owner_key: t.owner_id,
+        "name": log.name,
+        "webhook_url": format!("https://example.invalid/{}", t.webhook_id),
+        "events": log.profile.events,
+        "enabled": !log.disabled,
+        "timeout": log.profile.timeout_seconds,
+        "max_retries": log.profile.max_retries,
+        "include_call_events": false,
+        "created_at": "2024-01-15T11:00:00Z",
+    })
+}
+
+/// `GET /api/v1/{campaigns|agents}/{id}/webhooks/{id}`: one webhook's object.
+async fn webhook_object(
+    State(sim): State<Simulator>,
+    Path((scope, owner, webhook)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let mut st = sim.lock();
+    if !st.authorized(&headers) {
+        return unauthorized();
+    }
+    st.settings_requests += 1;
+    let Ok(target) = format!("{scope}/{owner}/webhooks/{webhook}").parse::<Target>() else {
+        return error(StatusCode::NOT_FOUND, "not found", "NOT_FOUND");
+    };
+    let Some(log) = st.logs.get(&target) else {
+        return error(StatusCode::NOT_FOUND, "Webhook not found", "NOT_FOUND");
+    };
+    if let Some(status) = log.settings_refused {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+        return error(status, "Access denied", "FORBIDDEN");
+    }
+    json_response(json!({"success": true, "data": webhook_json(&target, log)}).to_string())
+}
+
+#[derive(Deserialize)]
+struct AppendRequest {
+    target: String,
+    attempts: Vec<AttemptSpec>,
+}
+
+/// `POST /_sim/append {"target": "campaigns/…/webhooks/…", "attempts": [AttemptSpec…]}`:
+/// [`Simulator::append`], for tests that drive the real binary.
+async fn append(State(sim): State<Simulator>, Json(req): Json<AppendRequest>) -> StatusCode {
+    let Ok(target) = req.target.parse::<Target>() else {
+        return StatusCode::UNPROCESSABLE_ENTITY;
+    };
+    sim.append(&target, &req.attempts);
+    StatusCode::NO_CONTENT
 }
 
 async fn pause(State(sim): State<Simulator>) -> StatusCode {

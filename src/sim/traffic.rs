@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde_json::{json, Value};
 
 use super::failures::{texts, Texts};
-use super::{FaultRule, Order, Outage, Profile};
+use super::{AttemptSpec, FaultRule, Order, Outage, Profile};
 use crate::target::Target;
 
 /// One log entry as the simulator keeps it.
@@ -60,6 +60,8 @@ pub(super) struct WebhookLog {
     pub(super) name: String,
     /// A disabled webhook is listed with `enabled: false`.
     pub(super) disabled: bool,
+    /// Its object answers this status instead of its settings.
+    pub(super) settings_refused: Option<u16>,
 }
 
 #[derive(Debug)]
@@ -74,6 +76,7 @@ pub(super) struct SimState {
     pub(super) paused: bool,
     pub(super) fault_log: BTreeMap<String, u64>,
     pub(super) listing_requests: u64,
+    pub(super) settings_requests: u64,
     pub(super) outage: Option<Outage>,
     /// How far this API's clock is ahead of the host's: `created_at`,
     /// `delivered_at` and the `Date` header are all written on it.
@@ -100,6 +103,50 @@ pub(super) fn finish(e: &mut SimEntry, now: i64) {
 }
 
 impl SimState {
+    /// Appends one scripted final attempt now.
+    pub(super) fn append(&mut self, target: &Target, spec: &AttemptSpec) {
+        let now = self.now_ms();
+        self.seq += 1;
+        let seq = self.seq;
+        let tag = self.rng.u16(..);
+        let Some(log) = self.logs.get_mut(target) else {
+            return;
+        };
+        let event = spec
+            .event
+            .clone()
+            .or_else(|| log.profile.events.first().cloned())
+            .unwrap_or_else(|| "campaign.started".into());
+        let mut entry = SimEntry {
+            id: format!("log-{seq:08}-{tag:04x}"),
+            seq,
+            event,
+            attempt: spec.attempt,
+            status: "pending".into(),
+            http_status: None,
+            duration_ms: None,
+            created_ms: now,
+            delivered_ms: None,
+            outcome: Some(Outcome {
+                success: spec.success,
+                http_status: spec.http_status,
+                duration_ms: spec.duration_ms,
+            }),
+            hostile: None,
+            extra_payload: 0,
+            texts: None,
+        };
+        finish(&mut entry, now);
+        if let Some(error) = &spec.error {
+            let (_, body) = texts(&entry);
+            entry.texts = Some(Texts {
+                error: Some(error.clone()),
+                response_body: body.unwrap_or(Value::Null),
+            });
+        }
+        log.entries.push(entry);
+    }
+
     /// Strictly increasing wall-clock milliseconds, so listings have a total order.
     pub(super) fn now_ms(&mut self) -> i64 {
         let now = (crate::clock::unix_now_ms() + self.clock_offset_ms).max(self.last_ms + 1);
@@ -131,18 +178,20 @@ impl SimState {
             }
         };
         let success = rng.f64() < p.success_ratio;
+        let timeout_ms = i64::from(p.timeout_seconds) * 1000;
         let outcome = if success {
+            let (from, to) = p.success_ms;
             Outcome {
                 success,
                 http_status: Some([200, 200, 200, 201, 204][rng.usize(..5)]),
-                duration_ms: 40 + rng.i64(0..900),
+                duration_ms: from + rng.i64(0..(to - from).max(1)),
             }
         } else {
             match rng.u32(..10) {
                 0..=1 => Outcome {
                     success,
                     http_status: None,
-                    duration_ms: 30_000 + rng.i64(0..50),
+                    duration_ms: timeout_ms + rng.i64(0..50),
                 },
                 2 => Outcome {
                     success,
@@ -152,7 +201,7 @@ impl SimState {
                 n => Outcome {
                     success,
                     http_status: Some([500, 502, 503, 404, 410, 500, 429][(n - 3) as usize]),
-                    duration_ms: 100 + rng.i64(0..8000),
+                    duration_ms: 100 + rng.i64(0..8000.min(timeout_ms)),
                 },
             }
         };
