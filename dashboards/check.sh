@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
 # Validates the Prometheus rules, their unit tests and the Grafana dashboard.
-# Needs promtool (Debian: apt-get install prometheus) and python3 on PATH.
+# Needs promtool (Debian: apt-get install prometheus) and python3 on PATH,
+# and Prometheus 3.5's promtool and vmalert in target/test-tools (the test
+# command, scripts/test.sh, unpacks them there from Debian's unstable suite).
 set -euo pipefail
 
 cd "$(dirname "$0")"
+tools="${TALKOVER_TEST_TOOLS:-$PWD/../target/test-tools}/usr/bin"
 
-echo "== promtool check rules"
+echo "== promtool check rules (2.42, 3.5)"
 promtool check rules prometheus/rules.yml
+"$tools/promtool" check rules prometheus/rules.yml
 
-echo "== promtool test rules"
+echo "== promtool test rules (2.42, 3.5: closed and open range windows)"
 (cd prometheus && promtool test rules rules_test.yml)
+(cd prometheus && "$tools/promtool" test rules rules_test.yml)
+
+echo "== vmalert loads the same rules (MetricsQL)"
+"$tools/vmalert" -dryRun -loggerLevel=ERROR -rule=prometheus/rules.yml
 
 echo "== dashboard JSON"
 python3 -m json.tool talkover-webhooks.json >/dev/null

@@ -34,8 +34,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use support::{
-    free_ports, get_text, http_client, post, prometheus_on_path, send, shipped_rules_path,
-    spawn_demo_exporter_with, spawn_prometheus_with, string_labels, yaml_quote, Key, ATTEMPTS,
+    free_ports, get_text, http_client, post, prometheus_on_path, shipped_rules_path,
+    spawn_demo_exporter_with, spawn_prometheus_with, yaml_quote, Key, Prom, ATTEMPTS,
 };
 use talkover_exporter::model::DURATION_BUCKETS;
 
@@ -208,69 +208,6 @@ fn exporter_counts(text: &str) -> (BTreeMap<Key, f64>, f64) {
         }
     }
     (attempts, pending)
-}
-
-struct Prom {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Prom {
-    async fn get_json(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, String> {
-        let req = self.http.get(format!("{}{path}", self.base)).query(query);
-        let (status, body) = send(req, &format!("GET {path}")).await?;
-        let json: Value = serde_json::from_str(&body)
-            .map_err(|e| format!("GET {path}: HTTP {status}, not JSON ({e}): {body}"))?;
-        if json["status"] != "success" {
-            return Err(format!(
-                "GET {path}: HTTP {status}: {} {}",
-                json["errorType"], json["error"]
-            ));
-        }
-        Ok(json["data"].clone())
-    }
-
-    /// Instant query: the result vector as (labels, value) pairs; a scalar
-    /// result is one pair without labels.
-    async fn query(&self, expr: &str) -> Result<Vec<(BTreeMap<String, String>, f64)>, String> {
-        let data = self.get_json("/api/v1/query", &[("query", expr)]).await?;
-        let parse_value = |v: &Value| -> f64 {
-            v.get(1)
-                .and_then(Value::as_str)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(f64::NAN)
-        };
-        match data["resultType"].as_str() {
-            Some("vector") => Ok(data["result"]
-                .as_array()
-                .map(|rows| {
-                    rows.iter()
-                        .map(|row| {
-                            // A native histogram sample: its count stands for it.
-                            let value = match row.get("histogram") {
-                                Some(h) => h
-                                    .get(1)
-                                    .and_then(|h| h["count"].as_str())
-                                    .and_then(|s| s.parse().ok())
-                                    .unwrap_or(f64::NAN),
-                                None => parse_value(&row["value"]),
-                            };
-                            (string_labels(&row["metric"]), value)
-                        })
-                        .collect()
-                })
-                .unwrap_or_default()),
-            Some("scalar") => Ok(vec![(BTreeMap::new(), parse_value(&data["result"]))]),
-            other => Err(format!("unexpected result type {other:?}: {data}")),
-        }
-    }
-
-    async fn scalar(&self, expr: &str) -> Option<f64> {
-        match self.query(expr).await {
-            Ok(rows) if rows.len() == 1 => Some(rows[0].1),
-            _ => None,
-        }
-    }
 }
 
 async fn post_ok(http: &reqwest::Client, url: &str) {

@@ -22,7 +22,8 @@ const ERROR_IN_ROW: usize = 120;
 /// time is the `title`), and an error wraps within its cell.
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}\
 table{border-collapse:collapse;font-size:.9rem}th,td{border-bottom:1px solid #ddd;padding:.3rem .5rem;text-align:left;vertical-align:top}\
-td{white-space:nowrap}td.wrap{white-space:normal;min-width:12rem;max-width:24rem;overflow-wrap:anywhere}th{background:#f4f4f4}.num{text-align:right}.bad{color:#b00020;font-weight:600}.ok{color:#1b7f3b}\
+td{white-space:nowrap}td.wrap{white-space:normal;min-width:12rem;max-width:24rem;overflow-wrap:anywhere}\
+td.hook{white-space:normal;max-width:16rem;overflow-wrap:anywhere}th{background:#f4f4f4}.num{text-align:right}.bad{color:#b00020;font-weight:600}.ok{color:#1b7f3b}\
 .muted{color:#777}.path{font-size:.8rem}.class{font-size:.8rem;border:1px solid #b00020;border-radius:.3rem;padding:0 .25rem;color:#b00020}\
 pre{white-space:pre-wrap;word-break:break-all;min-width:24rem;max-width:48rem;margin:0;font-size:.8rem}\
 .summary td{font-size:1.4rem;padding-right:2rem}svg.spark{display:block}form{margin:1rem 0}";
@@ -144,7 +145,7 @@ pub(super) fn list(rows: &[WebhookView<'_>], q: &str, by_ratio: bool) -> String 
         let href = page_href(v);
         let _ = write!(
             body,
-            "<tr class=\"webhook\" data-webhook=\"{id}\"><td><a href=\"{href}\">{name}</a><br><span class=\"muted path\">{scope}/{owner}/webhooks/{id}</span></td>",
+            "<tr class=\"webhook\" data-webhook=\"{id}\"><td class=\"hook\"><a href=\"{href}\">{name}</a><br><span class=\"muted path\">{scope}/{owner}/webhooks/{id}</span></td>",
             href = escape_html(&href),
             name = escape_html(v.name.as_deref().unwrap_or(v.webhook_id)),
             scope = v.scope,

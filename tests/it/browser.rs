@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::json;
-use talkover_exporter::sim::{Order, Profile};
+use talkover_exporter::sim::{AttemptSpec, Order, Profile};
 use talkover_exporter::target::Target;
 
 use crate::support::*;
@@ -229,4 +229,177 @@ fn html_text(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+/// A WebDriver session with headless Chromium through Debian's
+/// `chromedriver`, driven over its HTTP protocol: what can measure a
+/// page's layout, which `--dump-dom` cannot.
+struct Driver {
+    http: reqwest::Client,
+    session: String,
+    _process: ChildGuard,
+    _profile: tempfile::TempDir,
+}
+
+impl Driver {
+    async fn start(width: u32, height: u32) -> Driver {
+        let chromedriver = find_on_path("chromedriver").unwrap_or_else(|| {
+            panic!("chromedriver not found on PATH: the test command installs Debian's chromium-driver package")
+        });
+        let profile = tempfile::tempdir().expect("profile dir");
+        let port = free_port();
+        let mut cmd = std::process::Command::new(chromedriver);
+        cmd.arg(format!("--port={port}"));
+        let process = ChildGuard::spawn(
+            "chromedriver",
+            &mut cmd,
+            profile.path().join("chromedriver.log"),
+        );
+        let http = http_client();
+        let base = format!("http://127.0.0.1:{port}");
+        wait_for(
+            "chromedriver to listen",
+            Duration::from_secs(20),
+            || async { http.get(format!("{base}/status")).send().await.is_ok() },
+        )
+        .await;
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium().display().to_string(),
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-background-networking", "--disable-extensions", "--no-first-run",
+                    format!("--window-size={width},{height}"),
+                    format!("--user-data-dir={}", profile.path().join("chrome").display()),
+                ]
+            }
+        }}});
+        let answer = post_json(&http, &format!("{base}/session"), &caps).await;
+        let id = answer["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {answer}"));
+        Driver {
+            http,
+            session: format!("{base}/session/{id}"),
+            _process: process,
+            _profile: profile,
+        }
+    }
+
+    async fn command(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let answer = post_json(&self.http, &format!("{}/{path}", self.session), &body).await;
+        answer["value"].clone()
+    }
+
+    async fn open(&self, url: &str) {
+        self.command("url", json!({"url": url})).await;
+    }
+
+    /// Runs `script` in the page (WebDriver's own, not the page's: the
+    /// pages' Content-Security-Policy allows no script of theirs).
+    async fn run(&self, script: &str) -> serde_json::Value {
+        self.command("execute/sync", json!({"script": script, "args": []}))
+            .await
+    }
+}
+
+/// POSTs `body` to a WebDriver endpoint; its JSON answer.
+async fn post_json(
+    http: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> serde_json::Value {
+    let req = http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .timeout(Duration::from_secs(60));
+    let (status, text) = send(req, &format!("POST {url}"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("POST {url}: HTTP {status}, not JSON ({e}): {text}"))
+}
+
+/// In a 1280 px wide window, the `/webhooks` table ends inside the window,
+/// its last columns (pending, backlog) included, with long names and errors
+/// in it, and the page does not scroll sideways. The failure's class shows
+/// beside its error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhooks_table_fits_a_1280_px_window() {
+    let a = "campaigns/cmp-renewals-2026-q4-enterprise-accounts/webhooks/wh-crm-salesforce-sync-production";
+    let b = "agents/agt-frontdesk-main-office/webhooks/wh-helpdesk-zendesk-tickets";
+    let s = start_sim(
+        17,
+        Order::NewestFirst,
+        &[a, b, A],
+        Profile {
+            rate_per_second: 0.0,
+            success_ratio: 0.5,
+            pending_ratio: 0.0,
+            ..Profile::default()
+        },
+    )
+    .await;
+    let exporter = start_exporter(&s.url, &[a, b, A], ExporterOptions::default()).await;
+    exporter.wait_ready().await;
+    let a_target: Target = a.parse().expect("target");
+    let long = "Post \"https://hooks.example.com/talkover/webhooks/receive/v2\": dial tcp 203.0.113.9:443: connect: connection refused (while sending the request body of 48213 bytes to the receiver's load balancer)";
+    let refused = AttemptSpec {
+        attempt: 1,
+        success: false,
+        http_status: None,
+        duration_ms: 15,
+        error: Some(long.into()),
+        ..AttemptSpec::default()
+    };
+    for t in s.sim.targets() {
+        s.sim.generate(&t, 30);
+    }
+    s.sim.append(&a_target, &[refused]);
+    wait_exact(&exporter, &s.sim, 0).await;
+
+    let driver = Driver::start(1280, 800).await;
+    driver.open(&exporter.url("/webhooks")).await;
+    let layout = driver
+        .run(
+            "const t = document.getElementById('webhooks');\
+             const cells = t.querySelectorAll('thead th');\
+             const last = cells[cells.length - 1].getBoundingClientRect();\
+             return {table: t.getBoundingClientRect().right, lastColumn: last.right,\
+                     lastHeader: cells[cells.length - 1].textContent,\
+                     viewport: document.documentElement.clientWidth,\
+                     scroll: document.documentElement.scrollWidth,\
+                     rows: t.querySelectorAll('tbody tr').length,\
+                     widths: Array.from(t.querySelectorAll('thead th')).map(e => Math.round(e.getBoundingClientRect().width)),\
+                     classes: Array.from(t.querySelectorAll('span.class')).map(e => e.textContent)};",
+        )
+        .await;
+    eprintln!("/webhooks in a 1280 px window: {layout}");
+    let num = |k: &str| {
+        layout[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{k} in {layout}"))
+    };
+    assert_eq!(layout["rows"], 3, "{layout}");
+    assert_eq!(layout["lastHeader"], "backlog", "{layout}");
+    assert!(
+        num("viewport") <= 1280.0 && num("viewport") > 1000.0,
+        "{layout}"
+    );
+    assert!(
+        num("table") <= num("viewport") && num("lastColumn") <= num("viewport"),
+        "the table is wider than a 1280 px window: {layout}"
+    );
+    assert!(
+        num("scroll") <= num("viewport"),
+        "the page scrolls sideways: {layout}"
+    );
+    assert!(
+        layout["classes"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c == "connection_refused")),
+        "the failure's class beside its error: {layout}"
+    );
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use talkover_exporter::sim::{Order, Profile};
+use talkover_exporter::sim::{AttemptSpec, Order, Outage, Profile};
 use talkover_exporter::target::Target;
 
 use crate::support::*;
@@ -361,4 +361,123 @@ async fn failing_commits_do_not_stop_counting() {
         logs.contains("state file commits work again"),
         "no log line for the recovery:\n{logs}"
     );
+}
+
+/// A webhook's settings and when each of its series began are kept in the
+/// state file: the real binary, killed and restarted while the API is down
+/// (so nothing can be read again), still judges and serves each webhook by
+/// its own max_retries and timeout, and every created timestamp is the one
+/// it had before; the lost event counted before is still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_and_series_starts_survive_a_restart_while_the_api_is_down() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state.redb");
+    let s = start_sim(
+        43,
+        Order::NewestFirst,
+        &[A, B],
+        Profile {
+            rate_per_second: 0.0,
+            pending_ratio: 0.0,
+            ..Profile::default()
+        },
+    )
+    .await;
+    let (a, b): (Target, Target) = (A.parse().expect("a"), B.parse().expect("b"));
+    for (t, max_retries, timeout_seconds) in [(&a, 0, 10), (&b, 7, 120)] {
+        s.sim.set_profile(
+            t,
+            Profile {
+                rate_per_second: 0.0,
+                pending_ratio: 0.0,
+                max_retries,
+                timeout_seconds,
+                ..Profile::default()
+            },
+        );
+    }
+    let port = free_port();
+    let state_arg = state.display().to_string();
+    let args = [
+        "--target",
+        A,
+        "--target",
+        B,
+        "--poll.interval",
+        "100ms",
+        "--state.file",
+        &state_arg,
+    ];
+    let log = dir.path().join("exporter.log");
+    let mut first = spawn_exporter(&s.url, port, &args, &log);
+    let settings_known = |sc: &Scrape| {
+        sc.target_value("talkover_webhook_max_retries", &a, &[]) == 0.0
+            && sc.target_value("talkover_webhook_timeout_seconds", &b, &[]) == 120.0
+    };
+    wait_for("settings read", Duration::from_secs(20), || async {
+        scrape_at(port).await.is_some_and(|sc| settings_known(&sc))
+    })
+    .await;
+    let mark = s.sim.mark();
+    s.sim.generate(&b, 20);
+    s.sim.append(
+        &a,
+        &[AttemptSpec {
+            attempt: 1,
+            success: false,
+            http_status: Some(502),
+            duration_ms: 40,
+            ..AttemptSpec::default()
+        }],
+    );
+    wait_exact_at(port, &s.sim, mark).await;
+    let lost =
+        |sc: &Scrape| sc.target_value("talkover_webhook_deliveries_exhausted_total", &a, &[]);
+    wait_for(
+        "the lost event counted",
+        Duration::from_secs(10),
+        || async { scrape_at(port).await.is_some_and(|sc| lost(&sc) == 1.0) },
+    )
+    .await;
+    let before = created_at(port).await;
+    assert!(
+        before
+            .keys()
+            .any(|k| k.starts_with("talkover_webhook_delivery_results_total"))
+            && before
+                .keys()
+                .any(|k| k.starts_with("talkover_webhook_delivery_attempts_total"))
+            && before
+                .keys()
+                .any(|k| k.starts_with("talkover_webhook_delivery_duration_seconds")),
+        "{before:?}"
+    );
+    let _ = first.child().kill();
+    let _ = first.child().wait();
+
+    s.sim.set_outage(Some(Outage::Unavailable));
+    let _second = spawn_exporter(&s.url, port, &args, &log);
+    wait_for("restarted", Duration::from_secs(20), || ready_at(port)).await;
+    let sc = scrape_at(port).await.expect("scrape");
+    assert!(settings_known(&sc), "settings lost:\n{}", sc.raw);
+    assert_eq!(
+        sc.target_value("talkover_up", &a, &[]),
+        0.0,
+        "the API is down"
+    );
+    assert_eq!(lost(&sc), 1.0);
+    assert!(
+        sc.raw
+            .contains(r#"webhook_id="wh-1",name="wh-1 hook",enabled="true",settings="known"} 1"#),
+        "{}",
+        sc.raw
+    );
+    let after = created_at(port).await;
+    for (series, start) in &before {
+        assert_eq!(
+            after.get(series),
+            Some(start),
+            "{series} began at another time"
+        );
+    }
 }

@@ -90,6 +90,52 @@ pub async fn scrape_at(port: u16) -> Option<Scrape> {
     Some(Scrape::parse(&resp.text().await.ok()?))
 }
 
+/// The protobuf format's `Accept`, as Prometheus sends it.
+pub const ACCEPT_PROTOBUF: &str =
+    "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited";
+
+/// When each counter and histogram series of the exporter on `port`
+/// began, as its protobuf format says (Unix ms), by `name{labels}`.
+pub async fn created_at(port: u16) -> BTreeMap<String, i64> {
+    use prost::Message as _;
+    use talkover_exporter::metrics::proto::{MetricFamily, Timestamp};
+    let body = http_client()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .header("accept", ACCEPT_PROTOBUF)
+        .send()
+        .await
+        .expect("protobuf scrape")
+        .bytes()
+        .await
+        .expect("protobuf body");
+    let mut rest = &body[..];
+    let ms = |t: &Timestamp| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000;
+    let mut out = BTreeMap::new();
+    while !rest.is_empty() {
+        let family = MetricFamily::decode_length_delimited(&mut rest).expect("a whole family");
+        for m in &family.metric {
+            let created = m
+                .counter
+                .as_ref()
+                .and_then(|c| c.created_timestamp.as_ref())
+                .or_else(|| {
+                    m.histogram
+                        .as_ref()
+                        .and_then(|h| h.created_timestamp.as_ref())
+                });
+            if let Some(t) = created {
+                let labels: Vec<String> = m
+                    .label
+                    .iter()
+                    .map(|l| format!("{}={:?}", l.name, l.value))
+                    .collect();
+                out.insert(format!("{}{{{}}}", family.name, labels.join(",")), ms(t));
+            }
+        }
+    }
+    out
+}
+
 /// Whether the exporter on `port` answers `/-/ready` with 200.
 pub async fn ready_at(port: u16) -> bool {
     reqwest::get(format!("http://127.0.0.1:{port}/-/ready"))

@@ -9,11 +9,13 @@
 mod http;
 mod inproc;
 mod process;
+mod prom;
 mod scrape;
 mod wait;
 
 pub use http::*;
 pub use inproc::*;
 pub use process::*;
+pub use prom::*;
 pub use scrape::*;
 pub use wait::*;

@@ -117,6 +117,41 @@ pub fn shipped_rules_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/prometheus/rules.yml")
 }
 
+/// The real binary against the simulator at `sim_url` with the test token,
+/// serving on `port`, with `args` (targets, discovery, …) and no
+/// `TALKOVER_*` variable of the test's environment; its log goes to `log`.
+pub fn spawn_exporter(sim_url: &str, port: u16, args: &[&str], log: &Path) -> ChildGuard {
+    let mut cmd = Command::new(BIN);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("TALKOVER_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.args(["--talkover.url", sim_url, "--talkover.allow-insecure"])
+        .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
+        .args(args)
+        .env("TALKOVER_TOKEN", super::TOKEN);
+    ChildGuard::spawn("exporter", &mut cmd, log.to_path_buf())
+}
+
+/// A tool the test command unpacks from Debian's unstable suite into
+/// `target/test-tools` (Prometheus 3.5 LTS, its promtool, VictoriaMetrics,
+/// vmalert), or where `TALKOVER_TEST_TOOLS` says; panics (the test fails,
+/// rather than skips) without it.
+pub fn unstable_tool(name: &str) -> PathBuf {
+    let root = std::env::var_os("TALKOVER_TEST_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-tools"));
+    let path = root.join("usr/bin").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: the test command (bash scripts/test.sh) unpacks `prometheus` 3.5, \
+         `promtool` and `victoria-metrics` from Debian's unstable suite there",
+        path.display()
+    );
+    path
+}
+
 /// `s` as a valid YAML string (a JSON string is one).
 pub fn yaml_quote(s: &str) -> String {
     serde_json::to_string(s).expect("quote")
