@@ -127,20 +127,20 @@ pub async fn run_target<S: PageSource>(
     state
 }
 
-/// Applies settings the API gave since the last look; whether there were any.
+/// Applies settings the API gave since the last look; whether there were
+/// any. Read whether or not the sender is still there: a poller stopped
+/// because its webhook was turned off is told so just before.
 fn take_settings(
     settings: &mut watch::Receiver<Option<WebhookSettings>>,
     state: &mut TargetState,
 ) -> bool {
-    if !settings.has_changed().unwrap_or(false) {
-        return false;
-    }
-    let Some(new) = settings.borrow_and_update().clone() else {
-        return false;
+    let new = {
+        let latest = settings.borrow_and_update();
+        match latest.as_ref() {
+            Some(new) if state.settings.as_ref() != Some(new) => new.clone(),
+            _ => return false,
+        }
     };
-    if state.settings.as_ref() == Some(&new) {
-        return false;
-    }
     state.apply_settings(new, unix_now_ms());
     true
 }

@@ -10,6 +10,7 @@ mod faults;
 mod hardening;
 mod restart;
 mod scale;
+mod settings;
 mod startup;
 #[path = "../support/mod.rs"]
 mod support;
