@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use tokio::net::TcpListener;
 
 use tokio::sync::{mpsc, watch};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::api::{Client, ClientOptions};
 use crate::cli::{Config, Source};
@@ -45,6 +45,16 @@ pub enum Error {
     /// The state file could not be opened or created.
     #[error(transparent)]
     State(#[from] persist::StateError),
+    /// A part that runs for the process's whole life ended on its own (a
+    /// panic, a bug): the process exits non-zero so that whatever runs it
+    /// restarts it, and the state file resumes it.
+    #[error("the {part} stopped unexpectedly ({how}); exiting so that a restart resumes from the state file")]
+    PartDied {
+        /// `supervisor` or `state committer`.
+        part: &'static str,
+        /// A panic's message, or how else it ended.
+        how: String,
+    },
 }
 
 /// Runs the exporter on `listener` until `shutdown` completes.
@@ -83,17 +93,10 @@ pub async fn run(
         max_body_bytes: config.max_body_size,
         allow_insecure,
         max_requests_per_second: config.max_requests_per_second,
+        probe_max: crate::collect::api_wait_cap(config.poll_interval),
     })?);
     let published = Arc::new(Published::with_budget(config.budget));
-    {
-        let client = client.clone();
-        let _ = metrics::GaugeFn::register(
-            published.registry(),
-            "talkover_exporter_api_clock_offset_seconds",
-            "How far the API's clock (from its Date headers) is ahead of this host's; absent until a response carried a usable Date.",
-            move || client.clock().offset().map(|o| o.estimate_ms() as f64 / 1000.0),
-        );
-    }
+    register_api_metrics(&published, &client);
     let readiness = Arc::new(Readiness::new(!config.discover.is_empty()));
     // Known before serving, so /-/ready cannot answer before the pollers exist.
     for target in &static_targets {
@@ -159,6 +162,7 @@ pub async fn run(
         stop_rx,
     ));
 
+    let readiness_for_parts = readiness.clone();
     let state = AppState::new(
         published,
         readiness,
@@ -168,11 +172,23 @@ pub async fn run(
     let http_metrics = state.http.clone();
     let web = config.web.clone().unwrap_or_default();
     let app = http::counted(web.wrap(http::router(state.clone())), state);
+    // The parts that live as long as the process are watched: one that
+    // ends before shutdown ends the process too.
+    let (died_tx, mut died_rx) = watch::channel(None);
+    let parts = tokio::spawn(watch_parts(
+        supervisor,
+        committer,
+        stop_tx.subscribe(),
+        died_tx,
+        readiness_for_parts,
+    ));
     // Shutdown: HTTP stops accepting and gives open connections a few
     // seconds; then the pollers stop and hand their last states on.
     let stopping = async move {
-        shutdown.await;
-        info!("shutting down");
+        tokio::select! {
+            _ = shutdown => info!("shutting down"),
+            _ = died_rx.wait_for(Option::is_some) => {}
+        }
         let _ = stop_tx.send(true);
     };
     web.serve(listener, app, config.serve_limits, http_metrics, stopping)
@@ -183,11 +199,93 @@ pub async fn run(
         })?;
     // The supervisor stops every poller; they hand their last states to the
     // committer, which finishes once the last sender is gone.
-    let _ = supervisor.await;
-    if let Some(task) = committer {
-        let _ = task.await;
+    match parts.await {
+        Ok(result) => result,
+        Err(e) => Err(Error::PartDied {
+            part: "part watcher",
+            how: e.to_string(),
+        }),
     }
-    Ok(())
+}
+
+/// Waits for the supervisor and the committer to end. Before shutdown
+/// began, that is a failure: it is logged, `/-/healthy` answers 503 from
+/// then on, and the process shuts down and exits non-zero, as Prometheus'
+/// own components do, so an orchestrator restarts it.
+async fn watch_parts(
+    mut supervisor: tokio::task::JoinHandle<()>,
+    mut committer: Option<tokio::task::JoinHandle<()>>,
+    stopping: watch::Receiver<bool>,
+    died: watch::Sender<Option<&'static str>>,
+    readiness: Arc<Readiness>,
+) -> Result<(), Error> {
+    let mut failure = None;
+    let mut supervisor_done = false;
+    while !supervisor_done || committer.is_some() {
+        let (part, result) = tokio::select! {
+            r = &mut supervisor, if !supervisor_done => {
+                supervisor_done = true;
+                ("supervisor", r)
+            }
+            r = async { committer.as_mut().expect("guarded").await }, if committer.is_some() => {
+                committer = None;
+                ("state committer", r)
+            }
+            // Once a part has died, the rest get a deadline: pollers the
+            // dead supervisor owned may never let the committer finish.
+            _ = tokio::time::sleep(Duration::from_secs(10)), if failure.is_some() => break,
+        };
+        if *stopping.borrow() && result.is_ok() {
+            continue;
+        }
+        let how = match result {
+            Ok(()) => "it returned".to_string(),
+            Err(e) if e.is_panic() => format!("panic: {}", panic_message(e.into_panic())),
+            Err(e) => e.to_string(),
+        };
+        error!(part, how = %how, "a part of the exporter stopped unexpectedly; exiting");
+        readiness.fail(part);
+        died.send_replace(Some(part));
+        failure.get_or_insert(Error::PartDied { part, how });
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+/// The text a panic carried, if it was text.
+pub(crate) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(payload) => payload
+            .downcast::<&'static str>()
+            .map(|s| (*s).to_string())
+            .unwrap_or_else(|_| "a panic without a message".into()),
+    }
+}
+
+/// The API as the client sees it: its clock, and its health.
+fn register_api_metrics(published: &Published, client: &Arc<Client>) {
+    let registry = published.registry();
+    let c = client.clone();
+    let _ = metrics::GaugeFn::register(
+        registry,
+        "talkover_exporter_api_clock_offset_seconds",
+        "How far the API's clock (from its Date headers) is ahead of this host's; absent until a response carried a usable Date.",
+        move || c.clock().offset().map(|o| o.estimate_ms() as f64 / 1000.0),
+    );
+    let c = client.clone();
+    let _ = metrics::GaugeFn::register(
+        registry,
+        "talkover_exporter_api_up",
+        "1 while the Talkover API answers, 0 while it is down (its own faults from two webhooks or more, five in a row) and one request at a time probes it.",
+        move || Some(f64::from(u8::from(c.health().is_up()))),
+    );
+    let c = client.clone();
+    let _ = metrics::GaugeFn::register_counter(
+        registry,
+        "talkover_exporter_api_outages_total",
+        "Times the Talkover API went down, as the exporter saw it.",
+        move || Some(c.health().outages() as f64),
+    );
 }
 
 /// Starts the demo's simulated API; returns its URL and webhooks.

@@ -116,6 +116,7 @@ pub(crate) fn exporter_client(base: &str) -> Client {
         max_body_bytes: 32 << 20,
         allow_insecure: true,
         max_requests_per_second: 100_000.0,
+        probe_max: std::time::Duration::from_secs(1),
     })
     .expect("exporter client")
 }

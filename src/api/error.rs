@@ -66,6 +66,12 @@ pub enum ApiError {
         #[source]
         source: reqwest::Error,
     },
+    /// Not sent: the API is down and another request is probing it.
+    #[error("GET {path}: not sent: the Talkover API is down, and another request probes it")]
+    ApiDown {
+        /// Request path.
+        path: String,
+    },
     /// The body is larger than `--talkover.max-body-size`.
     #[error("GET {path}: HTTP {status}: body larger than {limit} bytes")]
     BodyTooLarge {
@@ -90,6 +96,35 @@ impl ApiError {
             ApiError::Timeout { .. } => "timeout",
             ApiError::Connection { .. } => "connection",
             ApiError::BodyTooLarge { .. } => "body_too_large",
+            ApiError::ApiDown { .. } => "api_down",
+        }
+    }
+
+    /// Whether this is the API's own fault, not the webhook's: a gateway
+    /// or overload status (502, 503, 504), a timeout, a broken connection,
+    /// a page that is not the API's JSON (a proxy's HTML, a body cut short).
+    /// These count towards calling the API down, and a webhook that meets
+    /// them waits for the API, not for a backoff of its own.
+    pub fn is_api_fault(&self) -> bool {
+        match self {
+            ApiError::Http { status, .. } => matches!(status, 502..=504),
+            ApiError::Timeout { .. }
+            | ApiError::Connection { .. }
+            | ApiError::InvalidResponse { .. }
+            | ApiError::ApiDown { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the same request may well succeed if sent again at once: the
+    /// API's faults, any 5xx, a 429, an envelope saying `success: false`.
+    /// A refused token, a 4xx or an oversized page would fail the same way.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ApiError::ApiDown { .. } => false,
+            ApiError::Http { status, .. } => *status >= 500,
+            ApiError::RateLimited { .. } | ApiError::Api { .. } => true,
+            other => other.is_api_fault(),
         }
     }
 
@@ -102,6 +137,7 @@ impl ApiError {
             ApiError::Timeout { .. } => "timeout",
             ApiError::Connection { .. } => "connection_error",
             ApiError::BodyTooLarge { .. } => "too_large",
+            ApiError::ApiDown { .. } => "held_back",
         }
     }
 
@@ -114,7 +150,9 @@ impl ApiError {
             | ApiError::Api { status, .. }
             | ApiError::BodyTooLarge { status, .. } => Some(*status),
             ApiError::RateLimited { .. } => Some(429),
-            ApiError::Timeout { .. } | ApiError::Connection { .. } => None,
+            ApiError::Timeout { .. } | ApiError::Connection { .. } | ApiError::ApiDown { .. } => {
+                None
+            }
         }
     }
 }

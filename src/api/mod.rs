@@ -6,12 +6,14 @@
 //!
 //! - `auth`: the token and the token file.
 //! - `limiter`: the request budget shared by every webhook.
+//! - `health`: one view of the API's health: down, probed, back.
 //! - `error`: why a request failed.
 //! - `wire`: the answers' shapes, read leniently.
 //! - `raw_text`: an entry's error and response body, capped and decoded leniently.
 
 mod auth;
 mod error;
+mod health;
 mod limiter;
 mod raw_text;
 mod wire;
@@ -30,6 +32,31 @@ use wire::Envelope;
 
 pub use auth::{Credentials, Token};
 pub use error::ApiError;
+pub use health::ApiHealth;
+use health::{Admission, Outcome};
+
+/// An admitted request: a probe that is dropped unsent (its poll was
+/// stopped) frees the probe's slot.
+struct Admitted<'a> {
+    health: &'a ApiHealth,
+    admission: Admission,
+    recorded: bool,
+}
+
+impl Admitted<'_> {
+    fn record(mut self, outcome: Outcome, path_hash: u64) {
+        self.recorded = true;
+        self.health.record(self.admission, outcome, path_hash);
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.health.abandon(self.admission);
+        }
+    }
+}
 pub use limiter::RateLimiter;
 pub use wire::{parse_timestamp_ms, LogEntry, LogPage, Owner, WebhookInfo, TEXT_CAP};
 
@@ -51,6 +78,10 @@ pub struct ClientOptions {
     pub allow_insecure: bool,
     /// Most requests per second, all targets together.
     pub max_requests_per_second: f64,
+    /// The longest wait between two probes of an API that is down: the poll
+    /// interval (clamped to 1 s – 30 s), so every webhook is read again
+    /// within about an interval of its return.
+    pub probe_max: Duration,
 }
 
 /// A client for the delivery-log endpoints.
@@ -64,6 +95,7 @@ pub struct Client {
     limiter: std::sync::Arc<RateLimiter>,
     in_flight: std::sync::Arc<tokio::sync::Semaphore>,
     clock: std::sync::Arc<ApiClock>,
+    health: std::sync::Arc<ApiHealth>,
 }
 
 /// Requests to the API at once, all targets together: as many as the warm
@@ -95,7 +127,17 @@ impl Client {
             limiter: std::sync::Arc::new(RateLimiter::new(opts.max_requests_per_second)),
             in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
             clock: std::sync::Arc::new(ApiClock::new()),
+            health: std::sync::Arc::new(ApiHealth::new(crate::backoff::Backoff {
+                min: opts.probe_max.min(Duration::from_secs(1)),
+                max: opts.probe_max,
+                jitter: 0.2,
+            })),
         })
+    }
+
+    /// The API's health as this client's requests saw it.
+    pub fn health(&self) -> &ApiHealth {
+        &self.health
     }
 
     /// The API's clock as learned from its `Date` headers so far.
@@ -165,6 +207,30 @@ impl Client {
     /// `GET` of any endpoint answering the envelope, whose `data` is a `D`;
     /// `page` is `(page, per_page)` for the paged ones.
     async fn get<D: DeserializeOwned>(
+        &self,
+        rel: &str,
+        page: Option<(u64, u32)>,
+    ) -> Result<(D, Option<u64>), ApiError> {
+        let Some(admission) = self.health.admit() else {
+            return Err(ApiError::ApiDown {
+                path: format!("/{rel}"),
+            });
+        };
+        let admitted = Admitted {
+            health: &self.health,
+            admission,
+            recorded: false,
+        };
+        let result = self.send::<D>(rel, page).await;
+        let outcome = match &result {
+            Err(e) if e.is_api_fault() => Outcome::Fault,
+            _ => Outcome::Answered,
+        };
+        admitted.record(outcome, path_hash(rel));
+        result
+    }
+
+    async fn send<D: DeserializeOwned>(
         &self,
         rel: &str,
         page: Option<(u64, u32)>,
@@ -333,6 +399,13 @@ impl Client {
     }
 }
 
+/// A request path, hashed: the health tells one webhook's faults from the API's.
+fn path_hash(rel: &str) -> u64 {
+    rel.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 fn shorten(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((i, _)) => format!("{}…", &s[..i]),
@@ -379,6 +452,7 @@ mod tests {
             max_body_bytes: 1 << 20,
             allow_insecure: true,
             max_requests_per_second: 10.0,
+            probe_max: Duration::from_secs(1),
         })
         .expect("client");
         client

@@ -299,7 +299,8 @@ impl Cli {
                 .interval
                 .as_deref()
                 .map(|i| {
-                    parse_duration(i).map_err(|e| bad(format!("discovery.interval {i:?}: {e}")))
+                    duration_at_most(bounds::DISCOVER_INTERVAL)(i)
+                        .map_err(|e| bad(format!("discovery.interval {i:?}: {e}")))
                 })
                 .transpose()?;
         }
@@ -474,5 +475,122 @@ mod config_file_tests {
             .to_string();
         assert!(err.contains("--shard.index") && err.contains('3'), "{err}");
         assert!(parse(&["--shard.index", "2", "--shard.count", "3"]).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod bounds_tests {
+    use super::*;
+    use clap::Parser as _;
+    use proptest::prelude::*;
+
+    const DURATIONS: [&str; 5] = [
+        "--poll.interval",
+        "--discover.interval",
+        "--target.stale-after",
+        "--web.read-header-timeout",
+        "--talkover.timeout",
+    ];
+    const COUNTS: [&str; 8] = [
+        "--web.max-connections",
+        "--web.max-requests",
+        "--poll.max-pages",
+        "--shard.count",
+        "--shard.index",
+        "--failures.keep",
+        "--talkover.max-requests-per-second",
+        "--talkover.max-body-size",
+    ];
+
+    /// What `talkover-exporter --demo FLAG VALUE` makes of it: the error's
+    /// text, or none.
+    fn run(flag: &str, value: &str) -> Option<String> {
+        // `--flag=value`: a value like `-1` is the flag's, not a flag of its own.
+        let arg = format!("{flag}={value}");
+        match Cli::try_parse_from(["talkover-exporter", "--demo", &arg]) {
+            Err(e) => Some(e.to_string()),
+            Ok(cli) => cli.into_config().err().map(|e| e.to_string()),
+        }
+    }
+
+    /// The values of the issue that were accepted, and each bound's first
+    /// value past it: refused, naming the flag and the value.
+    #[test]
+    fn absurd_values_are_refused_naming_flag_and_value() {
+        for (flag, value) in [
+            ("--discover.interval", "300000000000y"),
+            ("--poll.interval", "500000000000y"),
+            ("--target.stale-after", "99999999999y"),
+            ("--web.read-header-timeout", "99999999999y"),
+            ("--poll.interval", "24h 1s"),
+            ("--discover.interval", "25h"),
+            ("--target.stale-after", "31d"),
+            ("--web.read-header-timeout", "61m"),
+            ("--talkover.timeout", "11m"),
+            ("--web.max-connections", "1000001"),
+            ("--web.max-requests", "100001"),
+            ("--talkover.max-body-size", "2GiB"),
+            ("--talkover.max-body-size", "99999999999999999999"),
+            ("--shard.count", "10001"),
+            ("--poll.max-pages", "4294967296"),
+        ] {
+            let err = run(flag, value).unwrap_or_else(|| panic!("{flag} {value} accepted"));
+            assert!(
+                err.contains(flag) && err.contains(value),
+                "{flag} {value}: {err}"
+            );
+        }
+        for (flag, value) in [
+            ("--poll.interval", "24h"),
+            ("--discover.interval", "24h"),
+            ("--target.stale-after", "30d"),
+            ("--web.read-header-timeout", "1h"),
+            ("--talkover.timeout", "10m"),
+            ("--web.max-connections", "1000000"),
+            ("--talkover.max-body-size", "1GiB"),
+        ] {
+            assert_eq!(run(flag, value), None, "{flag} {value}");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.yml");
+        std::fs::write(&path, "discovery:\n  interval: 300000000000y\n").expect("write");
+        let p = path.to_str().expect("utf-8 path");
+        let err = run("--config.file", p).expect("refused");
+        assert!(
+            err.contains("discovery.interval") && err.contains("300000000000y"),
+            "{err}"
+        );
+    }
+
+    fn value() -> impl Strategy<Value = String> {
+        let units = prop::sample::select(vec![
+            "", "ns", "us", "ms", "s", "m", "h", "d", "w", "M", "y", "KiB", "MiB", "GiB", "x", " s",
+        ]);
+        prop_oneof![
+            (any::<u64>(), units.clone()).prop_map(|(n, u)| format!("{n}{u}")),
+            (any::<u32>(), any::<u32>(), units).prop_map(|(a, b, u)| format!("{a}.{b}{u}")),
+            any::<i64>().prop_map(|n| n.to_string()),
+            ".{0,24}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 400,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Whatever value a duration or count flag is given, parsing it and
+        /// building the configuration never panics, and a refusal names the flag.
+        #[test]
+        fn no_value_makes_the_parser_panic(
+            flag in prop::sample::select([&DURATIONS[..], &COUNTS[..]].concat()),
+            value in value(),
+        ) {
+            if let Some(err) = run(flag, &value) {
+                prop_assert!(err.contains(flag) || err.contains("--shard"), "{}", err);
+            }
+        }
     }
 }

@@ -49,11 +49,11 @@ pub struct Cli {
     #[arg(long = "talkover.allow-insecure", env = "TALKOVER_ALLOW_INSECURE")]
     pub allow_insecure: bool,
 
-    /// Time allowed for one API request, body included.
-    #[arg(long = "talkover.timeout", env = "TALKOVER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    /// Time allowed for one API request, body included (at most 10m).
+    #[arg(long = "talkover.timeout", env = "TALKOVER_TIMEOUT", default_value = "10s", value_parser = duration_at_most(bounds::TIMEOUT))]
     pub timeout: Duration,
 
-    /// Largest API response body accepted (e.g. 32MiB, 512KiB, 1000000).
+    /// Largest API response body accepted (e.g. 32MiB, 512KiB, 1000000; at most 1GiB).
     #[arg(long = "talkover.max-body-size", env = "TALKOVER_MAX_BODY_SIZE", default_value = "32MiB", value_parser = parse_size)]
     pub max_body_size: usize,
 
@@ -78,8 +78,9 @@ pub struct Cli {
     #[arg(long = "discover", env = "TALKOVER_DISCOVER", value_delimiter = ',', value_name = "KIND", value_parser = parse_scope)]
     pub discover: Vec<Scope>,
 
-    /// How often discovery lists campaigns, agents and webhooks again [default: 5m].
-    #[arg(long = "discover.interval", env = "TALKOVER_DISCOVER_INTERVAL", value_parser = parse_duration)]
+    /// How often discovery lists campaigns, agents and webhooks again, and
+    /// the settings of each --target are read again (at most 24h) [default: 5m].
+    #[arg(long = "discover.interval", env = "TALKOVER_DISCOVER_INTERVAL", value_parser = duration_at_most(bounds::DISCOVER_INTERVAL))]
     pub discover_interval: Option<Duration>,
 
     /// Watch only discovered webhooks matching this pattern (`*`, `?`) on
@@ -110,8 +111,8 @@ pub struct Cli {
     pub config_file: Option<PathBuf>,
 
     /// How long the series of a webhook that disappeared (or was disabled)
-    /// stay on /metrics.
-    #[arg(long = "target.stale-after", env = "TALKOVER_TARGET_STALE_AFTER", default_value = "1h", value_parser = parse_duration)]
+    /// stay on /metrics (at most 30d).
+    #[arg(long = "target.stale-after", env = "TALKOVER_TARGET_STALE_AFTER", default_value = "1h", value_parser = duration_at_most(bounds::STALE_AFTER))]
     pub stale_after: Duration,
 
     /// This replica's index (0-based) when webhooks are split across replicas.
@@ -127,9 +128,9 @@ pub struct Cli {
     #[arg(long = "shard.count", env = "TALKOVER_SHARD_COUNT", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub shard_count: u32,
 
-    /// Time between two polls of one webhook (e.g. 500ms, 30s, 2m)
-    /// [default: 30s; 2s with --demo, so its traffic shows within seconds].
-    #[arg(long = "poll.interval", env = "TALKOVER_POLL_INTERVAL", value_parser = parse_duration)]
+    /// Time between two polls of one webhook (e.g. 500ms, 30s, 2m; at most
+    /// 24h) [default: 30s; 2s with --demo, so its traffic shows within seconds].
+    #[arg(long = "poll.interval", env = "TALKOVER_POLL_INTERVAL", value_parser = duration_at_most(bounds::POLL_INTERVAL))]
     pub poll_interval: Option<Duration>,
 
     /// Most pages of 100 entries read per poll of one webhook (at least 2:
@@ -151,25 +152,28 @@ pub struct Cli {
     pub web_config_file: Option<PathBuf>,
 
     /// Most HTTP connections open at once; more are closed as soon as they
-    /// are accepted (0: no limit).
+    /// are accepted (0: no limit; at most 1000000).
     #[arg(
         long = "web.max-connections",
         env = "TALKOVER_WEB_MAX_CONNECTIONS",
-        default_value_t = 512
+        default_value_t = 512,
+        value_parser = count_at_most(bounds::MAX_CONNECTIONS)
     )]
     pub max_connections: usize,
 
-    /// Most metrics renders at once; more get 503 (0: no limit).
+    /// Most metrics renders at once; more get 503 (0: no limit; at most 100000).
     #[arg(
         long = "web.max-requests",
         env = "TALKOVER_WEB_MAX_REQUESTS",
-        default_value_t = 40
+        default_value_t = 40,
+        value_parser = count_at_most(bounds::MAX_REQUESTS)
     )]
     pub max_requests: usize,
 
     /// Time a client has to send a request's headers, to send the next
-    /// request on a kept-alive connection, and to finish a TLS handshake.
-    #[arg(long = "web.read-header-timeout", env = "TALKOVER_WEB_READ_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    /// request on a kept-alive connection, and to finish a TLS handshake
+    /// (at most 1h).
+    #[arg(long = "web.read-header-timeout", env = "TALKOVER_WEB_READ_HEADER_TIMEOUT", default_value = "30s", value_parser = duration_at_most(bounds::READ_HEADER_TIMEOUT))]
     pub read_header_timeout: Duration,
 
     /// Serve talkover_webhook_delivery_lag_seconds: 18 series per webhook

@@ -70,12 +70,62 @@ pub(super) fn parse_url(s: &str) -> Result<Url, String> {
     Ok(url)
 }
 
+/// The largest value of each duration flag (and config-file key): beyond
+/// these a value is a mistake, and arithmetic on it (a deadline, a
+/// backoff) would overflow.
+pub(super) mod bounds {
+    use std::time::Duration;
+
+    const MINUTE: u64 = 60;
+    const HOUR: u64 = 60 * MINUTE;
+    const DAY: u64 = 24 * HOUR;
+    /// `--talkover.timeout`.
+    pub const TIMEOUT: Duration = Duration::from_secs(10 * MINUTE);
+    /// `--poll.interval`.
+    pub const POLL_INTERVAL: Duration = Duration::from_secs(DAY);
+    /// `--discover.interval`.
+    pub const DISCOVER_INTERVAL: Duration = Duration::from_secs(DAY);
+    /// `--target.stale-after`.
+    pub const STALE_AFTER: Duration = Duration::from_secs(30 * DAY);
+    /// `--web.read-header-timeout`.
+    pub const READ_HEADER_TIMEOUT: Duration = Duration::from_secs(HOUR);
+    /// `--web.max-connections`.
+    pub const MAX_CONNECTIONS: usize = 1_000_000;
+    /// `--web.max-requests`.
+    pub const MAX_REQUESTS: usize = 100_000;
+    /// `--talkover.max-body-size`: 1 GiB.
+    pub const MAX_BODY_SIZE: usize = 1 << 30;
+}
+
 pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 30s, 2m)"))?;
     if d.is_zero() {
         return Err("must be greater than zero".into());
     }
     Ok(d)
+}
+
+/// A duration above zero and at most `max`.
+pub(super) fn duration_at_most(
+    max: Duration,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |s| {
+        let d = parse_duration(s)?;
+        if d > max {
+            return Err(format!("at most {}", humantime::format_duration(max)));
+        }
+        Ok(d)
+    }
+}
+
+/// A count from 0 (no limit) to `max`.
+pub(super) fn count_at_most(
+    max: usize,
+) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
+    move |s| match s.trim().parse::<usize>() {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(format!("expected a number from 0 (no limit) to {max}")),
+    }
 }
 
 pub(super) fn parse_rate(s: &str) -> Result<f64, String> {
@@ -99,9 +149,13 @@ pub(super) fn parse_size(s: &str) -> Result<usize, String> {
         "GiB" | "G" | "GB" => 1 << 30,
         other => return Err(format!("unknown unit {other:?} (use B, KiB, MiB or GiB)")),
     };
-    let bytes = n.checked_mul(mult).ok_or("too large")?;
+    let too_large = || "at most 1GiB".to_string();
+    let bytes = n.checked_mul(mult).ok_or_else(too_large)?;
     if bytes < 1024 {
         return Err("must be at least 1KiB".into());
+    }
+    if bytes > bounds::MAX_BODY_SIZE {
+        return Err(too_large());
     }
     Ok(bytes)
 }

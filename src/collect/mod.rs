@@ -42,7 +42,7 @@ mod poller;
 
 use std::time::Duration;
 
-use crate::api::{self, ApiError, LogPage};
+use crate::api::{self, ApiError, ApiHealth, LogPage};
 use crate::clock::ClockOffset;
 use crate::model::FailurePolicy;
 use crate::target::Target;
@@ -50,7 +50,7 @@ use crate::target::Target;
 pub use count::{failure_class, is_failure, is_final, record, record_recent, Judge};
 pub use fleet::Fleet;
 pub use paging::{poll_once, LATENESS_MS, PENDING_TIMEOUT};
-pub use poller::{run_target, Links};
+pub use poller::{api_wait_cap, run_target, Links};
 
 /// Something that serves pages of a webhook's delivery log: the real API
 /// client, or an in-memory model of the API in property tests.
@@ -68,6 +68,13 @@ pub trait PageSource {
     fn clock_offset(&self) -> Option<ClockOffset> {
         None
     }
+
+    /// The API's health as every webhook's requests see it, if it is
+    /// tracked: a webhook that met an API fault waits for the API, not for
+    /// a backoff of its own.
+    fn health(&self) -> Option<&ApiHealth> {
+        None
+    }
 }
 
 impl PageSource for api::Client {
@@ -82,6 +89,10 @@ impl PageSource for api::Client {
 
     fn clock_offset(&self) -> Option<ClockOffset> {
         self.clock().offset()
+    }
+
+    fn health(&self) -> Option<&ApiHealth> {
+        Some(api::Client::health(self))
     }
 }
 

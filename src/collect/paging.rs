@@ -10,6 +10,7 @@ use tracing::{debug, info, warn};
 use super::PageSource;
 use super::PollConfig;
 use crate::api::{self, ApiError, LogEntry, LogPage};
+use crate::backoff::Backoff;
 use crate::clock::unix_now_ms;
 use crate::model::{FailurePolicy, Gap, Order, PollStats, TargetState};
 use crate::target::Target;
@@ -32,6 +33,17 @@ pub(super) const GAPS_CAP: usize = 16;
 pub(super) const PAGE_GROWTH_POLLS: u32 = 50;
 /// Most oversized entries remembered per target.
 pub(super) const OVERSIZED_CAP: usize = 64;
+/// A page whose request failed in a way that may pass is asked for again
+/// this many times within the poll, what was read before it kept: one
+/// failed page out of ten no longer fails the poll and its backlog.
+pub(super) const PAGE_RETRIES: u32 = 3;
+/// The waits between those tries (each request also waits its turn in the
+/// shared request budget).
+const PAGE_RETRY: Backoff = Backoff {
+    min: Duration::from_millis(200),
+    max: Duration::from_secs(2),
+    jitter: 0.5,
+};
 
 /// One poll of one target: reads pages and applies them to `state`.
 /// Entries counted before an error stay counted; what was not read is
@@ -208,19 +220,22 @@ impl<S: PageSource> Poll<'_, S> {
 
     async fn fetch(&mut self, number: u64) -> Result<ReadPage, ApiError> {
         self.budget = self.budget.saturating_sub(1);
-        let result = self
-            .source
-            .fetch_logs(self.target, number, self.per_page)
-            .await;
-        let key = match &result {
-            Ok(_) => ("success", "200".to_string()),
-            Err(e) => (
-                e.outcome(),
-                e.http_status()
-                    .map_or("none".to_string(), |s| s.to_string()),
-            ),
+        let mut tries = 0;
+        let result = loop {
+            let result = self
+                .source
+                .fetch_logs(self.target, number, self.per_page)
+                .await;
+            self.count_request(&result);
+            match &result {
+                Err(e) if e.is_transient() && tries < PAGE_RETRIES => {
+                    tries += 1;
+                    warn!(target = %self.target, page = number, reason = e.reason(), error = %e, tries, "page request failed; asking again within the poll");
+                    tokio::time::sleep(PAGE_RETRY.delay(tries)).await;
+                }
+                _ => break result,
+            }
         };
-        *self.stats.requests.entry(key).or_default() += 1;
         if let Some(offset) = self.source.clock_offset() {
             self.api_now_ms = self.now_ms + offset.estimate_ms();
         }
@@ -270,6 +285,21 @@ impl<S: PageSource> Poll<'_, S> {
             last,
             oversized: false,
         })
+    }
+
+    /// Counts one request of this poll (a request held back while the API
+    /// is down was never made).
+    fn count_request(&mut self, result: &Result<LogPage, ApiError>) {
+        let key = match result {
+            Ok(_) => ("success", "200".to_string()),
+            Err(ApiError::ApiDown { .. }) => return,
+            Err(e) => (
+                e.outcome(),
+                e.http_status()
+                    .map_or("none".to_string(), |s| s.to_string()),
+            ),
+        };
+        *self.stats.requests.entry(key).or_default() += 1;
     }
 
     /// Reads the page holding the newest entries. With oldest-first order
@@ -367,14 +397,14 @@ impl<S: PageSource> Poll<'_, S> {
                 }
             }
             let bottom = pending_below.map_or(known_top, |p| p.min(known_top));
+            let unread = if reached_known {
+                0
+            } else if self.total_before.is_none() {
+                self.first_read_backlog(applied.oldest_ms)
+            } else {
+                arrivals.saturating_sub(self.unknown_total)
+            };
             if budget == 0 || self.budget == 0 {
-                let unread = if reached_known {
-                    0
-                } else if self.total_before.is_none() {
-                    self.first_read_backlog(applied.oldest_ms)
-                } else {
-                    arrivals.saturating_sub(self.unknown_total)
-                };
                 self.open_gap(page.number, applied.oldest_ms, bottom, unread);
                 return Ok(());
             }
@@ -382,7 +412,9 @@ impl<S: PageSource> Poll<'_, S> {
             match self.fetch(next).await {
                 Ok(p) => page = p,
                 Err(e) => {
-                    self.open_gap(page.number, applied.oldest_ms, bottom, 0);
+                    // The same estimate as a spent budget's: while the
+                    // rest waits, the backlog says so.
+                    self.open_gap(page.number, applied.oldest_ms, bottom, unread);
                     return Err(e);
                 }
             }

@@ -51,16 +51,21 @@ pub async fn run_target<S: PageSource>(
     // Targets start at a stable offset spread over (at most 10 s of) the
     // interval, so thousands of them do not all poll at the same instant.
     let spread = config.interval.min(Duration::from_secs(10));
-    let mut delay = spread.mul_f64(target.spread_fraction());
+    let mut next = Next::After(spread.mul_f64(target.spread_fraction()));
     let mut first = true;
     loop {
+        let (delay, mut api_back) = match next {
+            Next::After(delay) => (delay, None),
+            Next::UntilApiIsBack(delay, rx) => (delay, Some(rx)),
+        };
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
+            _ = api_returns(&mut api_back), if api_back.is_some() => {}
             _ = shutdown.changed() => break,
         }
         take_settings(&mut settings, &mut state);
         let started = Instant::now();
-        let before = progress(&state);
+        let before = Progress::of(&state);
         let requests_before = stats.requests.clone();
         // Boxed: a poll's future (HTTP client state included) is large, and
         // inline it would sit in every idle poller's task between polls.
@@ -76,39 +81,63 @@ pub async fn run_target<S: PageSource>(
         stats.last_duration = Some(took);
         sink.published
             .observe_poll(took, &requests_before, &stats.requests);
-        delay = match result {
+        let progressed = Progress::of(&state) != before;
+        next = match result {
             Ok(()) => {
                 failures = 0;
                 stats.up = true;
                 stats.last_success = Some(unix_now_ms() as f64 / 1000.0);
-                let quiet =
-                    progress(&state) == before && state.pending.is_empty() && state.gaps.is_empty();
+                let quiet = !progressed && state.pending.is_empty() && state.gaps.is_empty();
                 idle_polls = if quiet {
                     idle_polls.saturating_add(1)
                 } else {
                     0
                 };
-                adaptive_delay(config.interval, idle_polls)
+                Next::After(if state.gaps.is_empty() {
+                    adaptive_delay(config.interval, idle_polls)
+                } else {
+                    backlog_delay(config.interval)
+                })
             }
             Err(err) => {
-                failures += 1;
                 stats.up = false;
                 stats.failed(err.reason(), unix_now_ms());
-                warn!(
-                    target = %target,
-                    reason = err.reason(),
-                    http_status = err.http_status(),
-                    error = %err,
-                    "poll failed"
-                );
-                if state.baselined {
-                    retry_delay(&err, failures, config.interval)
+                if matches!(err, ApiError::ApiDown { .. }) {
+                    // Not a request: the API's outage is logged once, by its health.
+                    debug!(target = %target, "poll held back: the Talkover API is down");
                 } else {
-                    // Never read yet: its baseline moment keeps what happens
-                    // meanwhile, but every poll interval of waiting after the
-                    // API is back is time without metrics. Poll at the usual
-                    // pace (the shared request budget still spaces requests).
-                    first_read_retry_delay(&err, config.interval)
+                    warn!(
+                        target = %target,
+                        reason = err.reason(),
+                        http_status = err.http_status(),
+                        error = %err,
+                        "poll failed"
+                    );
+                }
+                if progressed {
+                    // What it read is kept: a backlog read while requests fail
+                    // goes on at once, not after a growing backoff.
+                    failures = 0;
+                    Next::After(backlog_delay(config.interval))
+                } else if err.is_api_fault() {
+                    failures = failures.saturating_add(1);
+                    let wait = api_fault_delay(&err, failures, config.interval);
+                    match source.health() {
+                        Some(health) => Next::UntilApiIsBack(wait, health.subscribe()),
+                        None => Next::After(wait),
+                    }
+                } else {
+                    failures = failures.saturating_add(1);
+                    Next::After(if state.baselined {
+                        retry_delay(&err, failures, config.interval)
+                    } else {
+                        // Never read yet: its baseline moment keeps what
+                        // happens meanwhile, but every poll interval of
+                        // waiting after the API is back is time without
+                        // metrics. Poll at the usual pace (the shared
+                        // request budget still spaces requests).
+                        first_read_retry_delay(&err, config.interval)
+                    })
                 }
             }
         };
@@ -145,9 +174,74 @@ fn take_settings(
     true
 }
 
-/// What changes when a poll finds something: the newest entry and the counts.
-fn progress(state: &TargetState) -> (i64, u64) {
-    (state.newest_ms, state.counts.attempts.values().sum())
+/// When the next poll starts.
+enum Next {
+    /// After this long.
+    After(Duration),
+    /// After this long, or as soon as the API answers again after being
+    /// down, whichever comes first.
+    UntilApiIsBack(Duration, watch::Receiver<bool>),
+}
+
+/// Completes when the API, seen down or up as `rx` was taken, turns up
+/// again after being down.
+async fn api_returns(rx: &mut Option<watch::Receiver<bool>>) {
+    let Some(rx) = rx else {
+        return std::future::pending().await;
+    };
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if *rx.borrow_and_update() {
+            return;
+        }
+    }
+}
+
+/// What changes when a poll gets somewhere: the newest entry, the counts,
+/// the backlog's stretches, what could not be counted.
+#[derive(Debug, PartialEq)]
+struct Progress {
+    newest_ms: i64,
+    counted: u64,
+    missed: u64,
+    gaps: Vec<(u64, u64, u64)>,
+}
+
+impl Progress {
+    fn of(state: &TargetState) -> Progress {
+        Progress {
+            newest_ms: state.newest_ms,
+            counted: state.counts.total(),
+            missed: state.counts.missed.values().sum(),
+            gaps: state
+                .gaps
+                .iter()
+                .map(|g| (g.rank, g.total_at, g.unread))
+                .collect(),
+        }
+    }
+}
+
+/// While a backlog waits: poll again at once, or after a second at most;
+/// the shared request budget, not a timer, spaces its pages.
+fn backlog_delay(interval: Duration) -> Duration {
+    interval.min(Duration::from_secs(1))
+}
+
+/// The longest a webhook waits after an API fault, and how often an API
+/// that is down is probed: the poll interval, between 1 s and 30 s. The API
+/// is one service: when it answers again every webhook is read within about
+/// an interval, however long it was down.
+pub fn api_wait_cap(interval: Duration) -> Duration {
+    interval.clamp(Duration::from_secs(1), Duration::from_secs(30))
+}
+
+/// After an API fault: `Retry-After`, else a backoff from the interval
+/// capped at [`api_wait_cap`], cut short when the API is back.
+fn api_fault_delay(err: &ApiError, failures: u32, interval: Duration) -> Duration {
+    retry_delay(err, failures, interval).min(api_wait_cap(interval).max(interval))
 }
 
 /// Adaptive polling: a webhook with nothing new for ten polls in a row is

@@ -374,8 +374,16 @@ impl Stream for ScrapeBody {
     }
 }
 
-async fn healthy() -> &'static str {
-    "Healthy\n"
+/// 200 while every part runs; 503 once one stopped and the process is
+/// on its way out (so a liveness probe and a restart agree).
+async fn healthy(State(state): State<AppState>) -> (StatusCode, String) {
+    match state.readiness.failed() {
+        None => (StatusCode::OK, "Healthy\n".into()),
+        Some(part) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("Unhealthy: the {part} stopped; the exporter is exiting\n"),
+        ),
+    }
 }
 
 async fn ready(State(state): State<AppState>) -> (StatusCode, &'static str) {

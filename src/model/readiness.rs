@@ -17,6 +17,8 @@ pub struct Readiness {
 struct Waiting {
     discovery: bool,
     first_polls: BTreeSet<Target>,
+    /// A part that stopped unexpectedly: the process is exiting.
+    failed: Option<&'static str>,
 }
 
 impl Readiness {
@@ -26,6 +28,7 @@ impl Readiness {
             waiting: std::sync::Mutex::new(Waiting {
                 discovery,
                 first_polls: BTreeSet::new(),
+                failed: None,
             }),
         }
     }
@@ -37,7 +40,18 @@ impl Readiness {
     /// Whether everything waited for has happened.
     pub fn is_ready(&self) -> bool {
         let w = self.waiting();
-        !w.discovery && w.first_polls.is_empty()
+        !w.discovery && w.first_polls.is_empty() && w.failed.is_none()
+    }
+
+    /// A part of the exporter (`supervisor`, `state committer`) stopped
+    /// unexpectedly: neither healthy nor ready any more.
+    pub fn fail(&self, part: &'static str) {
+        self.waiting().failed = Some(part);
+    }
+
+    /// The part that stopped unexpectedly, if one did.
+    pub fn failed(&self) -> Option<&'static str> {
+        self.waiting().failed
     }
 
     /// The first discovery has run.

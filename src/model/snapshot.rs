@@ -58,7 +58,9 @@ impl TargetSnapshot {
             counts: state.counts.clone(),
             stats: stats.clone(),
             pending: state.pending.len() as u64,
-            backlog: state.gaps.iter().map(|g| g.unread).sum(),
+            // A stretch not read yet holds at least one entry as far as
+            // anyone can tell: the backlog is never 0 while one waits.
+            backlog: state.gaps.iter().map(|g| g.unread.max(1)).sum(),
             settings: state.settings.clone(),
         }
     }

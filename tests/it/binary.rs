@@ -54,6 +54,62 @@ fn help_and_version() {
     assert!(out.contains(env!("CARGO_PKG_VERSION")));
 }
 
+/// Every duration and count flag has an upper bound: a value past it, in a
+/// flag or in its environment variable, exits 2 with one line naming the
+/// flag and the value, and no panic, before anything starts.
+#[test]
+fn absurd_durations_and_counts_exit_2_naming_them() {
+    for (flag, env, value) in [
+        (
+            "--discover.interval",
+            "TALKOVER_DISCOVER_INTERVAL",
+            "300000000000y",
+        ),
+        ("--poll.interval", "TALKOVER_POLL_INTERVAL", "500000000000y"),
+        (
+            "--target.stale-after",
+            "TALKOVER_TARGET_STALE_AFTER",
+            "99999999999y",
+        ),
+        (
+            "--web.read-header-timeout",
+            "TALKOVER_WEB_READ_HEADER_TIMEOUT",
+            "99999999999y",
+        ),
+        ("--talkover.timeout", "TALKOVER_TIMEOUT", "1y"),
+        (
+            "--web.max-connections",
+            "TALKOVER_WEB_MAX_CONNECTIONS",
+            "18446744073709551615",
+        ),
+        (
+            "--web.max-requests",
+            "TALKOVER_WEB_MAX_REQUESTS",
+            "999999999",
+        ),
+        (
+            "--talkover.max-body-size",
+            "TALKOVER_MAX_BODY_SIZE",
+            "1024GiB",
+        ),
+    ] {
+        for (args, vars) in [
+            (vec!["--demo", flag, value], vec![]),
+            (vec!["--demo"], vec![(env, value)]),
+        ] {
+            let (code, out) = run(&args, &vars);
+            assert_eq!(code, 2, "{flag} {value}: {out}");
+            assert!(out.contains(flag) && out.contains(value), "{out}");
+            assert!(
+                !out.contains("panicked") && !out.contains("backtrace"),
+                "{out}"
+            );
+            let errors: Vec<&str> = out.lines().filter(|l| l.starts_with("error")).collect();
+            assert_eq!(errors.len(), 1, "{out}");
+        }
+    }
+}
+
 /// Each bad value exits 2 and names the flag and the value, without a panic.
 #[test]
 fn bad_input_exits_2_naming_flag_and_value() {

@@ -131,10 +131,12 @@ async fn broken_answers_fail_cleanly_and_counting_resumes() {
     ];
     for (fault, reason) in cases {
         s.sim.generate(&a, 25);
+        // A page is asked for four times within a poll: each try broken,
+        // the poll fails.
         s.sim.inject(FaultRule {
             target: None,
             fault: fault.clone(),
-            count: 1,
+            count: 4,
         });
         wait_for(
             &format!("{fault:?} counted as {reason}"),
@@ -327,11 +329,7 @@ async fn rate_limit_slows_every_target() {
         count: 1,
     });
     wait_for("the 429", Duration::from_secs(5), || async {
-        exporter.scrape().await.target_value(
-            "talkover_exporter_poll_errors_total",
-            &a,
-            &[("reason", "rate_limited")],
-        ) > 0.0
+        s.sim.faults_served().contains_key("rate_limit")
     })
     .await;
     let before = s.sim.requests(&b);
@@ -346,6 +344,16 @@ async fn rate_limit_slows_every_target() {
         s.sim.requests(&b) - before > 3,
         "B resumes after Retry-After"
     );
+    // A's page was asked for again within its poll once the pause was
+    // over: the 429 is a failed request, not a failed poll.
+    let scrape = exporter.scrape().await;
+    assert!(
+        scrape.sum(
+            "talkover_exporter_api_requests_total",
+            &[("outcome", "rate_limited")]
+        ) >= 1.0
+    );
+    assert_eq!(scrape.target_value("talkover_up", &a, &[]), 1.0);
     exporter.stop().await;
 }
 

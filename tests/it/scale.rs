@@ -225,6 +225,7 @@ async fn requests_per_poll(order: Order, exact: bool) {
             max_body_bytes: 32 << 20,
             allow_insecure: true,
             max_requests_per_second: 1000.0,
+            probe_max: std::time::Duration::from_secs(1),
         })
         .expect("client"),
     );

@@ -85,9 +85,26 @@ async fn outage_at_start(order: Order, skew_ms: i64, outage: Outage, seed: u64) 
         Outage::Unavailable => "http_error",
         Outage::Refused => "connection",
     };
+    // The first polls meet the outage; then the API is down, probed one
+    // request at a time, and the polls are held back without a request.
+    let failed = scrape.sum("talkover_exporter_poll_errors_total", &[("reason", reason)])
+        + scrape.sum(
+            "talkover_exporter_poll_errors_total",
+            &[("reason", "api_down")],
+        );
+    let outcome = match outage {
+        Outage::Unavailable => "http_error",
+        Outage::Refused => "connection_error",
+    };
     assert!(
-        scrape.sum("talkover_exporter_poll_errors_total", &[("reason", reason)]) >= 2.0,
-        "{what}: the failed polls are counted as {reason}"
+        failed >= 2.0
+            && scrape.sum("talkover_exporter_api_requests_total", &[("outcome", outcome)]) >= 1.0,
+        "{what}: the failed polls are counted ({reason} or api_down), the failed requests as {outcome}"
+    );
+    assert_eq!(
+        scrape.sum("talkover_exporter_api_up", &[]),
+        0.0,
+        "{what}: the API is down"
     );
 
     s.sim.set_outage(None);
@@ -110,6 +127,21 @@ async fn outage_at_start(order: Order, skew_ms: i64, outage: Outage, seed: u64) 
     wait_exact_at(port, &s.sim, mark).await;
 
     let scrape = scrape_at(port).await.expect("scrape");
+    assert_eq!(
+        scrape.sum("talkover_exporter_api_up", &[]),
+        1.0,
+        "{what}: back"
+    );
+    assert!(
+        scrape.sum("talkover_exporter_api_outages_total", &[]) >= 1.0,
+        "{what}: the outage is counted"
+    );
+    let logs = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        logs.contains("the Talkover API looks down")
+            && logs.contains("the Talkover API answers again"),
+        "{what}: the outage's start and end are logged:\n{logs}"
+    );
     let offset = scrape.sum("talkover_exporter_api_clock_offset_seconds", &[]);
     assert!(
         (offset - skew_ms as f64 / 1000.0).abs() < 1.5,
@@ -237,8 +269,9 @@ async fn token_mounted_late_loses_nothing() {
     exporter.stop().await;
 }
 
-/// One webhook's first request alone fails (one HTTP 500), with a second
-/// poll due a second later: the attempts made in between are counted.
+/// One webhook's first poll alone fails (HTTP 500 to its first request and
+/// to the three tries again within the poll), with a second poll due a
+/// second later: the attempts made in between are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_first_request_loses_nothing() {
     let s = start_sim(307, Order::OldestFirst, &[A, B], quiet_profile()).await;
@@ -250,7 +283,7 @@ async fn a_failed_first_request_loses_nothing() {
     s.sim.inject(FaultRule {
         target: Some(A.into()),
         fault: Fault::Status { status: 500 },
-        count: 1,
+        count: 4,
     });
     let mark = s.sim.mark();
     let exporter = start_exporter(

@@ -17,9 +17,12 @@ pub(crate) fn target() -> Target {
         .expect("valid target")
 }
 
+/// A runtime on a paused clock: a failed page's tries again within a poll
+/// wait on it, and a paused clock skips those waits instead of sleeping.
 pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .start_paused(true)
         .build()
         .expect("tokio runtime")
 }
