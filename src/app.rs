@@ -19,7 +19,7 @@ use crate::discovery::DiscoveryMetrics;
 use crate::http::AppState;
 use crate::metrics::Published;
 use crate::model::{Readiness, TargetSnapshot, WebhookSettings};
-use crate::persist::{Sink, StateStore};
+use crate::persist::{CommitterConfig, Sink, StateStore};
 use crate::sim::Simulator;
 use crate::target::Target;
 use crate::{api, clock, discovery, http, metrics, persist};
@@ -111,23 +111,38 @@ pub async fn run(
         }
         (_, path) => path.as_ref(),
     };
-    let (mut restored, commits, committer) = match state_file {
-        None => (BTreeMap::new(), None, None),
+    let (store, mut restored) = match state_file {
+        None => (None, BTreeMap::new()),
         Some(path) => {
             // With discovery the set of webhooks is not known yet: keep every
             // stored state until its webhook's grace period decides.
             let fixed = config.discover.is_empty().then_some(&static_targets);
             let (store, restored) = StateStore::open(path, fixed)?;
-            let (tx, rx) = mpsc::channel(4096);
-            let task = tokio::spawn(persist::run_committer(store, rx, published.clone()));
-            (restored, Some(tx), Some(task))
+            (Some(store), restored)
         }
     };
     for state in restored.values_mut() {
         // Kept under other flags, maybe: bodies kept before must go if
         // they are off now (they can hold customer data).
-        std::sync::Arc::make_mut(&mut state.counts.failures).enforce(config.failures);
+        std::sync::Arc::make_mut(&mut state.failures).enforce(config.failures);
     }
+    // The committer runs with or without a state file: it keeps each
+    // webhook's last state, for a poller that dies to resume from.
+    let window = match store {
+        Some(_) => persist::commit_window(config.poll_interval),
+        None => Duration::ZERO,
+    };
+    let (tx, rx) = mpsc::channel(4096);
+    let committer = Some(tokio::spawn(persist::run_committer(
+        CommitterConfig {
+            store,
+            restored: restored.clone(),
+            window,
+        },
+        rx,
+        published.clone(),
+    )));
+    let commits = Some(tx);
     // Restored counters are durable already: scrapes see them before any poll.
     for (target, state) in &restored {
         published.publish(TargetSnapshot::of(target, state, &Default::default()));
@@ -240,7 +255,9 @@ async fn watch_parts(
         }
         let how = match result {
             Ok(()) => "it returned".to_string(),
-            Err(e) if e.is_panic() => format!("panic: {}", panic_message(e.into_panic())),
+            Err(e) if e.is_panic() => {
+                format!("panic: {}", crate::collect::panic_message(e.into_panic()))
+            }
             Err(e) => e.to_string(),
         };
         error!(part, how = %how, "a part of the exporter stopped unexpectedly; exiting");
@@ -249,17 +266,6 @@ async fn watch_parts(
         failure.get_or_insert(Error::PartDied { part, how });
     }
     failure.map_or(Ok(()), Err)
-}
-
-/// The text a panic carried, if it was text.
-pub(crate) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    match payload.downcast::<String>() {
-        Ok(s) => *s,
-        Err(payload) => payload
-            .downcast::<&'static str>()
-            .map(|s| (*s).to_string())
-            .unwrap_or_else(|_| "a panic without a message".into()),
-    }
 }
 
 /// The API as the client sees it: its clock, and its health.
@@ -465,5 +471,64 @@ async fn read_settings(
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A supervisor that panics ends the process's run with an error that
+    /// names it (so `main` exits non-zero), and healthy and ready say so
+    /// meanwhile; the committer it leaves behind gets a deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_part_that_dies_ends_the_run_with_an_error() {
+        let supervisor = tokio::spawn(async { panic!("the supervisor broke") });
+        let committer = tokio::spawn(std::future::pending::<()>());
+        let (_stop_tx, stopping) = watch::channel(false);
+        let (died_tx, died_rx) = watch::channel(None);
+        let readiness = Arc::new(Readiness::new(false));
+        let result = watch_parts(
+            supervisor,
+            Some(committer),
+            stopping,
+            died_tx,
+            readiness.clone(),
+        )
+        .await;
+        match result {
+            Err(Error::PartDied { part, how }) => {
+                assert_eq!(part, "supervisor");
+                assert!(how.contains("the supervisor broke"), "{how}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(*died_rx.borrow(), Some("supervisor"));
+        assert_eq!(readiness.failed(), Some("supervisor"));
+        assert!(!readiness.is_ready());
+    }
+
+    /// After shutdown began, parts ending is the normal way out.
+    #[tokio::test]
+    async fn parts_ending_after_shutdown_are_no_failure() {
+        let (stop_tx, stopping) = watch::channel(false);
+        let supervisor = tokio::spawn({
+            let mut stop = stop_tx.subscribe();
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }
+        });
+        let committer = tokio::spawn(async {});
+        let (died_tx, _died_rx) = watch::channel(None);
+        stop_tx.send_replace(true);
+        let result = watch_parts(
+            supervisor,
+            Some(committer),
+            stopping,
+            died_tx,
+            Arc::new(Readiness::new(false)),
+        )
+        .await;
+        assert!(result.is_ok(), "{result:?}");
     }
 }

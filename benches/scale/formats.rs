@@ -353,6 +353,7 @@ fn busy(published: Published) -> Published {
         published.publish(TargetSnapshot {
             target: scale_target(i),
             counts,
+            failures: Default::default(),
             stats,
             pending: 0,
             backlog: 0,

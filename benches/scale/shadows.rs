@@ -18,15 +18,16 @@ pub(crate) struct Shadows {
     pub(crate) latencies: Vec<(Instant, Duration)>,
 }
 
-/// Serialized size of a state without its counters: the dedupe memory.
+/// Size in the state file of a state without its counters: the dedupe memory.
 pub(crate) fn dedupe_bytes(state: &TargetState) -> usize {
     let mut s = state.clone();
     s.counts = Default::default();
-    serde_json::to_vec(&s).map_or(0, |v| v.len())
+    s.failures = Default::default();
+    talkover_exporter::persist::stored_size(&s)
 }
 
 pub(crate) fn full_bytes(state: &TargetState) -> usize {
-    serde_json::to_vec(state).map_or(0, |v| v.len())
+    talkover_exporter::persist::stored_size(state)
 }
 
 /// Per class: (average dedupe bytes, max dedupe bytes, average ids, max ids, average full bytes).

@@ -43,7 +43,7 @@ impl<S: PageSource> Poll<'_, S> {
             let created = parsed.unwrap_or(self.api_now_ms);
             applied.oldest_ms = Some(applied.oldest_ms.map_or(created, |o: i64| o.min(created)));
             self.state.newest_ms = self.state.newest_ms.max(created);
-            let handled = self.state.handled.contains_key(id);
+            let handled = self.state.is_handled(id);
             let pending = !handled && self.state.pending.contains_key(id);
             let known = if handled || pending {
                 !self.new_this_poll.contains(id)
@@ -58,7 +58,7 @@ impl<S: PageSource> Poll<'_, S> {
                 if is_final(entry) {
                     self.state.pending.remove(id);
                     self.count(id, entry, parsed, created);
-                    self.state.handled.insert(id.to_string(), created);
+                    self.state.handle(id, created);
                 } else {
                     self.observed.insert(id.to_string());
                 }
@@ -77,7 +77,7 @@ impl<S: PageSource> Poll<'_, S> {
             }
             if is_final(entry) {
                 self.count(id, entry, parsed, created);
-                self.state.handled.insert(id.to_string(), created);
+                self.state.handle(id, created);
             } else {
                 self.observed.insert(id.to_string());
                 self.track_pending(id.to_string(), created);
@@ -101,6 +101,7 @@ impl<S: PageSource> Poll<'_, S> {
             .min(self.now_ms);
         record_recent(
             &mut self.state.counts,
+            &mut self.state.failures,
             id,
             entry,
             created,
@@ -232,7 +233,7 @@ impl<S: PageSource> Poll<'_, S> {
         for (id, created) in &given_up {
             state.pending.remove(id);
             if *created >= state.horizon_ms {
-                state.handled.insert(id.clone(), *created);
+                state.handle(id, *created);
             }
         }
         let expired = given_up.len();

@@ -9,7 +9,8 @@ use crate::api;
 use crate::api::LogEntry;
 use crate::model::{
     classify, label_value, result_index, AttemptFields, AttemptKey, DeliveryCounts, FailedAttempt,
-    FailureClass, FailurePolicy, WebhookSettings, ATTEMPT_BUCKETS, DURATION_BUCKETS, LAG_BUCKETS,
+    FailureClass, FailurePolicy, Failures, WebhookSettings, ATTEMPT_BUCKETS, DURATION_BUCKETS,
+    LAG_BUCKETS,
 };
 
 /// Distinct `event` or `status` label values per target before the rest
@@ -188,6 +189,7 @@ pub fn is_failure(entry: &LogEntry) -> bool {
 /// (`created_ms`, the time of the poll if unreadable) on the API's clock.
 pub fn record_recent(
     counts: &mut DeliveryCounts,
+    failures: &mut Arc<Failures>,
     id: &str,
     entry: &LogEntry,
     created_ms: i64,
@@ -196,7 +198,7 @@ pub fn record_recent(
 ) {
     let failed = is_failure(entry);
     Arc::make_mut(&mut counts.history).record(host_ms, failed);
-    if !failed || !counts.failures.would_keep(created_ms, policy.keep) {
+    if !failed || !failures.would_keep(created_ms, policy.keep) {
         return;
     }
     let fields = AttemptFields {
@@ -213,7 +215,7 @@ pub fn record_recent(
         response_body: entry.response_body.as_deref(),
     };
     let failed = FailedAttempt::new(&fields, policy.response_body);
-    Arc::make_mut(&mut counts.failures).record(failed, policy.keep);
+    Arc::make_mut(failures).record(failed, policy.keep);
 }
 
 /// An entry's `event` or `status` as a label value: at most 128 characters.
@@ -360,6 +362,7 @@ mod tests {
     #[test]
     fn failures_are_every_status_but_success_and_kept_by_policy() {
         let mut counts = DeliveryCounts::default();
+        let mut kept = Arc::new(Failures::default());
         let policy = FailurePolicy {
             keep: 2,
             response_body: false,
@@ -375,6 +378,7 @@ mod tests {
             let created = t + i as i64;
             record_recent(
                 &mut counts,
+                &mut kept,
                 &format!("log-{i}"),
                 &e,
                 created,
@@ -384,8 +388,7 @@ mod tests {
         }
         let s = counts.history.series(t);
         assert_eq!((s.attempts_total(), s.failures_total()), (5, 3));
-        let kept: Vec<(&str, Option<&str>, Option<&str>)> = counts
-            .failures
+        let kept: Vec<(&str, Option<&str>, Option<&str>)> = kept
             .iter()
             .map(|f| (&*f.id, f.error.as_deref(), f.response.as_deref()))
             .collect();

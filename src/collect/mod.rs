@@ -48,6 +48,7 @@ use crate::model::FailurePolicy;
 use crate::target::Target;
 
 pub use count::{failure_class, is_failure, is_final, record, record_recent, Judge};
+pub(crate) use fleet::panic_message;
 pub use fleet::Fleet;
 pub use paging::{poll_once, LATENESS_MS, PENDING_TIMEOUT};
 pub use poller::{api_wait_cap, run_target, Links};

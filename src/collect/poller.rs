@@ -141,7 +141,7 @@ pub async fn run_target<S: PageSource>(
                 }
             }
         };
-        sink.submit(&target, &state, &stats).await;
+        sink.submit(&target, &mut state, &stats).await;
         if first {
             first = false;
             readiness.forget(&target);
@@ -150,7 +150,7 @@ pub async fn run_target<S: PageSource>(
     // Settings given as it stopped (a webhook turned off, say) are what
     // its series show from now on.
     if take_settings(&mut settings, &mut state) {
-        sink.submit(&target, &state, &stats).await;
+        sink.submit(&target, &mut state, &stats).await;
     }
     debug!(target = %target, "poller stopped");
     state

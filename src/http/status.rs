@@ -397,6 +397,7 @@ mod tests {
     ) {
         let now = unix_now_ms() - 1000;
         let mut counts = DeliveryCounts::default();
+        let mut kept = Arc::new(crate::model::Failures::default());
         let history = Arc::make_mut(&mut counts.history);
         for _ in 0..ok {
             history.record(now, false);
@@ -420,11 +421,12 @@ mod tests {
                 response_body: Some(body),
                 ..AttemptFields::default()
             };
-            Arc::make_mut(&mut counts.failures).record(FailedAttempt::new(&fields, true), 20);
+            Arc::make_mut(&mut kept).record(FailedAttempt::new(&fields, true), 20);
         }
         p.publish(TargetSnapshot {
             target: path.parse().expect("target"),
             counts,
+            failures: kept,
             stats: PollStats {
                 up: true,
                 ..PollStats::default()

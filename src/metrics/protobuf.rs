@@ -608,6 +608,7 @@ mod tests {
                     .parse()
                     .expect("target"),
                 counts,
+                failures: Default::default(),
                 stats,
                 pending: u64::from(i % 3),
                 backlog: 0,

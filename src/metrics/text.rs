@@ -311,6 +311,7 @@ mod tests {
         published.publish(TargetSnapshot {
             target,
             counts,
+            failures: Default::default(),
             stats: PollStats::default(),
             pending: 0,
             backlog: 0,
@@ -344,6 +345,7 @@ mod tests {
         published.publish(TargetSnapshot {
             target: known,
             counts,
+            failures: Default::default(),
             stats: PollStats::default(),
             pending: 0,
             backlog: 0,
@@ -353,6 +355,7 @@ mod tests {
         published.publish(TargetSnapshot {
             target: unknown,
             counts: DeliveryCounts::default(),
+            failures: Default::default(),
             stats: PollStats::default(),
             pending: 0,
             backlog: 0,
@@ -409,6 +412,7 @@ mod tests {
             published.publish(TargetSnapshot {
                 target,
                 counts,
+                failures: Default::default(),
                 stats: PollStats::default(),
                 pending: 0,
                 backlog: 0,
@@ -460,6 +464,7 @@ mod tests {
         published.publish(TargetSnapshot {
             target: idle,
             counts: DeliveryCounts::default(),
+            failures: Default::default(),
             stats: PollStats::default(),
             pending: 0,
             backlog: 0,
@@ -504,6 +509,7 @@ mod tests {
         published.publish(TargetSnapshot {
             target: "agents/a1/webhooks/w1".parse().expect("t"),
             counts,
+            failures: Default::default(),
             stats: PollStats::default(),
             pending: 0,
             backlog: 0,
@@ -563,6 +569,7 @@ mod tests {
                 published.publish(TargetSnapshot {
                     target: target.parse().expect("t"),
                     counts: DeliveryCounts::default(),
+                    failures: Default::default(),
                     stats,
                     pending: 0,
                     backlog,
@@ -632,6 +639,7 @@ mod tests {
             published.publish(TargetSnapshot {
                 target: "agents/a/webhooks/w".parse().expect("t"),
                 counts,
+                failures: Default::default(),
                 stats: PollStats::default(),
                 pending: 0,
                 backlog: 0,
@@ -726,6 +734,7 @@ pub(crate) mod render_timing {
             published.publish(TargetSnapshot {
                 target,
                 counts,
+                failures: Default::default(),
                 stats,
                 pending: 0,
                 backlog: 0,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::native::{bucket_index, NativeBuckets};
-use super::{Exemplar, Exemplars, FailureClass, Failures, MinuteHistory};
+use super::{Exemplar, Exemplars, FailureClass, MinuteHistory};
 
 /// Buckets of `talkover_webhook_delivery_duration_seconds`: 50 ms up to the
 /// 120 s maximum webhook timeout.
@@ -256,11 +256,7 @@ pub struct DeliveryCounts {
     pub created: Created,
 
     // Not counters, but recorded with them, attempt by attempt, and so kept
-    // with them. Here rather than beside them in the state so that snapshots
-    // carry them; in an `Arc` so that a snapshot shares them until they change.
-    /// The last failed attempts (`--failures.keep`); absent from older state files.
-    #[serde(default)]
-    pub failures: Arc<Failures>,
+    // with them; in an `Arc` so that a snapshot shares them until they change.
     /// Attempts and failures per minute over the last hour; absent from older state files.
     #[serde(default)]
     pub history: Arc<MinuteHistory>,

@@ -153,6 +153,13 @@ pub struct Failures {
 }
 
 impl Failures {
+    /// Failures as they were kept, newest first (from the state file).
+    pub fn from_newest_first(newest_first: impl IntoIterator<Item = FailedAttempt>) -> Failures {
+        Failures {
+            newest_first: newest_first.into_iter().collect(),
+        }
+    }
+
     /// Keeps `failed` among the newest `keep`. Pages are not read in
     /// `created_at` order, so it goes where its time puts it; one older
     /// than all `keep` kept is not kept.

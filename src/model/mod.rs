@@ -38,5 +38,5 @@ pub use settings::{
     EVENTS_CAP,
 };
 pub use snapshot::{PollStats, TargetSnapshot};
-pub use state::{Gap, InFlight, Order, TargetState};
+pub use state::{id_key, Gap, InFlight, Order, TargetState};
 pub use text::{clean, cut};

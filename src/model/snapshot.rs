@@ -2,6 +2,7 @@
 //! self-observations, replaced whole after each poll.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::{DeliveryCounts, Failures, MinuteHistory, TargetState, WebhookSettings};
 use crate::target::Target;
@@ -32,6 +33,8 @@ pub struct TargetSnapshot {
     pub target: Target,
     /// Its counters.
     pub counts: DeliveryCounts,
+    /// Its last failed attempts.
+    pub failures: Arc<Failures>,
     /// Its polling self-metrics.
     pub stats: PollStats,
     /// Attempts seen in flight and not yet final.
@@ -56,6 +59,7 @@ impl TargetSnapshot {
         TargetSnapshot {
             target: target.clone(),
             counts: state.counts.clone(),
+            failures: state.failures.clone(),
             stats: stats.clone(),
             pending: state.pending.len() as u64,
             // A stretch not read yet holds at least one entry as far as
@@ -68,7 +72,7 @@ impl TargetSnapshot {
     /// Its last failed attempts, newest first: shared with the state (not
     /// copied) until a poll records another.
     pub fn failures(&self) -> &Failures {
-        &self.counts.failures
+        &self.failures
     }
 
     /// Its attempts and failures per minute over the last hour.

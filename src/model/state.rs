@@ -1,10 +1,12 @@
 //! The per-webhook state: read position, dedupe memory, attempts in flight
 //! and counters, as one plain value that is saved and restored as a unit.
 
+use std::sync::Arc;
+
 use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
 
-use super::{DeliveryCounts, WebhookSettings};
+use super::{DeliveryCounts, Failures, WebhookSettings};
 
 /// The order in which the API lists entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -48,7 +50,12 @@ pub struct InFlight {
 
 /// Everything remembered about one target: read position, dedupe memory,
 /// in-flight ids and counters, as one value that can be saved and restored.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+///
+/// The state file keeps it in three parts: this value without `handled`
+/// and `failures`, rewritten when it changes; the dedupe memory, one row
+/// per id, added to and cut below the horizon; and the kept failures, one
+/// row each. So a commit costs what changed, not the whole state.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TargetState {
     /// Whether a first read has placed the baseline.
     pub baselined: bool,
@@ -56,7 +63,6 @@ pub struct TargetState {
     /// on this host's clock (Unix ms). What the API created before this
     /// moment is history; everything after it is counted, however long the
     /// API cannot be read.
-    #[serde(default)]
     pub since_ms: Option<i64>,
     /// The listing order, once seen.
     pub order: Option<Order>,
@@ -66,8 +72,12 @@ pub struct TargetState {
     pub horizon_ms: i64,
     /// Newest `created_at` seen (Unix ms).
     pub newest_ms: i64,
-    /// Ids at or after the horizon already dealt with, and their `created_at`.
-    pub handled: HashMap<String, i64>,
+    /// Ids at or after the horizon already dealt with, by [`id_key`], and
+    /// their `created_at`. Added to only through [`TargetState::handle`].
+    pub handled: HashMap<u64, i64>,
+    /// What [`TargetState::handle`] added since the state was last handed
+    /// on: what its next commit writes.
+    pub journal: Vec<(u64, i64)>,
     /// Ids seen in flight.
     pub pending: HashMap<String, InFlight>,
     /// Unfinished stretches, newest first.
@@ -82,11 +92,23 @@ pub struct TargetState {
     pub per_page_good: u32,
     /// The counters.
     pub counts: DeliveryCounts,
+    /// The last failed attempts (`--failures.keep`), for the status pages;
+    /// in an `Arc` so that a snapshot shares them until they change.
+    pub failures: Arc<Failures>,
     /// The webhook's own settings as the API last gave them, kept so a
     /// restart while the API is down still judges attempts by them;
     /// `None` until they are known.
-    #[serde(default)]
     pub settings: Option<WebhookSettings>,
+}
+
+/// The key an entry's id is remembered by: a stable 64-bit FNV-1a hash, the
+/// same on every machine and version (it is written to the state file).
+/// Two ids of one webhook within its dedupe window sharing one is about as
+/// likely as one in 10^10 at 100,000 ids.
+pub fn id_key(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 impl TargetState {
@@ -99,6 +121,19 @@ impl TargetState {
         }
     }
 
+    /// Whether the entry `id` has been dealt with.
+    pub fn is_handled(&self, id: &str) -> bool {
+        self.handled.contains_key(&id_key(id))
+    }
+
+    /// Remembers that the entry `id`, created at `created_ms`, has been
+    /// dealt with, and notes it for the next commit.
+    pub fn handle(&mut self, id: &str, created_ms: i64) {
+        let key = id_key(id);
+        self.handled.insert(key, created_ms);
+        self.journal.push((key, created_ms));
+    }
+
     /// Takes the settings the API gave now (`now_ms`, this host's clock):
     /// events that became known get their lost-events series at 0 from
     /// here, if counting has begun.
@@ -107,41 +142,5 @@ impl TargetState {
             self.counts.prepare(now_ms, &settings.events);
         }
         self.settings = Some(settings);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A state as the exporter wrote it before it kept failures and the
-    /// minute history: it still loads, with both empty, and round-trips.
-    #[test]
-    fn a_state_from_before_failures_were_kept_still_loads() {
-        let old = r#"{"baselined":true,"since_ms":1700000000000,"order":"newest_first",
-            "last_total":3,"horizon_ms":1700000000000,"newest_ms":1700000060000,
-            "handled":{"log-1":1700000060000},"pending":{},"gaps":[],"oversized":[],
-            "per_page":null,"per_page_good":0,
-            "counts":{"attempts":[[{"event":"e","status":"failed","code":"500"},2]],
-                "duration":{},"attempt_number":{},"retries":0,
-                "lag":{"buckets":[],"sum":0.0},"last_attempt":{},"missed":{},
-                "invalid_fields":[]}}"#;
-        let mut state: TargetState = serde_json::from_str(old).expect("old state loads");
-        assert!(state.counts.failures.is_empty());
-        assert_eq!(
-            state
-                .counts
-                .history
-                .series(1_700_000_060_000)
-                .attempts_total(),
-            0
-        );
-        assert_eq!(
-            state.counts.attempt_mut("e", "failed", "500").copied(),
-            Some(2)
-        );
-        let json = serde_json::to_string(&state).expect("serialize");
-        let back: TargetState = serde_json::from_str(&json).expect("round trip");
-        assert_eq!(back, state);
     }
 }

@@ -1,32 +1,62 @@
 //! Persistence of per-target state (`--state.file`) with "commit, then
 //! publish" semantics.
 //!
-//! The file is a [redb] database: one row per target holding its whole
-//! [`TargetState`] (read position, dedupe memory, pending ids, counters and,
-//! with them, the kept failures and minute history), so
-//! each target's counters and position are always committed together. A
-//! committer task gathers the states pollers hand it, writes only those that
-//! changed in one transaction, and only after that transaction is durable
-//! makes their snapshots visible on `/metrics`. An idle poll changes
-//! nothing and writes nothing.
+//! The file is a [redb] database holding each target's state in the rows
+//! `schema` describes: its row (position, pending ids, counters, settings),
+//! its handled ids, its kept failures. Everything a commit writes for any
+//! number of targets goes in one durable transaction, so each target's
+//! counters and position are always committed together.
 //!
 //! [redb]: https://docs.rs/redb
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tracing::{error, info};
 
-use crate::model::TargetState;
+use super::schema::{self, EntryKey};
+use crate::model::{FailedAttempt, TargetState};
 use crate::target::Target;
 
+/// Each target's row (version 1: its whole state as JSON).
 const TARGETS: TableDefinition<&str, &[u8]> = TableDefinition::new("targets");
+/// Each target's handled ids, in `created_at` order.
+const HANDLED: TableDefinition<EntryKey, ()> = TableDefinition::new("handled");
+/// Each target's kept failed attempts, in `created_at` order.
+const FAILURES: TableDefinition<EntryKey, &[u8]> = TableDefinition::new("failures");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 /// Marks a file as ours.
 const FORMAT: &str = "talkover-exporter-state";
-/// Bumped whenever the stored shape of [`TargetState`] changes.
-const VERSION: u32 = 1;
+/// Bumped whenever the stored layout changes (see `schema`).
+const VERSION: u32 = 2;
+
+/// One target's part of a commit: what changed since its last one.
+#[derive(Debug)]
+pub struct Write<'a> {
+    /// Whose.
+    pub target: &'a Target,
+    /// Its new row, if the row changed.
+    pub row: Option<&'a [u8]>,
+    /// Handled ids added: `(id key, created_at ms)`.
+    pub handled: &'a [(u64, i64)],
+    /// Handled ids created before this are forgotten (the horizon moved).
+    pub cut_below: Option<i64>,
+    /// Kept failures added.
+    pub failures_added: Vec<&'a FailedAttempt>,
+    /// Kept failures no longer kept.
+    pub failures_removed: Vec<EntryKey>,
+}
+
+/// What one commit wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Keys and values handed to the database, in bytes (the pages it
+    /// writes for them are more).
+    pub bytes: u64,
+    /// Rows inserted or removed.
+    pub rows: u64,
+}
 
 /// A failure from below (redb, the file system, a decoder), kept whole.
 type Cause = Box<dyn std::error::Error + Send + Sync>;
@@ -161,7 +191,9 @@ impl StateStore {
             // Look before writing: a file that is not ours must be moved aside
             // exactly as it was, and opening it read-write would alter it.
             match Database::builder().open_read_only(path) {
-                Ok(ro) => check_meta(&ro, path)?,
+                Ok(ro) => {
+                    check_meta(&ro, path)?;
+                }
                 // A crash left it needing recovery, which only a read-write open does.
                 Err(redb::DatabaseError::RepairAborted) => {}
                 Err(e) => return Err(open_error(path, e)),
@@ -177,7 +209,10 @@ impl StateStore {
             info!(path = %path.display(), "created a new state file");
             return Ok((store, BTreeMap::new()));
         }
-        store.with_db(|db| check_meta(db, path))?;
+        let version = store.with_db(|db| check_meta(db, path))?;
+        if version < VERSION {
+            store.with_db(|db| store.migrate_v1(db))?;
+        }
         let states = store.load()?;
         info!(path = %path.display(), targets = states.len(), "resumed from state file");
         Ok((store, states))
@@ -219,6 +254,8 @@ impl StateStore {
             meta.insert("version", VERSION.to_string().as_str())
                 .map_err(|e| self.io_err(e))?;
             txn.open_table(TARGETS).map_err(|e| self.io_err(e))?;
+            txn.open_table(HANDLED).map_err(|e| self.io_err(e))?;
+            txn.open_table(FAILURES).map_err(|e| self.io_err(e))?;
         }
         txn.commit().map_err(|e| self.io_err(e))
     }
@@ -229,9 +266,11 @@ impl StateStore {
 
     fn load_from(&self, db: &Database) -> Result<BTreeMap<Target, TargetState>, StateError> {
         let txn = db.begin_read().map_err(|e| self.io_err(e))?;
-        let table = txn.open_table(TARGETS).map_err(|e| self.io_err(e))?;
+        let targets = txn.open_table(TARGETS).map_err(|e| self.io_err(e))?;
+        let handled = txn.open_table(HANDLED).map_err(|e| self.io_err(e))?;
+        let failures = txn.open_table(FAILURES).map_err(|e| self.io_err(e))?;
         let mut out = BTreeMap::new();
-        for row in table.iter().map_err(|e| self.io_err(e))? {
+        for row in targets.iter().map_err(|e| self.io_err(e))? {
             let (k, v) = row.map_err(|e| self.io_err(e))?;
             let corrupt = |source: Cause| {
                 Problem::CorruptEntry {
@@ -244,46 +283,162 @@ impl StateStore {
                 .value()
                 .parse()
                 .map_err(|e: crate::target::ParseTargetError| corrupt(e.into()))?;
-            let mut state: TargetState =
-                serde_json::from_slice(v.value()).map_err(|e| corrupt(e.into()))?;
-            // Files of earlier versions hold no native buckets.
-            state.counts.seed_native();
+            let range = entries_of(schema::target_key(&target));
+            let mut ids = Vec::new();
+            for key in handled.range(range.clone()).map_err(|e| self.io_err(e))? {
+                let (key, _) = key.map_err(|e| self.io_err(e))?;
+                let (_, created, id) = key.value();
+                ids.push((created, id));
+            }
+            let mut kept = Vec::new();
+            for f in failures.range(range).map_err(|e| self.io_err(e))? {
+                let (_, f) = f.map_err(|e| self.io_err(e))?;
+                kept.push(postcard::from_bytes(f.value()).map_err(|e| corrupt(e.into()))?);
+            }
+            let state = schema::decode_row(v.value(), ids, kept).map_err(|e| corrupt(e.into()))?;
             out.insert(target, state);
         }
         Ok(out)
     }
 
-    /// Writes `changed` and deletes `removed` in one durable transaction.
-    pub fn commit(
-        &self,
-        changed: &[(Target, Vec<u8>)],
-        removed: &[Target],
-    ) -> Result<(), StateError> {
-        self.with_db(|db| self.commit_in(db, changed, removed))
+    /// Rewrites a version 1 file (one JSON row per target) in this
+    /// version's layout, in one transaction: an upgrade loses no counter.
+    fn migrate_v1(&self, db: &Database) -> Result<(), StateError> {
+        let mut states = BTreeMap::new();
+        {
+            let txn = db.begin_read().map_err(|e| self.io_err(e))?;
+            let table = txn.open_table(TARGETS).map_err(|e| self.io_err(e))?;
+            for row in table.iter().map_err(|e| self.io_err(e))? {
+                let (k, v) = row.map_err(|e| self.io_err(e))?;
+                let corrupt = |source: Cause| {
+                    Problem::CorruptEntry {
+                        key: k.value().to_string(),
+                        source,
+                    }
+                    .at(&self.path)
+                };
+                let target: Target = k
+                    .value()
+                    .parse()
+                    .map_err(|e: crate::target::ParseTargetError| corrupt(e.into()))?;
+                let state = schema::decode_v1(v.value()).map_err(|e| corrupt(e.into()))?;
+                states.insert(target, state);
+            }
+        }
+        let rows: Vec<(Target, Vec<u8>)> = states
+            .iter()
+            .map(|(t, s)| {
+                schema::encode_row(s)
+                    .map(|row| (t.clone(), row))
+                    .map_err(|e| self.io_err(e))
+            })
+            .collect::<Result<_, _>>()?;
+        let handled: Vec<Vec<(u64, i64)>> = states
+            .values()
+            .map(|s| s.handled.iter().map(|(k, c)| (*k, *c)).collect())
+            .collect();
+        let writes: Vec<Write<'_>> = rows
+            .iter()
+            .zip(&handled)
+            .zip(states.values())
+            .map(|(((target, row), handled), state)| Write {
+                target,
+                row: Some(row),
+                handled,
+                cut_below: None,
+                failures_added: state.failures.iter().collect(),
+                failures_removed: Vec::new(),
+            })
+            .collect();
+        self.commit_in(db, &writes, &[], true)?;
+        info!(path = %self.path.display(), targets = states.len(), "state file upgraded to format version {VERSION}");
+        Ok(())
+    }
+
+    /// Writes `writes` and deletes `removed` in one durable transaction.
+    pub fn commit(&self, writes: &[Write<'_>], removed: &[Target]) -> Result<Written, StateError> {
+        self.with_db(|db| self.commit_in(db, writes, removed, false))
     }
 
     fn commit_in(
         &self,
         db: &Database,
-        changed: &[(Target, Vec<u8>)],
+        writes: &[Write<'_>],
         removed: &[Target],
-    ) -> Result<(), StateError> {
-        let txn = db.begin_write().map_err(|e| self.io_err(e))?;
+        set_version: bool,
+    ) -> Result<Written, StateError> {
+        let e = |e: redb::Error| self.io_err(e);
+        let mut written = Written::default();
+        let txn = db.begin_write().map_err(|x| e(x.into()))?;
         {
-            let mut table = txn.open_table(TARGETS).map_err(|e| self.io_err(e))?;
-            for (target, bytes) in changed {
-                table
-                    .insert(target.to_string().as_str(), bytes.as_slice())
-                    .map_err(|e| self.io_err(e))?;
+            let mut targets = txn.open_table(TARGETS).map_err(|x| e(x.into()))?;
+            let mut handled = txn.open_table(HANDLED).map_err(|x| e(x.into()))?;
+            let mut failures = txn.open_table(FAILURES).map_err(|x| e(x.into()))?;
+            for w in writes {
+                let name = w.target.to_string();
+                let tk = schema::target_key(w.target);
+                if let Some(row) = w.row {
+                    targets
+                        .insert(name.as_str(), row)
+                        .map_err(|x| e(x.into()))?;
+                    written.bytes += (name.len() + row.len()) as u64;
+                    written.rows += 1;
+                }
+                for &(id, created) in w.handled {
+                    handled
+                        .insert((tk, created, id), ())
+                        .map_err(|x| e(x.into()))?;
+                }
+                written.bytes += 24 * w.handled.len() as u64;
+                written.rows += w.handled.len() as u64;
+                if let Some(horizon) = w.cut_below {
+                    let before = handled.len().map_err(|x| e(x.into()))?;
+                    handled
+                        .retain_in((tk, i64::MIN, 0)..(tk, horizon, 0), |_, _| false)
+                        .map_err(|x| e(x.into()))?;
+                    let after = handled.len().map_err(|x| e(x.into()))?;
+                    written.rows += before.saturating_sub(after);
+                }
+                for f in &w.failures_added {
+                    let bytes = postcard::to_allocvec(f).map_err(|x| self.io_err(x))?;
+                    failures
+                        .insert(schema::failure_key(tk, f), bytes.as_slice())
+                        .map_err(|x| e(x.into()))?;
+                    written.bytes += 24 + bytes.len() as u64;
+                    written.rows += 1;
+                }
+                for key in &w.failures_removed {
+                    failures.remove(key).map_err(|x| e(x.into()))?;
+                    written.rows += 1;
+                }
             }
             for target in removed {
-                table
+                let tk = schema::target_key(target);
+                targets
                     .remove(target.to_string().as_str())
-                    .map_err(|e| self.io_err(e))?;
+                    .map_err(|x| e(x.into()))?;
+                handled
+                    .retain_in(entries_of(tk), |_, _| false)
+                    .map_err(|x| e(x.into()))?;
+                failures
+                    .retain_in(entries_of(tk), |_, _| false)
+                    .map_err(|x| e(x.into()))?;
+                written.rows += 1;
+            }
+            if set_version {
+                let mut meta = txn.open_table(META).map_err(|x| e(x.into()))?;
+                meta.insert("version", VERSION.to_string().as_str())
+                    .map_err(|x| e(x.into()))?;
             }
         }
-        txn.commit().map_err(|e| self.io_err(e))
+        txn.commit().map_err(|x| e(x.into()))?;
+        Ok(written)
     }
+}
+
+/// Every handled id or kept failure of the target keyed `tk`.
+fn entries_of(tk: u64) -> std::ops::RangeInclusive<EntryKey> {
+    (tk, i64::MIN, 0)..=(tk, i64::MAX, u64::MAX)
 }
 
 /// Sorts redb's open errors into "move it aside" and "cannot touch it".
@@ -302,8 +457,9 @@ fn open_error(path: &Path, e: redb::DatabaseError) -> StateError {
     }
 }
 
-/// Checks that the file is a state file of a version this exporter reads.
-fn check_meta(db: &impl ReadableDatabase, path: &Path) -> Result<(), StateError> {
+/// Checks that the file is a state file of a version this exporter reads;
+/// its version.
+fn check_meta(db: &impl ReadableDatabase, path: &Path) -> Result<u32, StateError> {
     let foreign = || Problem::Foreign.at(path);
     let txn = db
         .begin_read()
@@ -324,7 +480,7 @@ fn check_meta(db: &impl ReadableDatabase, path: &Path) -> Result<(), StateError>
     if version > VERSION {
         return Err(Problem::Newer(version).at(path));
     }
-    Ok(())
+    Ok(version)
 }
 
 /// Where an unusable state file is moved: beside it, never over anything.
@@ -333,4 +489,119 @@ fn aside_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".unusable-{stamp}"));
     path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state file as version 1 wrote it: one JSON row per target.
+    fn write_v1(path: &Path, rows: &[(&str, &str)]) {
+        let db = Database::create(path).expect("create");
+        let txn = db.begin_write().expect("txn");
+        {
+            let mut meta = txn.open_table(META).expect("meta");
+            meta.insert("format", FORMAT).expect("format");
+            meta.insert("version", "1").expect("version");
+            let mut targets = txn.open_table(TARGETS).expect("targets");
+            for (k, v) in rows {
+                targets.insert(*k, v.as_bytes()).expect("row");
+            }
+        }
+        txn.commit().expect("commit");
+    }
+
+    const V1: &str = r#"{"baselined":true,"since_ms":null,"order":"newest_first",
+        "last_total":12,"horizon_ms":1700000000000,"newest_ms":1700000060000,
+        "handled":{"log-1":1700000060000,"log-2":1700000050000},"pending":{},"gaps":[],
+        "oversized":[],"per_page":null,"per_page_good":0,
+        "counts":{"attempts":[[{"event":"e","status":"failed","code":"500"},7],
+            [{"event":"e","status":"success","code":"200"},5]],
+            "duration":{},"attempt_number":{},"retries":3,
+            "lag":{"buckets":[],"sum":0.0},"last_attempt":{},"missed":{"retention":2},
+            "invalid_fields":[],
+            "failures":[{"id":"log-1","created_ms":1700000060000,"created_at":null,
+                "delivered_at":null,"event":"e","attempt":4,"status":"failed","http_status":500,
+                "duration_ms":12.0,"error":"HTTP 500","response":null}]}}"#;
+
+    /// An upgrade loses no counter: a version 1 file opens, is rewritten in
+    /// version 2 in one transaction, and opens again the same.
+    #[test]
+    fn a_version_1_file_is_upgraded_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.redb");
+        let t = "campaigns/c1/webhooks/w1";
+        write_v1(&path, &[(t, V1)]);
+        let (store, states) = StateStore::open(&path, None).expect("opens");
+        let target: Target = t.parse().expect("target");
+        let s = &states[&target];
+        assert_eq!(s.counts.total(), 12);
+        assert_eq!(s.counts.retries, 3);
+        assert_eq!(s.counts.missed["retention"], 2);
+        assert!(s.is_handled("log-1") && s.is_handled("log-2"));
+        assert_eq!(s.failures.len(), 1);
+        drop(store);
+        let version = {
+            let db = Database::create(&path).expect("reopen");
+            check_meta(&db, &path).expect("meta")
+        };
+        assert_eq!(version, VERSION);
+        let (_, again) = StateStore::open(&path, None).expect("opens again");
+        assert_eq!(again, states);
+    }
+
+    /// A commit adds handled ids, cuts those below the horizon, replaces
+    /// the failures and the row; opened again, the file holds just that.
+    #[test]
+    fn commits_write_what_changed_and_read_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.redb");
+        let (store, _) = StateStore::open(&path, None).expect("creates");
+        let target: Target = "agents/a1/webhooks/w9".parse().expect("target");
+        let mut state = TargetState::watching_since(10);
+        state.horizon_ms = 100;
+        for (i, created) in [100, 150, 200].into_iter().enumerate() {
+            state.handle(&format!("id-{i}"), created);
+        }
+        let row = schema::encode_row(&state).expect("row");
+        let handled = std::mem::take(&mut state.journal);
+        let written = store
+            .commit(
+                &[Write {
+                    target: &target,
+                    row: Some(&row),
+                    handled: &handled,
+                    cut_below: None,
+                    failures_added: Vec::new(),
+                    failures_removed: Vec::new(),
+                }],
+                &[],
+            )
+            .expect("commit");
+        assert_eq!(written.rows, 4);
+        state.horizon_ms = 150;
+        state.handled.retain(|_, c| *c >= 150);
+        let row = schema::encode_row(&state).expect("row");
+        store
+            .commit(
+                &[Write {
+                    target: &target,
+                    row: Some(&row),
+                    handled: &[],
+                    cut_below: Some(150),
+                    failures_added: Vec::new(),
+                    failures_removed: Vec::new(),
+                }],
+                &[],
+            )
+            .expect("commit");
+        drop(store);
+        let (store, states) = StateStore::open(&path, None).expect("opens");
+        assert_eq!(states[&target], state);
+        assert!(!states[&target].is_handled("id-0") && states[&target].is_handled("id-2"));
+        store.commit(&[], std::slice::from_ref(&target)).expect("forget");
+        drop(store);
+        let (_, states) = StateStore::open(&path, None).expect("opens");
+        assert!(states.is_empty());
+    }
 }

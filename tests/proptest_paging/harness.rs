@@ -27,11 +27,10 @@ pub(crate) fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-/// What a restart does to the state: it is written to the state file as
-/// JSON and read back.
+/// What a restart does to the state: it is written to the state file's
+/// rows and read back.
 pub(crate) fn through_state_file(state: &TargetState) -> TargetState {
-    let bytes = serde_json::to_vec(state).expect("state encodes");
-    serde_json::from_slice(&bytes).expect("state decodes")
+    talkover_exporter::persist::through_the_file(state)
 }
 
 /// One exporter's view of one target, polling the model.
