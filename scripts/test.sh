@@ -35,8 +35,10 @@ fetch_unstable() {
     return 0
   fi
   local mirror
-  mirror=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list 2>/dev/null |
-    grep -oE 'https?://[^ ]+/debian/?( |$)' | grep -v security | head -n 1 | tr -d ' ')
+  # Either file style may be absent (cat then fails, which pipefail would
+  # make fatal): only what grep finds counts.
+  mirror=$( (cat /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list 2>/dev/null || true) |
+    grep -oE 'https?://[^ ]+/debian/?( |$)' | grep -v security | head -n 1 | tr -d ' ' || true)
   [ -n "$mirror" ] || { echo "no Debian mirror in the apt sources" >&2; return 1; }
   echo "== fetching prometheus 3.5, promtool and victoria-metrics from Debian unstable"
   rm -rf "$work" && mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$tools"
