@@ -151,11 +151,13 @@ pub struct CommitterConfig {
     pub window: Duration,
 }
 
-/// The window for a poll interval: half of it, from 50 ms up to a second.
-/// Snapshots reach `/metrics` at most that much later; the state file
-/// writes one transaction per window instead of one per poll.
+/// The window for a poll interval: the interval itself, from 50 ms up to
+/// a second. A window as long as a poll cycle gathers each busy poller's
+/// change once per transaction (half of it wrote twice as many
+/// transactions for the same entries); snapshots reach `/metrics` at most
+/// a second later, well inside a scrape interval.
 pub fn commit_window(poll_interval: Duration) -> Duration {
-    (poll_interval / 2).clamp(Duration::from_millis(50), Duration::from_secs(1))
+    poll_interval.clamp(Duration::from_millis(50), Duration::from_secs(1))
 }
 
 /// Commits what pollers send and publishes it once durable, until every
@@ -179,6 +181,7 @@ pub async fn run_committer(
             .collect(),
         dirty: BTreeSet::new(),
         forgotten: Vec::new(),
+        evicted: Vec::new(),
         unpublished: BTreeMap::new(),
         failures: 0,
     };
@@ -220,9 +223,11 @@ struct Kept {
     handled: BTreeSet<(i64, u64)>,
     horizon_ms: i64,
     failures: Arc<Failures>,
-    /// What of it the state file holds.
+    /// What of it the state file holds: the row's digest, the horizon its
+    /// handled ids were cut at (`None`: none of it written yet), the kept
+    /// failures.
     durable_row: Option<u64>,
-    durable_horizon: i64,
+    durable_horizon: Option<i64>,
     durable_failures: Arc<Failures>,
     /// Handled ids handed on and not durable yet.
     undurable: Vec<(u64, i64)>,
@@ -244,7 +249,7 @@ impl Kept {
             horizon_ms: i64::MIN,
             failures: Arc::default(),
             durable_row: None,
-            durable_horizon: i64::MIN,
+            durable_horizon: None,
             durable_failures: Arc::default(),
             undurable: Vec::new(),
         }
@@ -266,7 +271,7 @@ impl Kept {
         }
         kept.handled = state.handled.iter().map(|(k, c)| (*c, *k)).collect();
         kept.horizon_ms = state.horizon_ms;
-        kept.durable_horizon = state.horizon_ms;
+        kept.durable_horizon = Some(state.horizon_ms);
         kept.failures = state.failures.clone();
         kept.durable_failures = state.failures.clone();
         kept
@@ -276,6 +281,9 @@ impl Kept {
     fn apply(&mut self, c: &mut Commit, durable: bool) {
         self.row = std::mem::take(&mut c.row);
         self.row_digest = digest(&self.row);
+        // An id handled below the horizon (a pending one that turned final
+        // late) is forgotten in the same poll: never written.
+        c.handled.retain(|(_, created)| *created >= c.horizon_ms);
         for &(key, created) in &c.handled {
             self.handled.insert((created, key));
         }
@@ -293,8 +301,16 @@ impl Kept {
     fn dirty(&self) -> bool {
         self.durable_row != Some(self.row_digest)
             || !self.undurable.is_empty()
-            || self.horizon_ms > self.durable_horizon
+            || self.durable_horizon.is_some_and(|h| self.horizon_ms > h)
             || !same_failures(&self.failures, &self.durable_failures)
+    }
+
+    /// The handled ids to cut: those created between the horizon the state
+    /// file has and the current one.
+    fn cut(&self) -> Option<(i64, i64)> {
+        self.durable_horizon
+            .filter(|h| self.horizon_ms > *h)
+            .map(|h| (h, self.horizon_ms))
     }
 
     /// The last state handed on, whole.
@@ -316,10 +332,15 @@ struct OwnedWrite {
     target: Target,
     row: Option<Vec<u8>>,
     handled: Vec<(u64, i64)>,
-    cut_below: Option<i64>,
+    cut: Option<(i64, i64)>,
     failures_added: Vec<FailedAttempt>,
-    failures_removed: Vec<EntryKey>,
 }
+
+/// Failures no longer kept are deleted in batches of at least this many:
+/// keyed by time, they lie among other webhooks' older rows, and a batch
+/// rewrites each of those pages once. Until then a restart reads a few
+/// more than kept, and the ring drops them.
+const EVICT_BATCH: usize = 256;
 
 /// The committer's working state.
 struct Committer {
@@ -331,6 +352,8 @@ struct Committer {
     dirty: BTreeSet<Target>,
     /// Targets gone for good whose rows the state file still holds.
     forgotten: Vec<Target>,
+    /// Kept failures pushed out of their rings, not deleted yet.
+    evicted: Vec<EntryKey>,
     /// Snapshots waiting for the next commit.
     unpublished: BTreeMap<Target, TargetSnapshot>,
     /// Failed commits in a row.
@@ -389,6 +412,14 @@ impl Committer {
             if !writes.is_empty() || !self.forgotten.is_empty() {
                 let webhooks = writes.len();
                 let removed = self.forgotten.clone();
+                let evicted = if self.evicted.len() >= EVICT_BATCH {
+                    let mut keys = self.evicted.clone();
+                    keys.sort_unstable();
+                    keys
+                } else {
+                    Vec::new()
+                };
+                let evicting = evicted.len();
                 let started = Instant::now();
                 let result = tokio::task::spawn_blocking(move || {
                     let borrowed: Vec<Write<'_>> = writes
@@ -397,13 +428,12 @@ impl Committer {
                             target: &w.target,
                             row: w.row.as_deref(),
                             handled: &w.handled,
-                            cut_below: w.cut_below,
+                            cut: w.cut,
                             failures_added: w.failures_added.iter().collect(),
-                            failures_removed: w.failures_removed.clone(),
                         })
                         .collect();
                     store
-                        .commit(&borrowed, &removed)
+                        .commit(&borrowed, &removed, &evicted)
                         .map(|written| (writes, written))
                 })
                 .await
@@ -417,7 +447,10 @@ impl Committer {
                     .duration
                     .observe(started.elapsed().as_secs_f64());
                 match result {
-                    Ok((writes, written)) => self.committed(&writes, written, webhooks),
+                    Ok((writes, written)) => {
+                        self.evicted.drain(..evicting);
+                        self.committed(&writes, written, webhooks);
+                    }
                     Err(err) => {
                         // Tried again with everything since.
                         self.dirty.extend(
@@ -452,7 +485,7 @@ impl Committer {
                 // An idle poll: nothing to write.
                 continue;
             }
-            let (mut failures_added, mut failures_removed) = (Vec::new(), Vec::new());
+            let mut failures_added = Vec::new();
             if !same_failures(&k.failures, &k.durable_failures) {
                 let key = |f: &FailedAttempt| schema::failure_key(k.tk, f);
                 let now: BTreeSet<EntryKey> = k.failures.iter().map(key).collect();
@@ -463,16 +496,15 @@ impl Committer {
                     .filter(|f| !before.contains(&key(f)))
                     .cloned()
                     .collect();
-                failures_removed = before.difference(&now).copied().collect();
+                self.evicted.extend(before.difference(&now));
             }
             out.push(OwnedWrite {
                 target,
                 row: (k.durable_row != Some(k.row_digest)).then(|| k.row.clone()),
                 // Kept until the commit succeeds: a failed one is retried.
                 handled: k.undurable.clone(),
-                cut_below: (k.horizon_ms > k.durable_horizon).then_some(k.horizon_ms),
+                cut: k.cut(),
                 failures_added,
-                failures_removed,
             });
         }
         out
@@ -500,9 +532,9 @@ impl Committer {
             }
             // Only what this commit wrote.
             k.undurable.drain(..w.handled.len().min(k.undurable.len()));
-            if let Some(h) = w.cut_below {
-                k.durable_horizon = k.durable_horizon.max(h);
-            }
+            // Its first commit writes no cut: nothing of it was there before.
+            let cut_to = w.cut.map(|(_, to)| to);
+            k.durable_horizon = Some(cut_to.or(k.durable_horizon).unwrap_or(k.horizon_ms));
             k.durable_failures = k.failures.clone();
         }
     }

@@ -4,9 +4,11 @@
 //! writes what changed, not the whole state:
 //! - the *row*: everything but the dedupe memory and the kept failures,
 //!   in postcard (a compact binary serde format), a version byte first;
-//! - one *handled* key per id dealt with, `(webhook key, created_at ms, id
-//!   key)`, in `created_at` order: a poll adds its new ids at the end and
-//!   the horizon cuts a range off the start;
+//! - one *handled* key per id dealt with, `(created_at ms, webhook key, id
+//!   key)`: time first, so the ids every webhook adds in one commit land
+//!   side by side at the end of the table, in one or two pages, not one
+//!   page per webhook; a webhook's horizon cuts its keys off a range of the
+//!   start;
 //! - one *failure* row per kept failed attempt, keyed the same way.
 //!
 //! Version 1 kept each webhook's whole state as one JSON row; such a file
@@ -19,8 +21,8 @@ use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    id_key, DeliveryCounts, FailedAttempt, Failures, Gap, InFlight, Order, TargetState,
-    WebhookSettings,
+    id_key, AttemptKey, Created, DeliveryCounts, Exemplar, Exemplars, FailedAttempt, Failures, Gap,
+    Histogram, InFlight, MinuteHistory, Order, Results, TargetState, WebhookSettings,
 };
 use crate::target::Target;
 
@@ -32,12 +34,12 @@ pub(super) fn target_key(target: &Target) -> u64 {
     target.stable_hash()
 }
 
-/// A handled id or a kept failure: `(webhook, created_at ms, id)`.
-pub(super) type EntryKey = (u64, i64, u64);
+/// A handled id or a kept failure: `(created_at ms, webhook, id)`.
+pub type EntryKey = (i64, u64, u64);
 
 /// The key of a kept failure.
 pub(super) fn failure_key(target_key: u64, f: &FailedAttempt) -> EntryKey {
-    (target_key, f.created_ms, id_key(&f.id))
+    (f.created_ms, target_key, id_key(&f.id))
 }
 
 /// The state without its dedupe memory and kept failures, borrowed to write
@@ -55,8 +57,163 @@ struct Row<'a> {
     oversized: Cow<'a, [String]>,
     per_page: Option<u32>,
     per_page_good: u32,
-    counts: Cow<'a, DeliveryCounts>,
+    counts: CountsRow<'a>,
     settings: Cow<'a, Option<WebhookSettings>>,
+}
+
+/// The counters as the row holds them: each series once, with when it
+/// began and the attempt behind it beside its count, where the model keeps
+/// them in maps of their own (a third of a busy webhook's row).
+#[derive(Serialize, Deserialize)]
+struct CountsRow<'a> {
+    attempts: Vec<AttemptRow<'a>>,
+    duration: Vec<(Cow<'a, str>, Cow<'a, Histogram>)>,
+    attempt_number: Vec<(Cow<'a, str>, Cow<'a, Histogram>)>,
+    retries: u64,
+    lag: Cow<'a, Histogram>,
+    last_attempt: Vec<(Cow<'a, str>, f64)>,
+    missed: Vec<Counted<Cow<'a, str>>>,
+    invalid_fields: Vec<Counted<(Cow<'a, str>, Cow<'a, str>)>>,
+    results: Results,
+    exhausted: Vec<Counted<Cow<'a, str>>>,
+    baseline_ms: Option<i64>,
+    history: Cow<'a, MinuteHistory>,
+}
+
+/// A counter series: its labels, its count and when it began.
+type Counted<L> = (L, u64, Option<i64>);
+
+/// One `talkover_webhook_delivery_attempts_total` series.
+#[derive(Serialize, Deserialize)]
+struct AttemptRow<'a> {
+    event: Cow<'a, str>,
+    status: Cow<'a, str>,
+    code: Cow<'a, str>,
+    count: u64,
+    created_ms: Option<i64>,
+    exemplar: Option<Cow<'a, Exemplar>>,
+}
+
+impl<'a> CountsRow<'a> {
+    fn of(c: &'a DeliveryCounts) -> CountsRow<'a> {
+        let text = |s: &'a String| Cow::Borrowed(s.as_str());
+        CountsRow {
+            attempts: c
+                .attempts
+                .iter()
+                .map(|(k, n)| AttemptRow {
+                    event: text(&k.event),
+                    status: text(&k.status),
+                    code: text(&k.code),
+                    count: *n,
+                    created_ms: c.created.attempts.get(k).copied(),
+                    exemplar: c.exemplars.of_attempts(k).map(Cow::Borrowed),
+                })
+                .collect(),
+            duration: c
+                .duration
+                .iter()
+                .map(|(s, h)| (text(s), Cow::Borrowed(h)))
+                .collect(),
+            attempt_number: c
+                .attempt_number
+                .iter()
+                .map(|(s, h)| (text(s), Cow::Borrowed(h)))
+                .collect(),
+            retries: c.retries,
+            lag: Cow::Borrowed(&c.lag),
+            last_attempt: c.last_attempt.iter().map(|(s, t)| (text(s), *t)).collect(),
+            missed: c
+                .missed
+                .iter()
+                .map(|(r, n)| (text(r), *n, c.created.missed.get(r).copied()))
+                .collect(),
+            invalid_fields: c
+                .invalid_fields
+                .iter()
+                .map(|(k, n)| {
+                    (
+                        (text(&k.0), text(&k.1)),
+                        *n,
+                        c.created.invalid_fields.get(k).copied(),
+                    )
+                })
+                .collect(),
+            results: c.results,
+            exhausted: c
+                .exhausted
+                .iter()
+                .map(|(e, n)| (text(e), *n, c.created.exhausted.get(e).copied()))
+                .collect(),
+            baseline_ms: c.created.baseline_ms,
+            history: Cow::Borrowed(&c.history),
+        }
+    }
+
+    fn into_counts(self) -> DeliveryCounts {
+        let mut c = DeliveryCounts {
+            retries: self.retries,
+            lag: self.lag.into_owned(),
+            results: self.results,
+            history: Arc::new(self.history.into_owned()),
+            created: Created {
+                baseline_ms: self.baseline_ms,
+                ..Created::default()
+            },
+            ..DeliveryCounts::default()
+        };
+        let mut exemplars = Exemplars::default();
+        for a in self.attempts {
+            let key = AttemptKey {
+                event: a.event.into_owned(),
+                status: a.status.into_owned(),
+                code: a.code.into_owned(),
+            };
+            if let Some(t) = a.created_ms {
+                c.created.attempts.insert(key.clone(), t);
+            }
+            if let Some(e) = a.exemplar {
+                exemplars.attempts.insert(key.clone(), e.into_owned());
+            }
+            c.attempts.insert(key, a.count);
+        }
+        c.exemplars = Arc::new(exemplars);
+        c.duration = self
+            .duration
+            .into_iter()
+            .map(|(s, h)| (s.into_owned(), h.into_owned()))
+            .collect();
+        c.attempt_number = self
+            .attempt_number
+            .into_iter()
+            .map(|(s, h)| (s.into_owned(), h.into_owned()))
+            .collect();
+        c.last_attempt = self
+            .last_attempt
+            .into_iter()
+            .map(|(s, t)| (s.into_owned(), t))
+            .collect();
+        for (r, n, t) in self.missed {
+            if let Some(t) = t {
+                c.created.missed.insert(r.to_string(), t);
+            }
+            c.missed.insert(r.into_owned(), n);
+        }
+        for ((f, r), n, t) in self.invalid_fields {
+            let key = (f.into_owned(), r.into_owned());
+            if let Some(t) = t {
+                c.created.invalid_fields.insert(key.clone(), t);
+            }
+            c.invalid_fields.insert(key, n);
+        }
+        for (e, n, t) in self.exhausted {
+            if let Some(t) = t {
+                c.created.exhausted.insert(e.to_string(), t);
+            }
+            c.exhausted.insert(e.into_owned(), n);
+        }
+        c
+    }
 }
 
 /// Why a row could not be written or read.
@@ -91,15 +248,16 @@ pub(super) fn encode_row(state: &TargetState) -> Result<Vec<u8>, SchemaError> {
         oversized: Cow::Borrowed(&state.oversized),
         per_page: state.per_page,
         per_page_good: state.per_page_good,
-        counts: Cow::Borrowed(&state.counts),
+        counts: CountsRow::of(&state.counts),
         settings: Cow::Borrowed(&state.settings),
     };
     let out = vec![ROW_VERSION];
     postcard::to_extend(&row, out).map_err(SchemaError::Encode)
 }
 
-/// A state from its row, its handled ids (`(created_at ms, id key)`) and
-/// its kept failures (oldest first, as the table holds them).
+/// A state from its row, its handled ids (`(created_at ms, id key)`: those
+/// below its horizon, not cut yet, are left out) and its kept failures
+/// (oldest first, as the table holds them).
 pub(super) fn decode_row(
     bytes: &[u8],
     handled: impl IntoIterator<Item = (i64, u64)>,
@@ -110,7 +268,7 @@ pub(super) fn decode_row(
         return Err(SchemaError::Version(version));
     }
     let row: Row<'static> = postcard::from_bytes(body).map_err(SchemaError::Decode)?;
-    let mut counts = row.counts.into_owned();
+    let mut counts = row.counts.into_counts();
     // Rows written before native buckets were kept hold none.
     counts.seed_native();
     Ok(TargetState {
@@ -120,7 +278,11 @@ pub(super) fn decode_row(
         last_total: row.last_total,
         horizon_ms: row.horizon_ms,
         newest_ms: row.newest_ms,
-        handled: handled.into_iter().map(|(c, k)| (k, c)).collect(),
+        handled: handled
+            .into_iter()
+            .filter(|(c, _)| *c >= row.horizon_ms)
+            .map(|(c, k)| (k, c))
+            .collect(),
         journal: Vec::new(),
         pending: row.pending.into_owned(),
         gaps: row.gaps.into_owned(),
@@ -290,6 +452,31 @@ mod tests {
         );
         state.counts.start(4_000, &["e".into()]);
         state.counts.results[0] = 3;
+        // Histograms, exemplars, series starts, misses: as counting makes them.
+        let judge = crate::collect::Judge::new(None, 4_500);
+        for (i, status) in ["success", "failed", "failed"].into_iter().enumerate() {
+            let entry = crate::api::LogEntry {
+                id: Some(format!("l{i}")),
+                event: Some("e".into()),
+                status: Some(status.into()),
+                http_status: Some(500),
+                attempt: Some(4),
+                duration_ms: Some(1234.5),
+                created_at: Some("2024-01-15T11:00:00Z".into()),
+                delivered_at: Some("2024-01-15T11:00:02Z".into()),
+                ..crate::api::LogEntry::default()
+            };
+            let id = format!("l{i}");
+            crate::collect::record(
+                &mut state.counts,
+                &id,
+                &entry,
+                Some(1_705_316_400_000),
+                &judge,
+            );
+        }
+        state.counts.miss("retention", 2, 4_600);
+        assert!(!state.counts.exemplars.attempts.is_empty());
         for (i, at) in [8_000, 7_000].into_iter().enumerate() {
             let fields = AttemptFields {
                 id: if i == 0 { "f0" } else { "f1" },

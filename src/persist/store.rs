@@ -9,7 +9,7 @@
 //!
 //! [redb]: https://docs.rs/redb
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -21,9 +21,9 @@ use crate::target::Target;
 
 /// Each target's row (version 1: its whole state as JSON).
 const TARGETS: TableDefinition<&str, &[u8]> = TableDefinition::new("targets");
-/// Each target's handled ids, in `created_at` order.
+/// Every target's handled ids, in `created_at` order.
 const HANDLED: TableDefinition<EntryKey, ()> = TableDefinition::new("handled");
-/// Each target's kept failed attempts, in `created_at` order.
+/// Every target's kept failed attempts, in `created_at` order.
 const FAILURES: TableDefinition<EntryKey, &[u8]> = TableDefinition::new("failures");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 /// Marks a file as ours.
@@ -40,12 +40,11 @@ pub struct Write<'a> {
     pub row: Option<&'a [u8]>,
     /// Handled ids added: `(id key, created_at ms)`.
     pub handled: &'a [(u64, i64)],
-    /// Handled ids created before this are forgotten (the horizon moved).
-    pub cut_below: Option<i64>,
+    /// Handled ids created in `[from, to)` are forgotten: the horizon moved
+    /// from `from` to `to`.
+    pub cut: Option<(i64, i64)>,
     /// Kept failures added.
     pub failures_added: Vec<&'a FailedAttempt>,
-    /// Kept failures no longer kept.
-    pub failures_removed: Vec<EntryKey>,
 }
 
 /// What one commit wrote.
@@ -170,7 +169,7 @@ impl StateStore {
                 dropped = stale.len(),
                 "dropping state of targets no longer configured"
             );
-            store.commit(&[], &stale)?;
+            store.commit(&[], &stale, &[])?;
             for t in &stale {
                 states.remove(t);
             }
@@ -267,8 +266,28 @@ impl StateStore {
     fn load_from(&self, db: &Database) -> Result<BTreeMap<Target, TargetState>, StateError> {
         let txn = db.begin_read().map_err(|e| self.io_err(e))?;
         let targets = txn.open_table(TARGETS).map_err(|e| self.io_err(e))?;
-        let handled = txn.open_table(HANDLED).map_err(|e| self.io_err(e))?;
-        let failures = txn.open_table(FAILURES).map_err(|e| self.io_err(e))?;
+        // Time first, every target's keys together: read each table once.
+        let mut handled: HashMap<u64, Vec<(i64, u64)>> = HashMap::new();
+        let table = txn.open_table(HANDLED).map_err(|e| self.io_err(e))?;
+        for key in table.iter().map_err(|e| self.io_err(e))? {
+            let (key, _) = key.map_err(|e| self.io_err(e))?;
+            let (created, tk, id) = key.value();
+            handled.entry(tk).or_default().push((created, id));
+        }
+        let mut kept: HashMap<u64, Vec<FailedAttempt>> = HashMap::new();
+        let table = txn.open_table(FAILURES).map_err(|e| self.io_err(e))?;
+        for row in table.iter().map_err(|e| self.io_err(e))? {
+            let (key, f) = row.map_err(|e| self.io_err(e))?;
+            let (_, tk, _) = key.value();
+            let f = postcard::from_bytes(f.value()).map_err(|e| {
+                Problem::CorruptEntry {
+                    key: format!("failure {:?}", key.value()),
+                    source: e.into(),
+                }
+                .at(&self.path)
+            })?;
+            kept.entry(tk).or_default().push(f);
+        }
         let mut out = BTreeMap::new();
         for row in targets.iter().map_err(|e| self.io_err(e))? {
             let (k, v) = row.map_err(|e| self.io_err(e))?;
@@ -283,19 +302,11 @@ impl StateStore {
                 .value()
                 .parse()
                 .map_err(|e: crate::target::ParseTargetError| corrupt(e.into()))?;
-            let range = entries_of(schema::target_key(&target));
-            let mut ids = Vec::new();
-            for key in handled.range(range.clone()).map_err(|e| self.io_err(e))? {
-                let (key, _) = key.map_err(|e| self.io_err(e))?;
-                let (_, created, id) = key.value();
-                ids.push((created, id));
-            }
-            let mut kept = Vec::new();
-            for f in failures.range(range).map_err(|e| self.io_err(e))? {
-                let (_, f) = f.map_err(|e| self.io_err(e))?;
-                kept.push(postcard::from_bytes(f.value()).map_err(|e| corrupt(e.into()))?);
-            }
-            let state = schema::decode_row(v.value(), ids, kept).map_err(|e| corrupt(e.into()))?;
+            let tk = schema::target_key(&target);
+            let ids = handled.remove(&tk).unwrap_or_default();
+            let failures = kept.remove(&tk).unwrap_or_default();
+            let state =
+                schema::decode_row(v.value(), ids, failures).map_err(|e| corrupt(e.into()))?;
             out.insert(target, state);
         }
         Ok(out)
@@ -345,19 +356,24 @@ impl StateStore {
                 target,
                 row: Some(row),
                 handled,
-                cut_below: None,
+                cut: None,
                 failures_added: state.failures.iter().collect(),
-                failures_removed: Vec::new(),
             })
             .collect();
-        self.commit_in(db, &writes, &[], true)?;
+        self.commit_in(db, &writes, &[], &[], true)?;
         info!(path = %self.path.display(), targets = states.len(), "state file upgraded to format version {VERSION}");
         Ok(())
     }
 
-    /// Writes `writes` and deletes `removed` in one durable transaction.
-    pub fn commit(&self, writes: &[Write<'_>], removed: &[Target]) -> Result<Written, StateError> {
-        self.with_db(|db| self.commit_in(db, writes, removed, false))
+    /// Writes `writes`, deletes the targets `removed` and the failures no
+    /// longer kept `evicted`, in one durable transaction.
+    pub fn commit(
+        &self,
+        writes: &[Write<'_>],
+        removed: &[Target],
+        evicted: &[EntryKey],
+    ) -> Result<Written, StateError> {
+        self.with_db(|db| self.commit_in(db, writes, removed, evicted, false))
     }
 
     fn commit_in(
@@ -365,6 +381,7 @@ impl StateStore {
         db: &Database,
         writes: &[Write<'_>],
         removed: &[Target],
+        evicted: &[EntryKey],
         set_version: bool,
     ) -> Result<Written, StateError> {
         let e = |e: redb::Error| self.io_err(e);
@@ -386,15 +403,15 @@ impl StateStore {
                 }
                 for &(id, created) in w.handled {
                     handled
-                        .insert((tk, created, id), ())
+                        .insert((created, tk, id), ())
                         .map_err(|x| e(x.into()))?;
                 }
                 written.bytes += 24 * w.handled.len() as u64;
                 written.rows += w.handled.len() as u64;
-                if let Some(horizon) = w.cut_below {
+                if let Some((from, to)) = w.cut {
                     let before = handled.len().map_err(|x| e(x.into()))?;
                     handled
-                        .retain_in((tk, i64::MIN, 0)..(tk, horizon, 0), |_, _| false)
+                        .retain_in((from, 0, 0)..(to, 0, 0), |k, _| k.1 != tk)
                         .map_err(|x| e(x.into()))?;
                     let after = handled.len().map_err(|x| e(x.into()))?;
                     written.rows += before.saturating_sub(after);
@@ -407,22 +424,19 @@ impl StateStore {
                     written.bytes += 24 + bytes.len() as u64;
                     written.rows += 1;
                 }
-                for key in &w.failures_removed {
-                    failures.remove(key).map_err(|x| e(x.into()))?;
-                    written.rows += 1;
-                }
+            }
+            for key in evicted {
+                failures.remove(key).map_err(|x| e(x.into()))?;
+                written.rows += 1;
             }
             for target in removed {
                 let tk = schema::target_key(target);
                 targets
                     .remove(target.to_string().as_str())
                     .map_err(|x| e(x.into()))?;
-                handled
-                    .retain_in(entries_of(tk), |_, _| false)
-                    .map_err(|x| e(x.into()))?;
-                failures
-                    .retain_in(entries_of(tk), |_, _| false)
-                    .map_err(|x| e(x.into()))?;
+                // Rare (a webhook gone past its grace): a scan of each table.
+                handled.retain(|k, _| k.1 != tk).map_err(|x| e(x.into()))?;
+                failures.retain(|k, _| k.1 != tk).map_err(|x| e(x.into()))?;
                 written.rows += 1;
             }
             if set_version {
@@ -434,11 +448,6 @@ impl StateStore {
         txn.commit().map_err(|x| e(x.into()))?;
         Ok(written)
     }
-}
-
-/// Every handled id or kept failure of the target keyed `tk`.
-fn entries_of(tk: u64) -> std::ops::RangeInclusive<EntryKey> {
-    (tk, i64::MIN, 0)..=(tk, i64::MAX, u64::MAX)
 }
 
 /// Sorts redb's open errors into "move it aside" and "cannot touch it".
@@ -571,10 +580,10 @@ mod tests {
                     target: &target,
                     row: Some(&row),
                     handled: &handled,
-                    cut_below: None,
+                    cut: None,
                     failures_added: Vec::new(),
-                    failures_removed: Vec::new(),
                 }],
+                &[],
                 &[],
             )
             .expect("commit");
@@ -588,10 +597,10 @@ mod tests {
                     target: &target,
                     row: Some(&row),
                     handled: &[],
-                    cut_below: Some(150),
+                    cut: Some((100, 150)),
                     failures_added: Vec::new(),
-                    failures_removed: Vec::new(),
                 }],
+                &[],
                 &[],
             )
             .expect("commit");
@@ -599,7 +608,9 @@ mod tests {
         let (store, states) = StateStore::open(&path, None).expect("opens");
         assert_eq!(states[&target], state);
         assert!(!states[&target].is_handled("id-0") && states[&target].is_handled("id-2"));
-        store.commit(&[], std::slice::from_ref(&target)).expect("forget");
+        store
+            .commit(&[], std::slice::from_ref(&target), &[])
+            .expect("forget");
         drop(store);
         let (_, states) = StateStore::open(&path, None).expect("opens");
         assert!(states.is_empty());
