@@ -86,6 +86,7 @@ impl Simulator {
             .route("/_sim/fault", post(fault))
             .route("/_sim/success-ratio", post(success_ratio))
             .route("/_sim/outage", post(set_outage))
+            .route("/_sim/fault-ratio", post(fault_ratio))
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
                 api_clock_and_outage,
@@ -120,6 +121,9 @@ async fn api_clock_and_outage(
         let st = sim.lock();
         (st.outage, st.clock_offset_ms, st.last_ms)
     };
+    if request.uri().path().starts_with("/api/") {
+        sim.lock().api_requests += 1;
+    }
     let mut response = if outage.is_some() && request.uri().path().starts_with("/api/") {
         error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -263,16 +267,29 @@ fn json_response(body: String) -> Response {
 impl SimState {
     fn take_fault(&mut self, target: &Target) -> Option<Fault> {
         let name = target.to_string();
-        let i = self
+        let queued = self
             .faults
             .iter()
-            .position(|r| r.target.as_ref().is_none_or(|t| *t == name))?;
-        let rule = &mut self.faults[i];
-        let fault = rule.fault.clone();
-        rule.count = rule.count.saturating_sub(1);
-        if rule.count == 0 {
-            self.faults.remove(i);
-        }
+            .position(|r| r.target.as_ref().is_none_or(|t| *t == name));
+        let fault = match queued {
+            Some(i) => {
+                let rule = &mut self.faults[i];
+                let fault = rule.fault.clone();
+                rule.count = rule.count.saturating_sub(1);
+                if rule.count == 0 {
+                    self.faults.remove(i);
+                }
+                fault
+            }
+            None => {
+                // A steady share of faults, drawn at random.
+                let (ratio, kinds) = &self.fault_ratio;
+                if kinds.is_empty() || self.rng.f64() >= *ratio {
+                    return None;
+                }
+                kinds[self.rng.usize(..kinds.len())].clone()
+            }
+        };
         let kind = serde_json::to_value(&fault)
             .ok()
             .and_then(|v| v["kind"].as_str().map(str::to_string))
@@ -541,6 +558,19 @@ struct OutageRequest {
 
 async fn set_outage(State(sim): State<Simulator>, Json(req): Json<OutageRequest>) -> StatusCode {
     sim.set_outage(req.outage);
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct FaultRatio {
+    ratio: f64,
+    faults: Vec<Fault>,
+}
+
+/// `POST /_sim/fault-ratio {"ratio": 0.15, "faults": [Fault…]}`:
+/// [`Simulator::set_fault_ratio`].
+async fn fault_ratio(State(sim): State<Simulator>, Json(req): Json<FaultRatio>) -> StatusCode {
+    sim.set_fault_ratio(req.ratio, req.faults);
     StatusCode::NO_CONTENT
 }
 

@@ -196,6 +196,8 @@ impl Simulator {
                 fault_log: BTreeMap::new(),
                 listing_requests: 0,
                 settings_requests: 0,
+                api_requests: 0,
+                fault_ratio: (0.0, Vec::new()),
                 outage: None,
                 clock_offset_ms: 0,
             })),
@@ -346,9 +348,22 @@ impl Simulator {
         self.lock().faults.push_back(rule);
     }
 
-    /// Drops every queued fault.
+    /// Drops every queued fault, and the steady share of faults.
     pub fn clear_faults(&self) {
-        self.lock().faults.clear();
+        let mut st = self.lock();
+        st.faults.clear();
+        st.fault_ratio = (0.0, Vec::new());
+    }
+
+    /// Answers a share `ratio` (0 to 1) of log requests with one of
+    /// `faults`, drawn at random, from now on (queued faults go first).
+    pub fn set_fault_ratio(&self, ratio: f64, faults: Vec<Fault>) {
+        self.lock().fault_ratio = (ratio.clamp(0.0, 1.0), faults);
+    }
+
+    /// Requests to the API (any `/api/` path), outages included.
+    pub fn api_requests(&self) -> u64 {
+        self.lock().api_requests
     }
 
     /// The most log requests the simulator was answering at once.

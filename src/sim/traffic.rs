@@ -77,6 +77,11 @@ pub(super) struct SimState {
     pub(super) fault_log: BTreeMap<String, u64>,
     pub(super) listing_requests: u64,
     pub(super) settings_requests: u64,
+    /// Requests to any `/api/` path, outages included.
+    pub(super) api_requests: u64,
+    /// A share of log requests (0 to 1) answered with one of these faults,
+    /// drawn at random, when no queued fault applies.
+    pub(super) fault_ratio: (f64, Vec<super::Fault>),
     pub(super) outage: Option<Outage>,
     /// How far this API's clock is ahead of the host's: `created_at`,
     /// `delivered_at` and the `Date` header are all written on it.
