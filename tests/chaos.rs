@@ -2,9 +2,11 @@
 //! starts with the API down (503s, or connections refused) while deliveries
 //! go on, and in which the simulator injects every kind of fault at random while
 //! generating traffic with pending entries, retries, hostile entries and a
-//! burst larger than the page budget, and the real exporter binary is
-//! restarted twice with a state file, once with SIGTERM and once with
-//! SIGKILL in the middle of a poll. `/metrics` is scraped throughout. After
+//! burst larger than the page budget, a second burst read while a steady
+//! 18 % of the answers are faults, and a mid-run outage of the whole API;
+//! the real exporter binary is restarted twice with a state file, once with
+//! SIGTERM and once with SIGKILL in the middle of a poll. `/metrics` is
+//! scraped throughout. After
 //! traffic stops and the exporter converges, every counter must equal the
 //! simulator's ground truth, and no scrape may ever have seen a counter go
 //! down.
@@ -185,7 +187,14 @@ async fn run_chaos(seed: u64, order: Order) {
     ];
     let mut restarts = 0;
     let started = Instant::now();
-    let run_for = Duration::from_secs(24);
+    let run_for = Duration::from_secs(30);
+    let mid_outage = if order == Order::NewestFirst {
+        Outage::Refused
+    } else {
+        Outage::Unavailable
+    };
+    let mut outage_at = None;
+    let mut outage_for = Duration::ZERO;
     let mut step = 0u32;
     while started.elapsed() < run_for {
         step += 1;
@@ -207,6 +216,23 @@ async fn run_chaos(seed: u64, order: Order) {
         if step == 40 {
             // A burst larger than the page budget (10 pages of 100).
             sim.generate(&targets[0], 2500);
+        }
+        if step == 80 {
+            // Another, read while a steady 18 % of the answers are faults.
+            sim.set_fault_ratio(0.18, faults.to_vec());
+            sim.generate(&targets[1], 2500);
+        }
+        if step == 130 {
+            sim.set_fault_ratio(0.0, Vec::new());
+        }
+        if step == 150 {
+            // The whole API down in the middle of traffic.
+            sim.set_outage(Some(mid_outage));
+            outage_at = Some(Instant::now());
+        }
+        if step == 180 {
+            sim.set_outage(None);
+            outage_for = outage_at.map_or(Duration::ZERO, |t| t.elapsed());
         }
         if step == 60 {
             // SIGTERM: graceful; traffic continues while it is down.
@@ -254,6 +280,10 @@ async fn run_chaos(seed: u64, order: Order) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(restarts, 2, "the run was too short for both restarts");
+    assert!(
+        outage_for > Duration::ZERO,
+        "the run was too short for the outage"
+    );
 
     // Traffic stops; everything in flight finishes; the API heals.
     sim.clear_faults();
@@ -300,8 +330,9 @@ async fn run_chaos(seed: u64, order: Order) {
     let w = watch.lock().expect("watch");
     let faults_served: u64 = sim.faults_served().values().sum();
     println!(
-        "chaos[{order:?} seed {seed}]: start-up outage {outage:?} {:.1} s with {during_outage} attempts, attempts generated {generated}, faults {faults_served} {:?}, hostile {:?}, restarts {restarts}, lost {lost}, double-counted {double}, decreases {}, scrapes {}, state commit p99 <= {commit_p99}",
+        "chaos[{order:?} seed {seed}]: start-up outage {outage:?} {:.1} s with {during_outage} attempts, burst of 2500 under 18 % faults, mid-run outage {mid_outage:?} {:.1} s, attempts generated {generated}, faults {faults_served} {:?}, hostile {:?}, restarts {restarts}, lost {lost}, double-counted {double}, decreases {}, scrapes {}, state commit p99 <= {commit_p99}",
         outage_secs,
+        outage_for.as_secs_f64(),
         sim.faults_served(),
         sim.hostile(mark),
         w.decreases.len(),

@@ -8,6 +8,7 @@ mod endpoints;
 mod failures;
 mod faults;
 mod hardening;
+mod recovery;
 mod restart;
 mod scale;
 mod settings;
