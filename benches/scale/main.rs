@@ -13,6 +13,10 @@
 //!    protobuf): series, bytes on the wire, time, CPU per scrape, and the
 //!    series each family costs.
 //! 4. **API economy**: requests per poll, idle and busy, against the formula.
+//! 5. **State file**: the exporter binary with and without `--state.file`,
+//!    side by side: CPU per 1k entries and bytes written per entry at 2,000
+//!    and 200 attempts/s, commits per second, the file's size; then a
+//!    restart of 2,000 webhooks from a full file.
 //!
 //! The simulator runs in a child process (this binary again, with
 //! `SCALE_BENCH_ROLE=sim`), so the CPU and memory measured here are the
@@ -23,7 +27,7 @@
 //!
 //! Knobs for investigating (only a run without `SCALE_BENCH_ONLY` rewrites
 //! `docs/benchmarks.md`):
-//! `SCALE_BENCH_ONLY=scale|economy|ingest` runs one part;
+//! `SCALE_BENCH_ONLY=scale|economy|ingest|statefile` runs one part;
 //! `SCALE_BENCH_HOUR_SCRAPES=0` leaves out the scrapes during the hour;
 //! `SCALE_BENCH_RPS=N` sets `--talkover.max-requests-per-second` (default
 //! 100000, i.e. unlimited); `SCALE_BENCH_PAYLOAD=BYTES` pads each entry's
@@ -57,6 +61,7 @@ mod measure;
 mod report;
 mod shadows;
 mod sim_child;
+mod statefile;
 
 use economy::*;
 use formats::*;
@@ -67,6 +72,7 @@ use measure::*;
 use report::*;
 use shadows::*;
 use sim_child::*;
+use statefile::*;
 
 const ROLE_ENV: &str = "SCALE_BENCH_ROLE";
 const MODE_ENV: &str = "SCALE_BENCH_SIM";
@@ -112,6 +118,11 @@ const GOAL_SCRAPE_P99: Duration = Duration::from_millis(250);
 const GOAL_GZIP_SHARE: f64 = 0.10;
 /// Series with native histograms, as a share of the classic count.
 const GOAL_NATIVE_SHARE: f64 = 0.25;
+/// CPU with the state file, as a multiple of without (2,000 entries/s).
+const GOAL_STATE_CPU: f64 = 1.3;
+/// Bytes written to storage per entry counted, at 2,000 and at 200 entries/s.
+const GOAL_STATE_BYTES_FAST: f64 = 400.0;
+const GOAL_STATE_BYTES_SLOW: f64 = 1_000.0;
 
 fn main() {
     match std::env::var(ROLE_ENV).as_deref() {
@@ -151,8 +162,13 @@ fn main() {
     } else {
         IngestFigures::default()
     };
+    let state_file = if part("statefile") {
+        statefile(&mut report)
+    } else {
+        StateFileFigures::default()
+    };
     if only.is_none() {
-        report.summary(&ingest, &scale, started.elapsed());
+        report.summary(&ingest, &scale, &state_file, started.elapsed());
     }
     report.emit(only.is_none());
 }

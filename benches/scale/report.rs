@@ -101,8 +101,46 @@ impl Report {
         ];
     }
 
-    pub(crate) fn summary(&mut self, ingest: &IngestFigures, scale: &ScaleFigures, took: Duration) {
+    pub(crate) fn summary(
+        &mut self,
+        ingest: &IngestFigures,
+        scale: &ScaleFigures,
+        state: &StateFileFigures,
+        took: Duration,
+    ) {
         let mut s = Section::new("Summary", &["goal", "figure", "target", "verdict"]);
+        let (fast_off, fast_on) = state.fast;
+        let (slow_off, slow_on) = state.slow;
+        let cpu_ratio = fast_on.cpu_s
+            / fast_on.counted.max(1.0)
+            / (fast_off.cpu_s / fast_off.counted.max(1.0)).max(1e-12);
+        let fast_bytes = fast_on.write_bytes as f64 / fast_on.counted.max(1.0);
+        let slow_bytes = slow_on.write_bytes as f64 / slow_on.counted.max(1.0);
+        s.row(vec![
+            "state file: CPU at 2,000 entries/s".into(),
+            format!("{cpu_ratio:.2}x the run without --state.file"),
+            format!("≤ {GOAL_STATE_CPU}x"),
+            verdict(cpu_ratio <= GOAL_STATE_CPU),
+        ]);
+        s.row(vec![
+            "state file: written per entry counted".into(),
+            format!(
+                "{fast_bytes:.0} B at 2,000/s, {slow_bytes:.0} B at 200/s ({:.0} B/s without the file at 200/s)",
+                slow_off.write_bytes as f64 / slow_off.seconds.max(1.0)
+            ),
+            format!("≤ {GOAL_STATE_BYTES_FAST:.0} B, ≤ {GOAL_STATE_BYTES_SLOW:.0} B"),
+            verdict(fast_bytes <= GOAL_STATE_BYTES_FAST && slow_bytes <= GOAL_STATE_BYTES_SLOW),
+        ]);
+        s.row(vec![
+            "state file: restart of 2,000 webhooks".into(),
+            format!(
+                "restored counters on /metrics after {}, ready after {}",
+                ms(state.restart.0),
+                ms(state.restart.1)
+            ),
+            "≤ 2 s plus the first polls".into(),
+            verdict(state.restart.0 <= Duration::from_secs(2)),
+        ]);
         s.row(vec![
             "ingest CPU vs bare fetch+parse floor".into(),
             format!(

@@ -164,6 +164,17 @@ pub(crate) fn sim_role(mode: &str) {
                 sim.generate(&t, 5);
             }
         }
+        "statefile" => {
+            let rate: f64 = std::env::var("SCALE_BENCH_STATEFILE_RATE")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2_000.0);
+            for i in 0..20 {
+                sim.add_webhook(statefile_target(i), profile(rate / 20.0, 0.2));
+            }
+            // Traffic from the start, at the rate asked for.
+            rt.spawn(sim.clone().drive());
+        }
         "economy" => {
             let t = economy_target();
             sim.add_webhook(t.clone(), profile(0.0, 0.0));
