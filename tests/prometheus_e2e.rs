@@ -17,13 +17,15 @@
 //!   series and on the duration buckets of failures are attempts the
 //!   simulator lists as failed;
 //! - a second Prometheus, with `--enable-feature=native-histograms`, scrapes
-//!   the same exporter in the protobuf format and stores its histograms as
-//!   native histograms only: the rules and panel queries return data there
+//!   the same exporter (run with `--collector.native-histograms`) in the
+//!   protobuf format and stores its histograms as native histograms only: the rules and panel queries return data there
 //!   too, and its p95 per webhook agrees with the classic buckets' within
 //!   their resolution.
 //!
-//! Needs `prometheus` on PATH (Debian/Ubuntu: `apt-get install prometheus`);
-//! the test fails, rather than skips, without it.
+//! All of it on Debian's Prometheus 2.42 and on Prometheus 3.5 LTS, one
+//! test each. Needs `prometheus` on PATH (Debian/Ubuntu: `apt-get install
+//! prometheus`) and Prometheus 3.5 in `target/test-tools` (the test command
+//! unpacks it there); the test fails, rather than skips, without them.
 
 mod support;
 
@@ -35,7 +37,8 @@ use serde_json::Value;
 
 use support::{
     free_ports, get_text, http_client, post, prometheus_on_path, shipped_rules_path,
-    spawn_demo_exporter_with, spawn_prometheus_with, yaml_quote, Key, Prom, ATTEMPTS,
+    spawn_demo_exporter_with, spawn_prometheus_with, unstable_tool, yaml_quote, Key, Prom,
+    ATTEMPTS,
 };
 use talkover_exporter::model::DURATION_BUCKETS;
 
@@ -223,11 +226,21 @@ fn fmt_counts(counts: &BTreeMap<Key, f64>) -> String {
         .collect()
 }
 
-/// See the file's documentation.
+/// See the file's documentation: Debian's Prometheus 2.42.
 #[tokio::test]
-async fn prometheus_scrapes_exporter_rules_and_dashboard_queries_have_data() {
+async fn prometheus_2_42_scrapes_exporter_rules_and_dashboard_queries_have_data() {
+    prometheus_scrapes_exporter_rules_and_dashboard_queries_have_data(prometheus_on_path()).await;
+}
+
+/// The same with Prometheus 3.5 LTS.
+#[tokio::test]
+async fn prometheus_3_5_scrapes_exporter_rules_and_dashboard_queries_have_data() {
+    prometheus_scrapes_exporter_rules_and_dashboard_queries_have_data(unstable_tool("prometheus"))
+        .await;
+}
+
+async fn prometheus_scrapes_exporter_rules_and_dashboard_queries_have_data(prometheus: PathBuf) {
     let started = Instant::now();
-    let prometheus = prometheus_on_path();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let rules_path = shipped_rules_path();
     let dashboard_path = root.join("dashboards/talkover-webhooks.json");
@@ -260,7 +273,11 @@ async fn prometheus_scrapes_exporter_rules_and_dashboard_queries_have_data() {
         exporter_port,
         sim_port,
         &tmp.0,
-        &["--collector.lag", "--collector.poll-stats"],
+        &[
+            "--collector.lag",
+            "--collector.poll-stats",
+            "--collector.native-histograms",
+        ],
     );
 
     // -- Prometheus ----------------------------------------------------------

@@ -60,6 +60,15 @@ const MIX: &str = "scale run (69 % idle)";
 /// Every webhook with a little traffic, as the issue measured.
 const BUSY: &str = "every webhook busy";
 
+/// The default families, with native buckets in protobuf
+/// (`--collector.native-histograms`): what the native share measures.
+fn with_native() -> Published {
+    Published::with_budget(Budget {
+        native_histograms: true,
+        ..Budget::default()
+    })
+}
+
 /// Every format and both budgets rendered from the shadow states, and
 /// from a population where every webhook has traffic.
 pub(crate) fn formats_in_process(shadows: &Mutex<Shadows>) -> Renders {
@@ -68,9 +77,10 @@ pub(crate) fn formats_in_process(shadows: &Mutex<Shadows>) -> Renders {
         attempt_number: true,
         duration_by_status: true,
         poll_stats: true,
+        native_histograms: true,
     };
     let busy_all = busy(Published::with_budget(all));
-    let busy_default = busy(Published::new());
+    let busy_default = busy(with_native());
     let body_all = busy_all.render();
     drop(busy_all);
     let body_default = busy_default.render();
@@ -92,7 +102,7 @@ pub(crate) fn formats_in_process(shadows: &Mutex<Shadows>) -> Renders {
     let busy_default = Arc::new(busy_default);
     out.busy_wire = serve_and_scrape(busy_default.clone());
     (out.budget_wire, out.budget_rates) = serve_and_scrape_while_polling(busy_default.clone());
-    let mix = populate(shadows, Published::new());
+    let mix = populate(shadows, with_native());
     for (population, published) in [(MIX, &mix), (BUSY, &*busy_default)] {
         let classic = samples(&String::from_utf8_lossy(&render(
             published,

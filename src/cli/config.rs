@@ -259,6 +259,11 @@ impl Cli {
                     self.no_collector_poll_stats,
                     false,
                 ),
+                native_histograms: chosen(
+                    self.collector_native_histograms,
+                    self.no_collector_native_histograms,
+                    false,
+                ),
             },
             failures: FailurePolicy {
                 keep: self.failures_keep.unwrap_or(FailurePolicy::default().keep),
@@ -361,6 +366,15 @@ mod config_file_tests {
         assert!(!budget(&[]).poll_stats);
         assert!(budget(&["--collector.poll-stats"]).poll_stats);
         assert!(!budget(&["--collector.poll-stats", "--no-collector.poll-stats"]).poll_stats);
+        assert!(!budget(&[]).native_histograms);
+        assert!(budget(&["--collector.native-histograms"]).native_histograms);
+        assert!(
+            !budget(&[
+                "--collector.native-histograms",
+                "--no-collector.native-histograms"
+            ])
+            .native_histograms
+        );
         let off = budget(&[
             "--no-collector.attempt-number",
             "--no-collector.duration-by-status",

@@ -239,6 +239,24 @@ pub struct Cli {
     )]
     pub no_collector_poll_stats: bool,
 
+    /// Send native buckets beside the classic ones in the protobuf format
+    /// (off by default: a Prometheus 3 that negotiates protobuf without
+    /// ingesting native histograms would store neither; README, "Scrape
+    /// formats and size").
+    #[arg(
+        long = "collector.native-histograms",
+        env = "TALKOVER_COLLECTOR_NATIVE_HISTOGRAMS",
+        overrides_with = "no_collector_native_histograms"
+    )]
+    pub collector_native_histograms: bool,
+
+    /// Classic buckets only, in every format (the default).
+    #[arg(
+        long = "no-collector.native-histograms",
+        overrides_with = "collector_native_histograms"
+    )]
+    pub no_collector_native_histograms: bool,
+
     /// Path under which to expose metrics.
     #[arg(long = "web.telemetry-path", env = "TALKOVER_WEB_TELEMETRY_PATH", default_value = "/metrics", value_parser = parse_telemetry_path)]
     pub telemetry_path: String,

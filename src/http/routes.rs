@@ -129,8 +129,12 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
             }
         },
     };
+    let Negotiated {
+        format,
+        content_type,
+    } = negotiate(&headers);
     // Held by the body until it is sent or dropped.
-    let in_flight = state.http.scrape_started(permit);
+    let in_flight = state.http.scrape_started(format, permit);
     // Rendering thousands of targets is CPU work: it runs on a thread of
     // its own, below the pollers' priority, and hands over its pieces as
     // they are written, so sending overlaps rendering and the whole body is
@@ -138,7 +142,6 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
     // does), each piece is compressed on the same thread before it is
     // handed over.
     let gzip = accepts_gzip(&headers);
-    let format = negotiate(&headers);
     let (tx, rx) = mpsc::channel::<Bytes>(4);
     let finished = Arc::new(AtomicBool::new(false));
     let published = state.published.clone();
@@ -190,8 +193,11 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
     });
     let mut response = (
         [
-            (header::CONTENT_TYPE, format.content_type()),
-            (header::VARY, "Accept, Accept-Encoding"),
+            (header::CONTENT_TYPE, content_type),
+            (
+                header::VARY,
+                HeaderValue::from_static("Accept, Accept-Encoding"),
+            ),
         ],
         body,
     )
@@ -250,17 +256,70 @@ fn render_gzip(
     }
 }
 
+/// What a scrape is answered with: the format to render and the
+/// `Content-Type` that names it, with the version and escaping asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Negotiated {
+    format: Exposition,
+    content_type: HeaderValue,
+}
+
+/// How the scraper asked UTF-8 names to be escaped (Prometheus 3 sends
+/// `escaping=` with the 1.0.0 text formats). Every name and label name we
+/// serve is a legacy one, unchanged by these schemes, so only the
+/// `Content-Type` says which was used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Escaping {
+    AllowUtf8,
+    Underscores,
+    Values,
+}
+
+impl Escaping {
+    /// The scheme named by `value`; `None` for `dots`, which doubles every
+    /// underscore of a legacy name too: a range asking for it is passed
+    /// over for the next the scraper lists (Prometheus always lists the
+    /// unescaped 0.0.x formats after it). An unknown value is read as
+    /// `underscores`, the legacy default, as client_golang reads it.
+    fn parse(value: &str) -> Option<Escaping> {
+        match value.to_ascii_lowercase().as_str() {
+            "allow-utf-8" => Some(Escaping::AllowUtf8),
+            "values" => Some(Escaping::Values),
+            "dots" => None,
+            _ => Some(Escaping::Underscores),
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Escaping::AllowUtf8 => "allow-utf-8",
+            Escaping::Underscores => "underscores",
+            Escaping::Values => "values",
+        }
+    }
+}
+
+impl Negotiated {
+    fn plain() -> Negotiated {
+        Negotiated {
+            format: Exposition::Text,
+            content_type: HeaderValue::from_static(Exposition::Text.content_type()),
+        }
+    }
+}
+
 /// The format the scraper prefers among those served: the media range
 /// with the highest `q` that names one (protobuf, then OpenMetrics, on a
-/// tie: a scraper that lists them reads native histograms or exemplars),
-/// the text format when none does.
-fn negotiate(headers: &HeaderMap) -> Exposition {
+/// tie: a scraper that lists them reads exemplars or created timestamps),
+/// the text format 0.0.4 when none does. Nothing the header says is an
+/// error: what cannot be read is passed over.
+fn negotiate(headers: &HeaderMap) -> Negotiated {
     let rank = |e: Exposition| match e {
         Exposition::Text => 0,
         Exposition::OpenMetrics => 1,
         Exposition::Protobuf => 2,
     };
-    let mut best = (0.0f32, Exposition::Text);
+    let mut best = (0.0f32, Negotiated::plain());
     for range in headers
         .get_all(header::ACCEPT)
         .iter()
@@ -273,32 +332,79 @@ fn negotiate(headers: &HeaderMap) -> Exposition {
         let mut proto = None;
         let mut encoding = None;
         let mut version = None;
+        let mut escaping = None;
         for p in parts {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let v = v.trim().trim_matches('"');
             match k.trim().to_ascii_lowercase().as_str() {
-                "q" => q = v.trim().parse().unwrap_or(0.0),
-                "proto" => proto = Some(v.trim()),
-                "encoding" => encoding = Some(v.trim()),
-                "version" => version = Some(v.trim()),
+                "q" => {
+                    q = v
+                        .parse()
+                        .ok()
+                        .filter(|q: &f32| q.is_finite())
+                        .unwrap_or(0.0)
+                }
+                "proto" => proto = Some(v),
+                "encoding" => encoding = Some(v),
+                "version" => version = Some(v),
+                "escaping" => escaping = Some(v),
                 _ => {}
             }
         }
-        let format = if media.eq_ignore_ascii_case("application/vnd.google.protobuf") {
+        let escaping = match escaping.map(Escaping::parse) {
+            Some(None) => continue,
+            Some(Some(e)) => Some(e),
+            None => None,
+        };
+        let with_escaping = |base: String| match escaping {
+            Some(e) => format!("{base}; escaping={}", e.as_str()),
+            None => base,
+        };
+        let (format, content_type) = if media
+            .eq_ignore_ascii_case("application/vnd.google.protobuf")
+        {
             if proto == Some("io.prometheus.client.MetricFamily") && encoding == Some("delimited") {
-                Exposition::Protobuf
+                (
+                    Exposition::Protobuf,
+                    with_escaping(Exposition::Protobuf.content_type().into()),
+                )
             } else {
                 continue;
             }
         } else if media.eq_ignore_ascii_case("application/openmetrics-text") {
-            match version {
-                None | Some("1.0.0") | Some("0.0.1") => Exposition::OpenMetrics,
+            // The two versions' bodies are the same for what we serve.
+            let version = match version {
+                None | Some("1.0.0") => "1.0.0",
+                Some("0.0.1") => "0.0.1",
                 Some(_) => continue,
-            }
+            };
+            (
+                Exposition::OpenMetrics,
+                with_escaping(format!(
+                    "application/openmetrics-text; version={version}; charset=utf-8"
+                )),
+            )
+        } else if media.eq_ignore_ascii_case("text/plain") && version == Some("1.0.0") {
+            // 1.0.0 adds quoted UTF-8 names to 0.0.4, which we never need.
+            (
+                Exposition::Text,
+                with_escaping("text/plain; version=1.0.0; charset=utf-8".into()),
+            )
         } else {
-            Exposition::Text
+            (Exposition::Text, Exposition::Text.content_type().into())
         };
-        if q > 0.0 && (q > best.0 || (q == best.0 && rank(format) > rank(best.1))) {
-            best = (q, format);
+        // Built from our own pieces only: always a valid header value.
+        let Ok(content_type) = HeaderValue::from_str(&content_type) else {
+            continue;
+        };
+        if q > 0.0 && (q > best.0 || (q == best.0 && rank(format) > rank(best.1.format))) {
+            best = (
+                q,
+                Negotiated {
+                    format,
+                    content_type,
+                },
+            );
         }
     }
     best.1
@@ -412,7 +518,7 @@ mod tests {
             pieces: rx,
             finished: Arc::new(AtomicBool::new(finished)),
             ended: false,
-            _in_flight: http.scrape_started(None),
+            _in_flight: http.scrape_started(Exposition::Text, None),
         };
         body.map(|r| r.map_err(|e| e.to_string())).collect().await
     }
@@ -461,7 +567,7 @@ mod tests {
                 header::ACCEPT,
                 HeaderValue::from_str(value).expect("header"),
             );
-            negotiate(&h)
+            negotiate(&h).format
         };
         // Prometheus 2.42 with --enable-feature=native-histograms, and without.
         assert_eq!(format("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.7,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"), Exposition::Protobuf);
@@ -480,7 +586,85 @@ mod tests {
         );
         assert_eq!(format("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text"), Exposition::Text);
         assert_eq!(format("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0"), Exposition::Text);
-        assert_eq!(negotiate(&HeaderMap::new()), Exposition::Text);
+        assert_eq!(negotiate(&HeaderMap::new()), Negotiated::plain());
+    }
+
+    /// Prometheus 3's headers, the `Content-Type` each gets, and headers
+    /// no scraper should send: never an error, the text format at worst.
+    #[test]
+    fn the_content_type_carries_the_version_and_escaping_asked_for() {
+        let answer = |value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::ACCEPT,
+                HeaderValue::from_str(value).expect("header"),
+            );
+            let n = negotiate(&h);
+            (
+                n.format,
+                n.content_type.to_str().expect("ascii").to_string(),
+            )
+        };
+        let om = |ct: &str| (Exposition::OpenMetrics, ct.to_string());
+        let text = |ct: &str| (Exposition::Text, ct.to_string());
+        // Prometheus 3.5's default, and with `metric_name_validation_scheme: legacy`.
+        assert_eq!(
+            answer("application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1"),
+            om("application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=allow-utf-8")
+        );
+        assert_eq!(
+            answer(
+                "application/openmetrics-text;version=1.0.0;escaping=underscores;q=0.5,*/*;q=0.1"
+            ),
+            om("application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=underscores")
+        );
+        // `scrape_protocols: [PrometheusText1.0.0]`.
+        assert_eq!(
+            answer("text/plain;version=1.0.0;escaping=values;q=0.2,*/*;q=0.1"),
+            text("text/plain; version=1.0.0; charset=utf-8; escaping=values")
+        );
+        // Protobuf as Prometheus 3 asks for it: no escaping parameter.
+        assert_eq!(
+            answer("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.6,application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,*/*;q=0.1"),
+            (
+                Exposition::Protobuf,
+                Exposition::Protobuf.content_type().to_string()
+            )
+        );
+        // `dots` would rename every legacy name: the next range is served.
+        assert_eq!(
+            answer("application/openmetrics-text;version=1.0.0;escaping=dots;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.2"),
+            om("application/openmetrics-text; version=0.0.1; charset=utf-8")
+        );
+        assert_eq!(
+            answer("text/plain;version=1.0.0;escaping=dots"),
+            text(Exposition::Text.content_type())
+        );
+        // An escaping scheme nobody defined reads as the legacy default.
+        assert_eq!(
+            answer("text/plain;version=1.0.0;escaping=nonsense"),
+            text("text/plain; version=1.0.0; charset=utf-8; escaping=underscores")
+        );
+        // Malformed and unknown: the text format 0.0.4.
+        for value in [
+            "",
+            ",,,;;;",
+            "text/plain;version=9.9.9",
+            "application/json",
+            "garbage",
+            ";q=1",
+            "application/openmetrics-text;version=1.0.0;q=NaN",
+            "application/openmetrics-text;version=1.0.0;q=-1",
+            "application/openmetrics-text;version=x.y",
+            "application/vnd.google.protobuf",
+            "text/plain;version=1.0.0;escaping=dots;q=1,nonsense;q=0.5",
+        ] {
+            assert_eq!(
+                answer(value),
+                text(Exposition::Text.content_type()),
+                "{value:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The HTTP side reports on itself, as promhttp does for Go exporters:
-//! requests by handler and code, scrapes in flight, open connections, and
-//! connections refused or cut by a limit.
+//! requests by handler and code, scrapes by format and in flight, open
+//! connections, and connections refused or cut by a limit.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::warn;
+
+use crate::metrics::Exposition;
 
 /// Why a connection or a scrape was turned away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +69,7 @@ impl Refusal {
 #[derive(Debug, Clone)]
 pub struct HttpMetrics {
     requests: IntCounterVec,
+    scrapes: IntCounterVec,
     scrapes_in_flight: IntGauge,
     connections_open: IntGauge,
     refused: IntCounterVec,
@@ -84,6 +87,14 @@ impl HttpMetrics {
                     "HTTP requests served, by handler and status code.",
                 ),
                 &["handler", "code"],
+            )
+            .unwrap_or_else(|_| unreachable!("a constant metric definition is valid")),
+            scrapes: IntCounterVec::new(
+                Opts::new(
+                    "talkover_exporter_http_scrapes_total",
+                    "Metrics bodies started, by the format negotiated: text, openmetrics or protobuf.",
+                ),
+                &["format"],
             )
             .unwrap_or_else(|_| unreachable!("a constant metric definition is valid")),
             scrapes_in_flight: IntGauge::new(
@@ -108,11 +119,19 @@ impl HttpMetrics {
         };
         // Registration fails only on a duplicate name, which cannot happen here.
         let _ = registry.register(Box::new(metrics.requests.clone()));
+        let _ = registry.register(Box::new(metrics.scrapes.clone()));
         let _ = registry.register(Box::new(metrics.scrapes_in_flight.clone()));
         let _ = registry.register(Box::new(metrics.connections_open.clone()));
         let _ = registry.register(Box::new(metrics.refused.clone()));
         for reason in Refusal::ALL {
             metrics.refused.with_label_values(&[reason.label()]);
+        }
+        for format in [
+            Exposition::Text,
+            Exposition::OpenMetrics,
+            Exposition::Protobuf,
+        ] {
+            metrics.scrapes.with_label_values(&[format_label(format)]);
         }
         metrics
     }
@@ -142,8 +161,16 @@ impl HttpMetrics {
         }
     }
 
-    /// A scrape is in flight until the guard is dropped (with its permit).
-    pub(crate) fn scrape_started(&self, permit: Option<OwnedSemaphorePermit>) -> Open {
+    /// A scrape in `format` is in flight until the guard is dropped (with
+    /// its permit).
+    pub(crate) fn scrape_started(
+        &self,
+        format: Exposition,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Open {
+        self.scrapes
+            .with_label_values(&[format_label(format)])
+            .inc();
         self.scrapes_in_flight.inc();
         Open {
             gauge: self.scrapes_in_flight.clone(),
@@ -188,6 +215,16 @@ impl RateLimitedLog {
         *last = Some(Instant::now());
         self.since.store(0, Ordering::Relaxed);
         log(n);
+    }
+}
+
+/// The `format` label of a scrape: which one a server negotiated is the
+/// first question when its histograms look wrong.
+fn format_label(format: Exposition) -> &'static str {
+    match format {
+        Exposition::Text => "text",
+        Exposition::OpenMetrics => "openmetrics",
+        Exposition::Protobuf => "protobuf",
     }
 }
 

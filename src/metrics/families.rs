@@ -127,6 +127,12 @@ pub struct Budget {
     /// whether polling keeps up, and `talkover_up` and
     /// `talkover_exporter_poll_errors_total` name the webhook that fails.
     pub poll_stats: bool,
+    /// Native buckets beside the classic ones in the protobuf format. Off
+    /// by default: Prometheus 3 takes a protobuf histogram that has native
+    /// buckets for a native histogram, and one that does not ingest native
+    /// histograms then stores nothing of it, classic buckets included,
+    /// unless its scrape config sets `always_scrape_classic_histograms`.
+    pub native_histograms: bool,
 }
 
 impl Default for Budget {
@@ -136,6 +142,7 @@ impl Default for Budget {
             attempt_number: true,
             duration_by_status: true,
             poll_stats: false,
+            native_histograms: false,
         }
     }
 }

@@ -68,7 +68,8 @@ pub enum Exposition {
     Text,
     /// OpenMetrics text 1.0.0, with exemplars.
     OpenMetrics,
-    /// Delimited `io.prometheus.client.MetricFamily` messages, with native histograms.
+    /// Delimited `io.prometheus.client.MetricFamily` messages: classic
+    /// histograms, and native buckets with `--collector.native-histograms`.
     Protobuf,
 }
 
@@ -215,7 +216,7 @@ impl Published {
                 families::write_targets(&snaps, self.budget, &mut out) && out.finish(&self.registry)
             }
             Exposition::Protobuf => {
-                let mut out = protobuf::Protobuf::new(&snaps, emit);
+                let mut out = protobuf::Protobuf::new(&snaps, self.budget.native_histograms, emit);
                 families::write_targets(&snaps, self.budget, &mut out) && out.finish(&self.registry)
             }
         }

@@ -1,9 +1,14 @@
 //! Prometheus's protobuf exposition format: length-delimited
 //! `MetricFamily` messages, the format that carries native histograms.
 //!
-//! Each histogram goes out with its classic buckets and its native buckets
-//! in the same message, so one scrape configuration serves Prometheus
-//! servers with and without native histograms. A family is framed by its
+//! Histograms go out with their classic buckets only, unless
+//! `--collector.native-histograms` asks for native buckets beside them.
+//! Prometheus 3 reads a protobuf histogram with native buckets (a zero
+//! threshold, spans) as a native histogram and nothing else; one that does
+//! not ingest native histograms then drops it whole, classic buckets too,
+//! unless its scrape config sets `always_scrape_classic_histograms`. Classic
+//! only is whole on every server; native buckets are for those that ask
+//! for them. A family is framed by its
 //! length, so it is encoded whole before it is handed on: a scrape holds
 //! one family at a time, not the whole body.
 //!
@@ -51,11 +56,14 @@ pub(super) struct Protobuf<'a> {
     /// One metric's fields, then one histogram's: reused for every series.
     metric: Vec<u8>,
     histogram: Vec<u8>,
+    /// Whether histograms carry their native buckets.
+    native: bool,
 }
 
 impl<'a> Protobuf<'a> {
     pub(super) fn new(
         snaps: &'a [Arc<TargetSnapshot>],
+        native: bool,
         emit: &'a mut dyn FnMut(Vec<u8>) -> bool,
     ) -> Protobuf<'a> {
         let targets = snaps
@@ -84,6 +92,7 @@ impl<'a> Protobuf<'a> {
             target: 0,
             metric: Vec::with_capacity(1024),
             histogram: Vec::with_capacity(1024),
+            native,
         }
     }
 
@@ -244,22 +253,24 @@ impl Format for Protobuf<'_> {
                 write_exemplar(out, 3, e);
             }
         }
-        sint(out, 5, i64::from(NATIVE_SCHEMA));
-        double(out, 6, NATIVE_ZERO_THRESHOLD);
-        uint(out, 7, h.native.zero);
-        let (spans, deltas) = h.native.spans_and_deltas();
-        for (offset, length) in spans {
-            // BucketSpan { offset = 1 (sint32), length = 2 }
-            let len = sint_len(i64::from(offset)) + uint_len(u64::from(length));
-            key(out, 12, LEN);
-            encode_varint(len as u64, out);
-            sint(out, 1, i64::from(offset));
-            uint(out, 2, u64::from(length));
-        }
-        for delta in deltas {
-            // Repeated and not packed: every delta, zeros too.
-            key(out, 13, VARINT);
-            encode_varint(zigzag(delta), out);
+        if self.native {
+            sint(out, 5, i64::from(NATIVE_SCHEMA));
+            double(out, 6, NATIVE_ZERO_THRESHOLD);
+            uint(out, 7, h.native.zero);
+            let (spans, deltas) = h.native.spans_and_deltas();
+            for (offset, length) in spans {
+                // BucketSpan { offset = 1 (sint32), length = 2 }
+                let len = sint_len(i64::from(offset)) + uint_len(u64::from(length));
+                key(out, 12, LEN);
+                encode_varint(len as u64, out);
+                sint(out, 1, i64::from(offset));
+                uint(out, 2, u64::from(length));
+            }
+            for delta in deltas {
+                // Repeated and not packed: every delta, zeros too.
+                key(out, 13, VARINT);
+                encode_varint(zigzag(delta), out);
+            }
         }
         if let Some(ms) = h.created_ms {
             write_timestamp(out, 15, ms);
@@ -495,18 +506,23 @@ mod tests {
     use crate::metrics::{Budget, Exposition, Published};
     use crate::model::{
         AttemptKey, DeliveryCounts, Exemplar, Exemplars, Histogram, PollStats, TargetSnapshot,
-        ATTEMPT_BUCKETS, DURATION_BUCKETS, LAG_BUCKETS,
+        ATTEMPT_BUCKETS, DURATION_BUCKETS, LAG_BUCKETS, NATIVE_SCHEMA, NATIVE_ZERO_THRESHOLD,
     };
 
     /// Webhooks with every kind of value the writer meets: exemplars on
     /// counters and buckets (an empty id, times before 1970), native
     /// buckets with gaps and zero counts, values of 0, empty label values.
     fn varied(webhooks: u32) -> Published {
+        varied_with(webhooks, true)
+    }
+
+    fn varied_with(webhooks: u32, native_histograms: bool) -> Published {
         let published = Published::with_budget(Budget {
             lag: true,
             attempt_number: true,
             duration_by_status: true,
             poll_stats: true,
+            native_histograms,
         });
         for i in 0..webhooks {
             let mut counts = DeliveryCounts::default();
@@ -696,11 +712,77 @@ mod tests {
         assert_eq!(families["talkover_webhook_max_retries"].metric.len(), 3);
     }
 
+    fn histograms(published: &Published) -> Vec<(String, crate::metrics::proto::Histogram)> {
+        let mut body = Vec::new();
+        assert!(published.render_chunks(Exposition::Protobuf, &mut |piece| {
+            body.extend_from_slice(&piece);
+            true
+        }));
+        let mut rest = &body[..];
+        let mut out = Vec::new();
+        while !rest.is_empty() {
+            let f = MetricFamily::decode_length_delimited(&mut rest).expect("a family");
+            for m in f.metric {
+                if let Some(h) = m.histogram {
+                    out.push((f.name.clone(), h));
+                }
+            }
+        }
+        out
+    }
+
+    /// By default no histogram has anything Prometheus 3 takes for native
+    /// buckets (its test: spans, deltas, a zero threshold or zero count),
+    /// so one that does not ingest native histograms keeps the classic
+    /// buckets; with the flag every per-webhook one has them, and the
+    /// classic buckets are the same either way.
+    #[test]
+    fn histograms_carry_native_buckets_only_when_asked() {
+        let classic = histograms(&varied_with(12, false));
+        let native = histograms(&varied_with(12, true));
+        assert_eq!(classic.len(), native.len());
+        assert!(classic.len() > 20, "{} histograms", classic.len());
+        for (name, h) in &classic {
+            assert!(
+                h.positive_span.is_empty()
+                    && h.positive_delta.is_empty()
+                    && h.zero_threshold == 0.0
+                    && h.zero_count == 0
+                    && h.schema == 0,
+                "{name}: {h:?}"
+            );
+            assert!(!h.bucket.is_empty(), "{name} without classic buckets");
+        }
+        let mut with_spans = 0;
+        for ((name, c), (_, n)) in classic.iter().zip(&native) {
+            assert_eq!(c.bucket, n.bucket, "{name}");
+            // The registry's own histograms are classic in every format.
+            if !name.starts_with("talkover_webhook_") {
+                continue;
+            }
+            assert_eq!(n.zero_threshold, NATIVE_ZERO_THRESHOLD, "{name}");
+            assert_eq!(n.schema, NATIVE_SCHEMA, "{name}");
+            if n.sample_count > n.zero_count {
+                assert!(!n.positive_span.is_empty(), "{name}: {n:?}");
+                with_spans += 1;
+            }
+        }
+        assert!(
+            with_spans > 10,
+            "{with_spans} native histograms with buckets"
+        );
+    }
+
     /// The hand-written encoding is exactly prost's for the same messages:
-    /// every family decodes, and encodes again to the same bytes.
+    /// every family decodes, and encodes again to the same bytes, with
+    /// native buckets and without.
     #[test]
     fn the_body_is_what_prost_would_encode() {
-        let published = varied(40);
+        the_body_is_what_prost_would_encode_with(varied_with(40, false));
+        the_body_is_what_prost_would_encode_with(varied(40));
+    }
+
+    fn the_body_is_what_prost_would_encode_with(published: Published) {
         let mut body = Vec::new();
         assert!(published.render_chunks(Exposition::Protobuf, &mut |piece| {
             body.extend_from_slice(&piece);

@@ -400,6 +400,7 @@ mod tests {
             attempt_number: true,
             duration_by_status: true,
             poll_stats: true,
+            native_histograms: true,
         }
     }
 

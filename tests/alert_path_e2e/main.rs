@@ -33,6 +33,9 @@
 //! rules see only traffic under the test's success ratios. (The demo's
 //! history is from before the start and is never counted.)
 //!
+//! All of it with Debian's Prometheus 2.42 and with Prometheus 3.5 LTS (from
+//! `target/test-tools`, where the test command unpacks it), one test each.
+//!
 //! Needs `prometheus` (Debian/Ubuntu package `prometheus`), Alertmanager
 //! (package `prometheus-alertmanager`, binary `prometheus-alertmanager`; an
 //! upstream `alertmanager` binary on PATH works too) and `python3` on PATH;
@@ -57,7 +60,7 @@ use serde_json::Value;
 
 use support::{
     find_on_path, free_ports, http_client, prometheus_on_path, shipped_rules_path,
-    spawn_demo_exporter, spawn_prometheus, yaml_quote, ChildGuard, ATTEMPTS,
+    spawn_demo_exporter, spawn_prometheus, unstable_tool, yaml_quote, ChildGuard, ATTEMPTS,
 };
 
 use plumbing::*;
@@ -90,11 +93,28 @@ const RECEIVER: &str = "talkover-test";
 /// notification to arrive too before the negative checks.
 const GRACE: Duration = Duration::from_secs(6);
 
-/// See the file's documentation.
+/// See the file's documentation: Debian's Prometheus 2.42.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failing_webhook_alert_reaches_alertmanager_receiver_and_healthy_webhooks_stay_silent() {
+async fn prometheus_2_42_failing_webhook_alert_reaches_the_receiver() {
+    failing_webhook_alert_reaches_alertmanager_receiver_and_healthy_webhooks_stay_silent(
+        prometheus_on_path(),
+    )
+    .await;
+}
+
+/// The same with Prometheus 3.5 LTS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_3_5_failing_webhook_alert_reaches_the_receiver() {
+    failing_webhook_alert_reaches_alertmanager_receiver_and_healthy_webhooks_stay_silent(
+        unstable_tool("prometheus"),
+    )
+    .await;
+}
+
+async fn failing_webhook_alert_reaches_alertmanager_receiver_and_healthy_webhooks_stay_silent(
+    prometheus: std::path::PathBuf,
+) {
     let started = Instant::now();
-    let prometheus = prometheus_on_path();
     let alertmanager = find_on_path("alertmanager")
         .or_else(|| find_on_path("prometheus-alertmanager"))
         .unwrap_or_else(|| {

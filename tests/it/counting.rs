@@ -36,6 +36,7 @@ async fn counts_exactly(order: Order) {
         attempt_number: true,
         duration_by_status: true,
         poll_stats: true,
+        native_histograms: true,
     };
     let exporter = start_exporter(
         &s.url,

@@ -213,13 +213,21 @@ pub fn which(name: &str) -> Option<std::path::PathBuf> {
 /// (what it asks for with native histograms on) and gzip protobuf. gzip
 /// takes a fraction of the bytes (under a fifth for these two webhooks,
 /// whose body is mostly help text; a few percent at scale: README, "Scrape
-/// size"). Each protobuf histogram also carries native buckets that hold
-/// every observation and agree with its classic buckets.
+/// size"). With `--collector.native-histograms`, each protobuf histogram
+/// also carries native buckets that hold every observation and agree with
+/// its classic buckets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_format_has_the_samples_of_a_plain_scrape() {
     use std::io::Read as _;
     let s = start_sim(33, Order::NewestFirst, &[A, B], quiet_profile()).await;
-    let exporter = start_exporter(&s.url, &[A, B], ExporterOptions::default()).await;
+    let options = ExporterOptions {
+        budget: talkover_exporter::metrics::Budget {
+            native_histograms: true,
+            ..Default::default()
+        },
+        ..ExporterOptions::default()
+    };
+    let exporter = start_exporter(&s.url, &[A, B], options).await;
     exporter.wait_ready().await;
     let mark = s.sim.mark();
     for t in s.sim.targets() {
