@@ -54,8 +54,10 @@ fetch_unstable() {
 }
 fetch_unstable
 
-echo "== cargo test"
-cargo test --locked --all-targets
+# Both tiers: `--features e2e` adds the tests with the real servers and
+# the browser installed above.
+echo "== cargo test (with the e2e tier)"
+cargo test --locked --all-targets --features e2e
 
 echo "== rules and dashboard"
 bash dashboards/check.sh
