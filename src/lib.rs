@@ -14,6 +14,8 @@
 //! - [`api`]: the Talkover REST client and its serde models (no metrics).
 //! - [`discovery`]: which webhooks to watch (static, discovered, filtered, sharded).
 //! - [`collect`]: polling, paging, counting; one poller per watched webhook.
+//! - `supervisor`: the watch lifecycle: discovery timing, filters, shards,
+//!   settings reads, reconcile, the sweep, readiness.
 //! - [`persist`]: the state file; commits each webhook's state, then publishes it.
 //! - [`metrics`]: published snapshots and their Prometheus text rendering (no HTTP).
 //! - [`http`]: the routes, and `--web.config.file` (TLS, basic auth, headers) around them.
@@ -33,6 +35,7 @@ pub mod metrics;
 pub mod model;
 pub mod persist;
 pub mod sim;
+mod supervisor;
 pub mod target;
 
 pub use app::{run, Error};
