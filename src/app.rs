@@ -271,21 +271,21 @@ async fn watch_parts(
 fn register_api_metrics(published: &Published, client: &Arc<Client>) {
     let registry = published.registry();
     let c = client.clone();
-    let _ = metrics::GaugeFn::register(
+    metrics::GaugeFn::register(
         registry,
         "talkover_exporter_api_clock_offset_seconds",
         "How far the API's clock (from its Date headers) is ahead of this host's; absent until a response carried a usable Date.",
         move || c.clock().offset().map(|o| o.estimate_ms() as f64 / 1000.0),
     );
     let c = client.clone();
-    let _ = metrics::GaugeFn::register(
+    metrics::GaugeFn::register(
         registry,
         "talkover_exporter_api_up",
         "1 while the Talkover API answers, 0 while it is down (its own faults from two webhooks or more, five in a row) and one request at a time probes it.",
         move || Some(f64::from(u8::from(c.health().is_up()))),
     );
     let c = client.clone();
-    let _ = metrics::GaugeFn::register_counter(
+    metrics::GaugeFn::register_counter(
         registry,
         "talkover_exporter_api_outages_total",
         "Times the Talkover API went down, as the exporter saw it.",

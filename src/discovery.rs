@@ -144,11 +144,11 @@ impl DiscoveryMetrics {
             unreachable!("constant metric definitions are valid")
         };
         let registry = published.registry();
-        let _ = registry.register(Box::new(runs.clone()));
-        let _ = registry.register(Box::new(last_success.clone()));
-        let _ = registry.register(Box::new(listed.clone()));
-        let _ = registry.register(Box::new(targets.clone()));
-        let _ = registry.register(Box::new(settings.clone()));
+        crate::metrics::register(registry, runs.clone());
+        crate::metrics::register(registry, last_success.clone());
+        crate::metrics::register(registry, listed.clone());
+        crate::metrics::register(registry, targets.clone());
+        crate::metrics::register(registry, settings.clone());
         DiscoveryMetrics {
             runs,
             last_success,

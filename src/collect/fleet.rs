@@ -285,7 +285,7 @@ fn register_panics(published: &crate::metrics::Published) -> IntCounterVec {
     )
     .unwrap_or_else(|_| unreachable!("a constant metric definition is valid"));
     panics.with_label_values(&["poller"]);
-    let _ = published.registry().register(Box::new(panics.clone()));
+    crate::metrics::register(published.registry(), panics.clone());
     panics
 }
 

@@ -117,12 +117,11 @@ impl HttpMetrics {
             .unwrap_or_else(|_| unreachable!("a constant metric definition is valid")),
             logs: Arc::default(),
         };
-        // Registration fails only on a duplicate name, which cannot happen here.
-        let _ = registry.register(Box::new(metrics.requests.clone()));
-        let _ = registry.register(Box::new(metrics.scrapes.clone()));
-        let _ = registry.register(Box::new(metrics.scrapes_in_flight.clone()));
-        let _ = registry.register(Box::new(metrics.connections_open.clone()));
-        let _ = registry.register(Box::new(metrics.refused.clone()));
+        crate::metrics::register(registry, metrics.requests.clone());
+        crate::metrics::register(registry, metrics.scrapes.clone());
+        crate::metrics::register(registry, metrics.scrapes_in_flight.clone());
+        crate::metrics::register(registry, metrics.connections_open.clone());
+        crate::metrics::register(registry, metrics.refused.clone());
         for reason in Refusal::ALL {
             metrics.refused.with_label_values(&[reason.label()]);
         }

@@ -28,7 +28,7 @@ impl GaugeFn {
         name: &str,
         help: &str,
         value: impl Fn() -> Option<f64> + Send + Sync + 'static,
-    ) -> prometheus::Result<()> {
+    ) {
         Self::register_as(registry, MetricType::GAUGE, name, help, value)
     }
 
@@ -39,7 +39,7 @@ impl GaugeFn {
         name: &str,
         help: &str,
         value: impl Fn() -> Option<f64> + Send + Sync + 'static,
-    ) -> prometheus::Result<()> {
+    ) {
         Self::register_as(registry, MetricType::COUNTER, name, help, value)
     }
 
@@ -49,13 +49,18 @@ impl GaugeFn {
         name: &str,
         help: &str,
         value: impl Fn() -> Option<f64> + Send + Sync + 'static,
-    ) -> prometheus::Result<()> {
-        let desc = Desc::new(name.into(), help.into(), Vec::new(), HashMap::new())?;
-        registry.register(Box::new(GaugeFn {
-            desc,
-            kind,
-            value: Box::new(value),
-        }))
+    ) {
+        match Desc::new(name.into(), help.into(), Vec::new(), HashMap::new()) {
+            Ok(desc) => super::register(
+                registry,
+                GaugeFn {
+                    desc,
+                    kind,
+                    value: Box::new(value),
+                },
+            ),
+            Err(e) => super::unregistered(name, &e),
+        }
     }
 }
 

@@ -61,6 +61,23 @@ pub struct Published {
     budget: Budget,
 }
 
+/// Registers a self-metric in `registry`. Only a bug fails (a duplicate
+/// name): it is logged, and the metric is missing from `/metrics`, rather
+/// than the exporter stopping or the error dropped unseen.
+pub fn register(registry: &Registry, collector: impl prometheus::core::Collector + 'static) {
+    let name = collector
+        .desc()
+        .first()
+        .map_or_else(String::new, |d| d.fq_name.clone());
+    if let Err(e) = registry.register(Box::new(collector)) {
+        unregistered(&name, &e);
+    }
+}
+
+fn unregistered(what: &str, error: &prometheus::Error) {
+    tracing::error!(metric = what, error = %error, "could not register a self-metric; it is missing from /metrics");
+}
+
 /// A format `/metrics` is served in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exposition {
@@ -104,10 +121,10 @@ impl Published {
         let registry = Registry::new();
         #[cfg(target_os = "linux")]
         {
-            // Registration fails only on a duplicate, which cannot happen here.
-            let _ = registry.register(Box::new(
+            register(
+                &registry,
                 prometheus::process_collector::ProcessCollector::for_self(),
-            ));
+            );
         }
         let poll_duration = prometheus::Histogram::with_opts(
             prometheus::HistogramOpts::new(
@@ -117,7 +134,7 @@ impl Published {
             .buckets(POLL_BUCKETS.to_vec()),
         )
         .unwrap_or_else(|_| unreachable!("a constant metric definition is valid"));
-        let _ = registry.register(Box::new(poll_duration.clone()));
+        register(&registry, poll_duration.clone());
         let snapshots = Snapshots::default();
         let api_requests = if budget.poll_stats {
             None
@@ -127,9 +144,9 @@ impl Published {
                 &["outcome", "code"],
             )
             .unwrap_or_else(|_| unreachable!("a constant metric definition is valid"));
-            let _ = registry.register(Box::new(requests.clone()));
+            register(&registry, requests.clone());
             // A gauge, so a sum that drops when a webhook leaves is right.
-            let _ = GaugeFn::register(
+            GaugeFn::register(
                 &registry,
                 "talkover_exporter_backlog_entries",
                 BACKLOG_HELP,
@@ -226,5 +243,29 @@ impl Published {
     pub fn snapshots(&self) -> Vec<Arc<TargetSnapshot>> {
         let map = self.snapshots.read().unwrap_or_else(|e| e.into_inner());
         map.values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A second metric of the same name is left out and logged; the first
+    /// keeps counting and nothing panics.
+    #[test]
+    fn a_duplicate_self_metric_is_left_out_not_a_panic() {
+        let registry = Registry::new();
+        let first = prometheus::IntCounter::new("dup_total", "first").expect("valid");
+        register(&registry, first.clone());
+        register(
+            &registry,
+            prometheus::IntCounter::new("dup_total", "second").expect("valid"),
+        );
+        GaugeFn::register(&registry, "dup_total", "third", || Some(7.0));
+        first.inc();
+        let families = registry.gather();
+        assert_eq!(families.len(), 1);
+        assert_eq!(families[0].get_help(), "first");
+        assert_eq!(families[0].get_metric()[0].get_counter().get_value(), 1.0);
     }
 }

@@ -110,12 +110,12 @@ impl CommitMetrics {
             commits.with_label_values(&[result]);
         }
         let registry = published.registry();
-        let _ = registry.register(Box::new(commits.clone()));
-        let _ = registry.register(Box::new(duration.clone()));
-        let _ = registry.register(Box::new(last_success.clone()));
-        let _ = registry.register(Box::new(bytes.clone()));
-        let _ = registry.register(Box::new(rows.clone()));
-        let _ = registry.register(Box::new(batch.clone()));
+        crate::metrics::register(registry, commits.clone());
+        crate::metrics::register(registry, duration.clone());
+        crate::metrics::register(registry, last_success.clone());
+        crate::metrics::register(registry, bytes.clone());
+        crate::metrics::register(registry, rows.clone());
+        crate::metrics::register(registry, batch.clone());
         CommitMetrics {
             commits,
             duration,
