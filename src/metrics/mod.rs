@@ -265,7 +265,7 @@ mod tests {
         first.inc();
         let families = registry.gather();
         assert_eq!(families.len(), 1);
-        assert_eq!(families[0].get_help(), "first");
+        assert_eq!(families[0].help(), "first");
         assert_eq!(families[0].get_metric()[0].get_counter().get_value(), 1.0);
     }
 }

@@ -61,7 +61,10 @@ fn count(haystack: &str, needle: &str) -> usize {
     haystack.matches(needle).count()
 }
 
-#[cfg_attr(not(feature = "e2e"), ignore = "needs Chromium: cargo test --features e2e")]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs Chromium: cargo test --features e2e"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_shows_rows_sparklines_and_failures_and_runs_nothing_from_the_api() {
     let profile = Profile {
@@ -327,7 +330,10 @@ async fn post_json(
 /// its last columns (pending, backlog) included, with long names and errors
 /// in it, and the page does not scroll sideways. The failure's class shows
 /// beside its error.
-#[cfg_attr(not(feature = "e2e"), ignore = "needs Chromium and ChromeDriver: cargo test --features e2e")]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs Chromium and ChromeDriver: cargo test --features e2e"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_webhooks_table_fits_a_1280_px_window() {
     let a = "campaigns/cmp-renewals-2026-q4-enterprise-accounts/webhooks/wh-crm-salesforce-sync-production";

@@ -47,7 +47,10 @@ async fn landing_health_and_readiness() {
 }
 
 /// `promtool check metrics` finds no problem in a scrape full of traffic.
-#[cfg_attr(not(feature = "e2e"), ignore = "needs promtool: cargo test --features e2e")]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs promtool: cargo test --features e2e"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promtool_accepts_the_metrics() {
     let s = start_sim(32, Order::NewestFirst, &[A, B], quiet_profile()).await;

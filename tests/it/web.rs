@@ -250,7 +250,10 @@ fn unsupported_keys_are_refused() {
 
 /// A real Prometheus scrapes the exporter over https with basic auth and
 /// shows the target up.
-#[cfg_attr(not(feature = "e2e"), ignore = "needs a real Prometheus: cargo test --features e2e")]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "needs a real Prometheus: cargo test --features e2e"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_over_https_with_basic_auth() {
     let prometheus = crate::endpoints::which("prometheus")
