@@ -76,7 +76,7 @@ pub fn max_retries(settings: Option<&WebhookSettings>) -> u32 {
         .unwrap_or(DEFAULT_MAX_RETRIES)
 }
 
-/// `value` as a label value: at most [`LABEL_CHARS`] characters.
+/// `value` as a label value: at most `LABEL_CHARS` characters.
 pub fn label_value(value: &str) -> &str {
     match value.char_indices().nth(LABEL_CHARS) {
         Some((end, _)) => &value[..end],
