@@ -177,7 +177,7 @@ pub struct Cli {
     pub read_header_timeout: Duration,
 
     /// Serve talkover_webhook_delivery_lag_seconds: 18 series per webhook
-    /// with deliveries (off by default; README, "Series budget").
+    /// with deliveries (off by default; docs/metrics.md, "Series budget").
     #[arg(
         long = "collector.lag",
         env = "TALKOVER_COLLECTOR_LAG",
@@ -224,7 +224,7 @@ pub struct Cli {
     /// Serve each webhook's polling detail: polls_total,
     /// last_poll_duration_seconds, backlog_entries and api_requests_total
     /// per webhook, 4 series each (off by default: exporter-wide totals
-    /// instead; README, "Series budget").
+    /// instead; docs/metrics.md, "Series budget").
     #[arg(
         long = "collector.poll-stats",
         env = "TALKOVER_COLLECTOR_POLL_STATS",
@@ -241,8 +241,8 @@ pub struct Cli {
 
     /// Send native buckets beside the classic ones in the protobuf format
     /// (off by default: a Prometheus 3 that negotiates protobuf without
-    /// ingesting native histograms would store neither; README, "Scrape
-    /// formats and size").
+    /// ingesting native histograms would store neither; docs/scale.md,
+    /// "Scrape formats and size").
     #[arg(
         long = "collector.native-histograms",
         env = "TALKOVER_COLLECTOR_NATIVE_HISTOGRAMS",

@@ -111,7 +111,7 @@ const SCRAPE_STALL_LIMIT: Duration = Duration::from_secs(30);
 /// gzip level for `/metrics`: the fastest. Prometheus text is so repetitive
 /// that level 1 already sends a few percent of the plain size, and higher
 /// levels cost several times the CPU for a percent or two less (measured:
-/// README, "Scrape size").
+/// docs/scale.md, "Scrape formats and size").
 const GZIP_LEVEL: u32 = 1;
 
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {

@@ -104,7 +104,7 @@ pub(super) trait Format {
 }
 
 /// The optional per-webhook families (`--collector.*` flags): what a large
-/// account pays for in series. README, "Series budget", has the figures.
+/// account pays for in series. docs/metrics.md, "Series budget", has the figures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
     /// `talkover_webhook_delivery_lag_seconds`: 18 series per webhook with

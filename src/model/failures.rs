@@ -304,7 +304,7 @@ mod tests {
         assert!(f.iter().all(|a| a.response.is_none()));
     }
 
-    /// The figure the module documentation (and the README) gives.
+    /// The figure the module documentation (and docs/flags.md) gives.
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn worst_case_memory_is_what_the_docs_say() {

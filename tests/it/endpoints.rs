@@ -216,8 +216,8 @@ pub fn which(name: &str) -> Option<std::path::PathBuf> {
 /// asks for by default), protobuf
 /// (what it asks for with native histograms on) and gzip protobuf. gzip
 /// takes a fraction of the bytes (under a fifth for these two webhooks,
-/// whose body is mostly help text; a few percent at scale: README, "Scrape
-/// size"). With `--collector.native-histograms`, each protobuf histogram
+/// whose body is mostly help text; a few percent at scale: docs/scale.md,
+/// "Scrape formats and size"). With `--collector.native-histograms`, each protobuf histogram
 /// also carries native buckets that hold every observation and agree with
 /// its classic buckets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
