@@ -12,18 +12,20 @@
 # ---- build stage -----------------------------------------------------------
 FROM rust:1.95.0-slim-bookworm AS build
 WORKDIR /src
-# Dependencies first, in their own layer, so source edits rebuild only our crate.
+# Cargo reads every target of the workspace before it builds any, tests and
+# benches included, so the build context holds them all.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
-    && echo 'fn main() {}' > src/main.rs \
-    && echo '//! placeholder' > src/lib.rs \
-    && cargo build --release --locked \
-    && rm -rf src
+COPY crates ./crates
 COPY src ./src
-# touch: the placeholder build left newer timestamps than the copied sources.
-RUN touch src/main.rs src/lib.rs \
-    && cargo build --release --locked \
-    && mkdir -p /out/state
+COPY tests ./tests
+COPY benches ./benches
+# The registry and the build output stay in BuildKit caches between builds,
+# so an edit rebuilds only our crates; the binary is copied out of the cache.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin talkover-exporter \
+    && mkdir -p /out/state \
+    && cp target/release/talkover-exporter /out/talkover-exporter
 
 # ---- runtime stage ---------------------------------------------------------
 FROM gcr.io/distroless/cc-debian12:nonroot
@@ -36,7 +38,7 @@ LABEL org.opencontainers.image.title="talkover-exporter" \
       org.opencontainers.image.source="https://github.com/talkover/talkover-exporter" \
       org.opencontainers.image.licenses="Apache-2.0"
 
-COPY --from=build /src/target/release/talkover-exporter /usr/local/bin/talkover-exporter
+COPY --from=build /out/talkover-exporter /usr/local/bin/talkover-exporter
 # The state file keeps counters exact across restarts; mount a volume here.
 # The directory is created owned by 65532 so a fresh named volume inherits
 # that owner and the non-root user can write to it.

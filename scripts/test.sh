@@ -57,7 +57,7 @@ fetch_unstable
 # Both tiers: `--features e2e` adds the tests with the real servers and
 # the browser installed above.
 echo "== cargo test (with the e2e tier)"
-cargo test --locked --all-targets --features e2e
+cargo test --locked --workspace --all-targets --features e2e
 
 echo "== rules and dashboard"
 bash dashboards/check.sh

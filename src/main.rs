@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use talkover_exporter::cli::{Cli, LogFormat, Source};
+use talkover_exporter::{Cli, LogFormat, Source};
 use tokio::net::TcpListener;
 use tracing::{error, info};
 

@@ -37,8 +37,8 @@ use support::{
     free_ports, http_client, prometheus_on_path, shipped_rules_path, spawn_exporter,
     spawn_prometheus, start_sim, unstable_tool, wait_for, ChildGuard, Prom,
 };
-use talkover_exporter::sim::{AttemptSpec, Order, Profile, Simulator};
-use talkover_exporter::target::Target;
+use talkover_count::target::Target;
+use talkover_sim::{AttemptSpec, Order, Profile, Simulator};
 
 /// The campaign found by discovery, and the one named by `--target`.
 const DISCOVERED: &str = "cmp-discovered";

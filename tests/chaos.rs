@@ -16,8 +16,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use talkover_exporter::sim::{Fault, FaultRule, Order, Outage, Profile, Simulator};
-use talkover_exporter::target::Target;
+use talkover_count::target::Target;
+use talkover_sim::{Fault, FaultRule, Order, Outage, Profile, Simulator};
 use tokio::net::TcpListener;
 
 mod support;

@@ -15,7 +15,7 @@ pub(crate) fn economy(report: &mut Report) {
         interval: Duration::from_secs(30),
         max_pages: 10,
         per_page: 100,
-        failures: talkover_exporter::model::FailurePolicy::default(),
+        failures: talkover_count::model::FailurePolicy::default(),
     };
     let mut sec = Section::new(
         "4b. API economy: requests per poll (collect::poll_once, --poll.max-pages 10)",

@@ -7,8 +7,8 @@
 use std::io::Write as _;
 
 use prost::Message as _;
-use talkover_exporter::metrics::proto::MetricFamily;
-use talkover_exporter::metrics::{Budget, Published};
+use talkover_exporter::bench::{Budget, Published};
+use talkover_exporter::proto::MetricFamily;
 
 use super::*;
 
@@ -124,7 +124,7 @@ pub(crate) fn formats_in_process(shadows: &Mutex<Shadows>) -> Renders {
                 format: format.word(),
                 bytes,
                 series: match format.exposition() {
-                    talkover_exporter::metrics::Exposition::Text => classic,
+                    talkover_exporter::bench::Exposition::Text => classic,
                     _ => native,
                 },
                 cpu_p50: percentile(&cpu, 50.0),
@@ -138,8 +138,8 @@ pub(crate) fn formats_in_process(shadows: &Mutex<Shadows>) -> Renders {
 /// `published` served on loopback by the exporter's own routes, nothing
 /// else running, and scraped by the scraper child in each format in turn.
 fn serve_and_scrape(published: Arc<Published>) -> Vec<(FormatRun, f64)> {
-    use talkover_exporter::http::{router, AppState};
-    use talkover_exporter::model::Readiness;
+    use talkover_count::model::Readiness;
+    use talkover_exporter::bench::{router, AppState};
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -192,8 +192,8 @@ fn serve_and_scrape(published: Arc<Published>) -> Vec<(FormatRun, f64)> {
 /// format, as in 3b; returns the scrapes and the log requests per second
 /// before and during them.
 fn serve_and_scrape_while_polling(published: Arc<Published>) -> (Vec<FormatRun>, (f64, f64)) {
-    use talkover_exporter::http::{router, AppState};
-    use talkover_exporter::model::Readiness;
+    use talkover_count::model::Readiness;
+    use talkover_exporter::bench::{router, AppState};
     let mut sim = SimChild::spawn("budget", &[]);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -222,7 +222,7 @@ fn serve_and_scrape_while_polling(published: Arc<Published>) -> (Vec<FormatRun>,
     std::fs::write(&targets, format!("targets:\n{}\n", list.join("\n"))).expect("targets file");
     std::env::set_var("TALKOVER_TOKEN", "talq_bench_token");
     let rps = BUDGET_RPS.to_string();
-    let config = talkover_exporter::cli::Cli::try_parse_from([
+    let config = talkover_exporter::Cli::try_parse_from([
         "talkover-exporter",
         "--talkover.url",
         &sim.url(),
@@ -311,7 +311,7 @@ fn serve_and_scrape_while_polling(published: Arc<Published>) -> (Vec<FormatRun>,
 /// statuses and codes: two events, success (200, 201) and failed (500,
 /// none), durations spread from 80 ms to 6 s, attempts 1 to 3.
 fn busy(published: Published) -> Published {
-    use talkover_exporter::model::{
+    use talkover_count::model::{
         AttemptKey, DeliveryCounts, Histogram, PollStats, TargetSnapshot, ATTEMPT_BUCKETS,
         DURATION_BUCKETS, LAG_BUCKETS,
     };

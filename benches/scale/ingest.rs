@@ -6,11 +6,11 @@ use super::*;
 /// `poll_once` over it costs only the collector's own work.
 #[derive(Default)]
 pub(crate) struct MemorySource {
-    pub(crate) pages: Mutex<BTreeMap<(Target, u64), talkover_exporter::api::LogPage>>,
+    pub(crate) pages: Mutex<BTreeMap<(Target, u64), talkover_count::api::LogPage>>,
 }
 
 impl MemorySource {
-    pub(crate) fn put(&self, target: &Target, page: u64, p: talkover_exporter::api::LogPage) {
+    pub(crate) fn put(&self, target: &Target, page: u64, p: talkover_count::api::LogPage) {
         self.pages
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -18,18 +18,18 @@ impl MemorySource {
     }
 }
 
-impl talkover_exporter::collect::PageSource for MemorySource {
+impl talkover_count::collect::PageSource for MemorySource {
     async fn fetch_logs(
         &self,
         target: &Target,
         page: u64,
         _per_page: u32,
-    ) -> Result<talkover_exporter::api::LogPage, talkover_exporter::api::ApiError> {
+    ) -> Result<talkover_count::api::LogPage, talkover_count::api::ApiError> {
         self.pages
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&(target.clone(), page))
-            .ok_or_else(|| talkover_exporter::api::ApiError::Http {
+            .ok_or_else(|| talkover_count::api::ApiError::Http {
                 path: format!("{target} page {page}"),
                 status: 404,
             })
@@ -120,7 +120,7 @@ pub(crate) fn ingest(report: &mut Report) -> IngestFigures {
         // Enough for a whole round's new entries in one poll.
         max_pages: 1_000,
         per_page: 100,
-        failures: talkover_exporter::model::FailurePolicy::default(),
+        failures: talkover_count::model::FailurePolicy::default(),
     };
     // The exporter reads the new entries' pages plus the one where it
     // meets an entry it knew: the other paths read the same pages.
@@ -418,10 +418,10 @@ pub(crate) fn collector_micro_costs(
     target: &Target,
 ) -> String {
     use std::hint::black_box;
-    use talkover_exporter::api::parse_timestamp_ms;
-    use talkover_exporter::collect::{is_final, record, Judge};
-    use talkover_exporter::model::DeliveryCounts;
-    let entries: Vec<talkover_exporter::api::LogEntry> = rt.block_on(async {
+    use talkover_count::api::parse_timestamp_ms;
+    use talkover_count::collect::{is_final, record, Judge};
+    use talkover_count::model::DeliveryCounts;
+    let entries: Vec<talkover_count::api::LogEntry> = rt.block_on(async {
         let mut all = Vec::new();
         for page in 1..=100 {
             all.extend(

@@ -1,4 +1,4 @@
-//! `cargo bench --bench scale`: the exporter at scale, against the simulator
+//! `cargo bench --features bench --bench scale`: the exporter at scale, against the simulator
 //! on loopback, in one run (a few minutes on two cores).
 //!
 //! 1. **Ingest**: CPU time the exporter spends per log entry it counts,
@@ -45,12 +45,12 @@ use std::time::{Duration, Instant};
 
 use clap::Parser as _;
 use serde::Deserialize;
-use talkover_exporter::api::{Client, ClientOptions, Credentials, Token};
-use talkover_exporter::cli::{Cli, Config};
-use talkover_exporter::collect::{poll_once, PollConfig};
-use talkover_exporter::model::{PollStats, TargetState};
-use talkover_exporter::sim::{Order, Profile, Simulator};
-use talkover_exporter::target::Target;
+use talkover_count::collect::{poll_once, PollConfig};
+use talkover_count::model::{PollStats, TargetState};
+use talkover_count::target::Target;
+use talkover_exporter::bench::{Client, ClientOptions, Credentials, Token};
+use talkover_exporter::{Cli, Config};
+use talkover_sim::{Order, Profile, Simulator};
 
 mod economy;
 mod formats;
@@ -139,7 +139,7 @@ fn main() {
     }
     // `cargo test --all-targets` runs bench targets too, without `--bench`.
     if !std::env::args().any(|a| a == "--bench") {
-        println!("scale: skipped (run it with `cargo bench --bench scale`)");
+        println!("scale: skipped (run it with `cargo bench --features bench --bench scale`)");
         return;
     }
     let started = Instant::now();

@@ -74,7 +74,7 @@ impl Report {
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
         self.machine = vec![
-            ("command".into(), "`cargo bench --bench scale`".into()),
+            ("command".into(), "`cargo bench --features bench --bench scale`".into()),
             ("date".into(), date),
             (
                 "commit".into(),
@@ -335,7 +335,7 @@ impl Report {
         let _ = writeln!(md, "# Benchmarks\n");
         let _ = writeln!(
             md,
-            "Written by `cargo bench --bench scale` (`benches/scale/`); rerun it to refresh this page. \
+            "Written by `cargo bench --features bench --bench scale` (`benches/scale/`); rerun it to refresh this page. \
              The simulator runs in a child process, so CPU and memory below are the exporter's alone. \
              Figures from one run on a shared machine: expect some noise.\n"
         );

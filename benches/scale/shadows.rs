@@ -23,11 +23,11 @@ pub(crate) fn dedupe_bytes(state: &TargetState) -> usize {
     let mut s = state.clone();
     s.counts = Default::default();
     s.failures = Default::default();
-    talkover_exporter::persist::stored_size(&s)
+    talkover_exporter::bench::stored_size(&s)
 }
 
 pub(crate) fn full_bytes(state: &TargetState) -> usize {
-    talkover_exporter::persist::stored_size(state)
+    talkover_exporter::bench::stored_size(state)
 }
 
 /// Per class: (average dedupe bytes, max dedupe bytes, average ids, max ids, average full bytes).
@@ -73,7 +73,7 @@ pub(crate) async fn shadow_loop(base: String, shadows: Arc<Mutex<Shadows>>, stop
         interval: SCALE_POLL,
         max_pages: 10,
         per_page: 100,
-        failures: talkover_exporter::model::FailurePolicy::default(),
+        failures: talkover_count::model::FailurePolicy::default(),
     };
     let mut next = tokio::time::Instant::now();
     let n = shadows
@@ -107,9 +107,9 @@ pub(crate) async fn shadow_loop(base: String, shadows: Arc<Mutex<Shadows>>, stop
 
 /// The size of one poller's state machine as `Fleet` spawns it.
 pub(crate) fn poller_future_size(base: &str) -> usize {
-    use talkover_exporter::collect::{run_target, Links};
-    use talkover_exporter::model::Readiness;
-    use talkover_exporter::persist::Sink;
+    use talkover_count::model::Readiness;
+    use talkover_exporter::bench::Sink;
+    use talkover_exporter::bench::{run_target, Links};
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let (_settings_tx, settings) = tokio::sync::watch::channel(None);
     let future = run_target(
@@ -119,14 +119,15 @@ pub(crate) fn poller_future_size(base: &str) -> usize {
             interval: SCALE_POLL,
             max_pages: 10,
             per_page: 100,
-            failures: talkover_exporter::model::FailurePolicy::default(),
+            failures: talkover_count::model::FailurePolicy::default(),
         },
         TargetState::default(),
         Links {
-            sink: Sink {
-                published: Arc::new(talkover_exporter::metrics::Published::new()),
-                commits: None,
-            },
+            // Never run: a sink whose committer is nobody will do.
+            sink: Sink::new(
+                Arc::new(talkover_exporter::bench::Published::new()),
+                tokio::sync::mpsc::channel(1).0,
+            ),
             readiness: Arc::new(Readiness::new(false)),
             settings,
             shutdown: rx,
@@ -139,9 +140,9 @@ pub(crate) fn poller_future_size(base: &str) -> usize {
 /// each webhook taking the state of a shadow of its class, and named.
 pub(crate) fn populate(
     shadows: &Mutex<Shadows>,
-    published: talkover_exporter::metrics::Published,
-) -> talkover_exporter::metrics::Published {
-    use talkover_exporter::model::{TargetSnapshot, WebhookSettings};
+    published: talkover_exporter::bench::Published,
+) -> talkover_exporter::bench::Published {
+    use talkover_count::model::{TargetSnapshot, WebhookSettings};
     let g = shadows.lock().unwrap_or_else(|e| e.into_inner());
     let mut seen: BTreeMap<Class, usize> = BTreeMap::new();
     for i in 0..WEBHOOKS {
@@ -172,7 +173,7 @@ pub(crate) fn populate(
 /// `Published::render()` timed in-process, without HTTP or the rest of the
 /// exporter competing for the CPU, on the population of [`populate`].
 pub(crate) fn render_in_process(shadows: &Mutex<Shadows>) -> (Duration, Duration, usize) {
-    let published = populate(shadows, talkover_exporter::metrics::Published::new());
+    let published = populate(shadows, talkover_exporter::bench::Published::new());
     let mut took = Vec::new();
     let mut bytes = 0;
     for _ in 0..10 {
@@ -214,7 +215,7 @@ pub(crate) fn series_per_family(body: &str) -> String {
 /// cannot show there. Newest first, like the API by default.
 #[derive(Default)]
 pub(crate) struct SyntheticLog {
-    pub(crate) entries: Mutex<Vec<talkover_exporter::api::LogEntry>>,
+    pub(crate) entries: Mutex<Vec<talkover_count::api::LogEntry>>,
 }
 
 impl SyntheticLog {
@@ -227,7 +228,7 @@ impl SyntheticLog {
                         .ok()
                 });
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).push(
-            talkover_exporter::api::LogEntry {
+            talkover_count::api::LogEntry {
                 id: Some(id),
                 event: Some("campaign_call.completed".into()),
                 attempt: Some(1),
@@ -242,13 +243,13 @@ impl SyntheticLog {
     }
 }
 
-impl talkover_exporter::collect::PageSource for SyntheticLog {
+impl talkover_count::collect::PageSource for SyntheticLog {
     async fn fetch_logs(
         &self,
         _target: &Target,
         page: u64,
         per_page: u32,
-    ) -> Result<talkover_exporter::api::LogPage, talkover_exporter::api::ApiError> {
+    ) -> Result<talkover_count::api::LogPage, talkover_count::api::ApiError> {
         let all = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let start = ((page.max(1) - 1) * u64::from(per_page)) as usize;
         let entries = all
@@ -258,7 +259,7 @@ impl talkover_exporter::collect::PageSource for SyntheticLog {
             .take(per_page as usize)
             .cloned()
             .collect();
-        Ok(talkover_exporter::api::LogPage {
+        Ok(talkover_count::api::LogPage {
             entries,
             total: Some(all.len() as u64),
         })
@@ -278,9 +279,9 @@ pub(crate) fn after_burst() -> Vec<(i64, usize, usize)> {
         interval: Duration::from_secs(30),
         max_pages: 10,
         per_page: 100,
-        failures: talkover_exporter::model::FailurePolicy::default(),
+        failures: talkover_count::model::FailurePolicy::default(),
     };
-    let now = talkover_exporter::clock::unix_now_ms();
+    let now = talkover_count::clock::unix_now_ms();
     [0i64, 11, 60]
         .into_iter()
         .map(|age| {

@@ -350,12 +350,12 @@ impl ScrapeFormat {
         matches!(self, ScrapeFormat::TextGzip | ScrapeFormat::ProtobufGzip)
     }
 
-    pub(crate) fn exposition(self) -> talkover_exporter::metrics::Exposition {
+    pub(crate) fn exposition(self) -> talkover_exporter::bench::Exposition {
         match self {
             ScrapeFormat::Text | ScrapeFormat::TextGzip => {
-                talkover_exporter::metrics::Exposition::Text
+                talkover_exporter::bench::Exposition::Text
             }
-            _ => talkover_exporter::metrics::Exposition::Protobuf,
+            _ => talkover_exporter::bench::Exposition::Protobuf,
         }
     }
 }

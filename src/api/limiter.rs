@@ -98,6 +98,7 @@ impl RateLimiter {
     }
 
     /// Pauses escalated so far in a row (0 once a request got through).
+    #[cfg(test)]
     pub fn escalations(&self) -> u32 {
         self.state
             .lock()

@@ -1,22 +1,15 @@
-//! The Talkover REST client and the shapes of its answers.
+//! The Talkover REST client.
 //!
-//! This module knows HTTP and JSON and nothing of metrics: it turns one
-//! request for one page of a webhook's delivery logs into a [`LogPage`] or a
-//! typed [`ApiError`] that says why not.
+//! This module knows HTTP and nothing of metrics: it turns one request for
+//! one page of a webhook's delivery logs into a [`LogPage`] or a typed
+//! [`ApiError`] that says why not. The answers' shapes, the errors and the
+//! API's health are data of the counting engine ([`talkover_count::api`]).
 //!
 //! - `auth`: the token and the token file.
 //! - `limiter`: the request budget shared by every webhook.
-//! - `health`: one view of the API's health: down, probed, back.
-//! - `error`: why a request failed.
-//! - `wire`: the answers' shapes, read leniently.
-//! - `raw_text`: an entry's error and response body, capped and decoded leniently.
 
 mod auth;
-mod error;
-mod health;
 mod limiter;
-mod raw_text;
-mod wire;
 
 use std::time::Duration;
 
@@ -26,14 +19,13 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use crate::clock::{unix_now_ms, ApiClock};
+use crate::metrics::GaugeFn;
 use crate::target::{Scope, Target};
 use auth::Auth;
-use wire::Envelope;
+use talkover_count::api::{Admission, Envelope, Outcome};
 
 pub use auth::{Credentials, Token};
-pub use error::ApiError;
-pub use health::ApiHealth;
-use health::{Admission, Outcome};
+pub use talkover_count::api::{ApiError, ApiHealth, LogPage, Owner, WebhookInfo, MAX_PER_PAGE};
 
 /// An admitted request: a probe that is dropped unsent (its poll was
 /// stopped) frees the probe's slot.
@@ -58,10 +50,6 @@ impl Drop for Admitted<'_> {
     }
 }
 pub use limiter::RateLimiter;
-pub use wire::{parse_timestamp_ms, LogEntry, LogPage, Owner, WebhookInfo, TEXT_CAP};
-
-/// The largest `per_page` the API accepts.
-pub const MAX_PER_PAGE: u32 = 100;
 
 /// How the client reaches the API.
 #[derive(Debug, Clone)]
@@ -389,7 +377,7 @@ impl Client {
         } else {
             ApiError::Connection {
                 path: path.to_string(),
-                source: e.without_url(),
+                source: Box::new(e.without_url()),
             }
         }
     }
@@ -397,6 +385,31 @@ impl Client {
     fn redact(&self, text: &str) -> String {
         self.auth.redact(text)
     }
+}
+
+/// The API as the client sees it: its clock, and its health.
+pub fn register_metrics(registry: &prometheus::Registry, client: &std::sync::Arc<Client>) {
+    let c = client.clone();
+    GaugeFn::register(
+        registry,
+        "talkover_exporter_api_clock_offset_seconds",
+        "How far the API's clock (from its Date headers) is ahead of this host's; absent until a response carried a usable Date.",
+        move || c.clock().offset().map(|o| o.estimate_ms() as f64 / 1000.0),
+    );
+    let c = client.clone();
+    GaugeFn::register(
+        registry,
+        "talkover_exporter_api_up",
+        "1 while the Talkover API answers, 0 while it is down (its own faults from two webhooks or more, five in a row) and one request at a time probes it.",
+        move || Some(f64::from(u8::from(c.health().is_up()))),
+    );
+    let c = client.clone();
+    GaugeFn::register_counter(
+        registry,
+        "talkover_exporter_api_outages_total",
+        "Times the Talkover API went down, as the exporter saw it.",
+        move || Some(c.health().outages() as f64),
+    );
 }
 
 /// A request path, hashed: the health tells one webhook's faults from the API's.
@@ -439,6 +452,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use talkover_count::api::{parse_timestamp_ms, LogEntry};
 
     fn page(json: &str) -> Result<LogPage, ApiError> {
         page_bytes(json.as_bytes())

@@ -17,7 +17,7 @@ use crate::target::{Scope, Target};
 mod config;
 mod parse;
 
-pub use config::{Config, ConfigError, FileConfig, FileDiscovery, Source};
+pub use config::{Config, ConfigError, Source};
 use parse::*;
 
 /// The default port, left free by the Prometheus default-port allocations list.

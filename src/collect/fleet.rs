@@ -86,7 +86,7 @@ impl<S: PageSource + Send + Sync + 'static> Fleet<S> {
             running: BTreeMap::new(),
             retired,
             settings: BTreeMap::new(),
-            panics: register_panics(&sink.published),
+            panics: register_panics(sink.published()),
             sink,
         }
     }
@@ -308,8 +308,7 @@ mod tests {
     use crate::api::{ApiError, Client, ClientOptions, LogPage};
     use crate::metrics::Published;
     use crate::model::FailurePolicy;
-    use crate::persist::{run_committer, CommitterConfig};
-    use crate::sim::{Order, Profile, Simulator};
+    use talkover_sim::{Order, Profile, Simulator};
 
     /// The real client, and a panic on demand in the middle of a poll.
     struct Panicky {
@@ -366,16 +365,14 @@ mod tests {
             armed: AtomicBool::new(false),
         });
         let published = Arc::new(Published::new());
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(run_committer(
-            CommitterConfig {
-                store: None,
-                restored: BTreeMap::new(),
-                window: Duration::ZERO,
-            },
-            rx,
+        let persistence = crate::persist::start(
+            None,
+            None,
+            Duration::from_millis(50),
+            FailurePolicy::default(),
             published.clone(),
-        ));
+        )
+        .expect("no state file to open");
         let mut fleet = Fleet::new(
             source.clone(),
             PollConfig {
@@ -385,10 +382,7 @@ mod tests {
                 per_page: 20,
                 failures: FailurePolicy::default(),
             },
-            Sink {
-                published: published.clone(),
-                commits: Some(tx),
-            },
+            persistence.sink,
             Arc::new(Readiness::new(false)),
             Duration::from_secs(3600),
             BTreeMap::new(),

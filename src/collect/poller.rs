@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use super::{poll_once, PageSource, PollConfig};
+use super::{PageSource, PollConfig};
 use crate::api::ApiError;
 use crate::backoff::Backoff;
 use crate::clock::unix_now_ms;
 use crate::model::{PollStats, Readiness, TargetState, WebhookSettings};
 use crate::persist::Sink;
 use crate::target::Target;
+use talkover_count::collect::poll_once;
 
 /// What a poller hands its state to and hears from.
 #[derive(Debug)]
@@ -79,7 +80,7 @@ pub async fn run_target<S: PageSource>(
         let took = started.elapsed().as_secs_f64();
         stats.polls += 1;
         stats.last_duration = Some(took);
-        sink.published
+        sink.published()
             .observe_poll(took, &requests_before, &stats.requests);
         let progressed = Progress::of(&state) != before;
         next = match result {

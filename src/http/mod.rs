@@ -20,4 +20,4 @@ mod web;
 pub use routes::{counted, router, AppState};
 pub use self_metrics::HttpMetrics;
 pub use serve::ServeLimits;
-pub use web::{WebConfig, WebConfigError, WebProblem};
+pub use web::WebConfig;

@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use super::pages;
 use super::routes::{listed, AppState};
 use crate::clock::unix_now_ms;
-use crate::collect::failure_class;
 use crate::model::{clean, FailedAttempt, TargetSnapshot, WebhookSettings};
 use crate::target::{Scope, Target};
+use talkover_count::collect::failure_class;
 
 /// Most bytes of a webhook's name shown (names come from the API).
 const NAME_CAP: usize = 256;

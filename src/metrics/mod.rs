@@ -209,6 +209,7 @@ impl Published {
     }
 
     /// Renders the whole body in the text format.
+    #[cfg(any(test, feature = "bench"))]
     pub fn render(&self) -> String {
         let mut body = Vec::new();
         self.render_chunks(Exposition::Text, &mut |chunk| {

@@ -141,7 +141,7 @@ const RETRY: Backoff = Backoff {
 
 /// How the committer runs.
 #[derive(Debug)]
-pub struct CommitterConfig {
+pub(super) struct CommitterConfig {
     /// The state file, if there is one.
     pub store: Option<StateStore>,
     /// The states it held at start (they are durable already).
@@ -156,13 +156,13 @@ pub struct CommitterConfig {
 /// change once per transaction (half of it wrote twice as many
 /// transactions for the same entries); snapshots reach `/metrics` at most
 /// a second later, well inside a scrape interval.
-pub fn commit_window(poll_interval: Duration) -> Duration {
+pub(super) fn commit_window(poll_interval: Duration) -> Duration {
     poll_interval.clamp(Duration::from_millis(50), Duration::from_secs(1))
 }
 
 /// Commits what pollers send and publishes it once durable, until every
 /// sender is gone; then it commits what is left and returns.
-pub async fn run_committer(
+pub(super) async fn run_committer(
     config: CommitterConfig,
     mut rx: mpsc::Receiver<Change>,
     published: Arc<Published>,

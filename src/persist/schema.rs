@@ -365,6 +365,7 @@ pub(super) fn decode_v1(bytes: &[u8]) -> Result<TargetState, SchemaError> {
 
 /// Bytes `state` takes in the state file: its row, 24 per handled id, its
 /// kept failures (keys and values; the database's pages add to them).
+#[cfg(any(test, feature = "bench"))]
 pub fn stored_size(state: &TargetState) -> usize {
     let row = encode_row(state).map_or(0, |r| r.len());
     let failures: usize = state
@@ -377,6 +378,7 @@ pub fn stored_size(state: &TargetState) -> usize {
 
 /// What a restart makes of `state`: its row, handled ids and kept failures
 /// written and read back as the state file does. For tests of what survives.
+#[cfg(test)]
 pub fn through_the_file(state: &TargetState) -> TargetState {
     let row = encode_row(state).unwrap_or_else(|e| panic!("{e}"));
     let mut handled: Vec<(i64, u64)> = state.handled.iter().map(|(k, c)| (*c, *k)).collect();
@@ -453,9 +455,9 @@ mod tests {
         state.counts.start(4_000, &["e".into()]);
         state.counts.results[0] = 3;
         // Histograms, exemplars, series starts, misses: as counting makes them.
-        let judge = crate::collect::Judge::new(None, 4_500);
+        let judge = talkover_count::collect::Judge::new(None, 4_500);
         for (i, status) in ["success", "failed", "failed"].into_iter().enumerate() {
-            let entry = crate::api::LogEntry {
+            let entry = talkover_count::api::LogEntry {
                 id: Some(format!("l{i}")),
                 event: Some("e".into()),
                 status: Some(status.into()),
@@ -464,10 +466,10 @@ mod tests {
                 duration_ms: Some(1234.5),
                 created_at: Some("2024-01-15T11:00:00Z".into()),
                 delivered_at: Some("2024-01-15T11:00:02Z".into()),
-                ..crate::api::LogEntry::default()
+                ..talkover_count::api::LogEntry::default()
             };
             let id = format!("l{i}");
-            crate::collect::record(
+            talkover_count::collect::record(
                 &mut state.counts,
                 &id,
                 &entry,
@@ -498,5 +500,80 @@ mod tests {
             decode_row(&row[..row.len() / 2], Vec::new(), Vec::new()),
             Err(SchemaError::Decode(_))
         ));
+    }
+
+    proptest::proptest! {
+        /// Whatever counting leaves in a state, of any size, the file gives
+        /// back whole: the engine's property tests restart from the state
+        /// alone and rely on this.
+        #[test]
+        fn any_counted_state_survives_the_file(
+            entries in proptest::collection::vec(
+                (0u8..4, 0u8..3, 100i64..600, 1i64..8, 0u32..100_000, 0i64..50_000),
+                0..60,
+            ),
+            pending in proptest::collection::vec((0u32..1_000, 0i64..50_000), 0..8),
+            gaps in proptest::collection::vec((0u64..1_000, 0u64..500), 0..4),
+            keep in 0usize..30,
+            response_body in proptest::bool::ANY,
+        ) {
+            const STATUSES: [&str; 3] = ["success", "failed", "retrying"];
+            let mut state = TargetState::watching_since(1_000);
+            state.baselined = true;
+            state.horizon_ms = 2_000;
+            state.per_page = Some(100);
+            let judge = talkover_count::collect::Judge::new(None, 1_000);
+            for (i, (event, status, code, attempt, duration, at)) in entries.iter().enumerate() {
+                let id = format!("log-{i}");
+                let event = format!("event.{event}");
+                let status = STATUSES[usize::from(*status)];
+                let created_ms = 2_000 + at;
+                let entry = talkover_count::api::LogEntry {
+                    id: Some(id.clone()),
+                    event: Some(event.clone()),
+                    status: Some(status.into()),
+                    http_status: Some(*code),
+                    attempt: Some(*attempt),
+                    duration_ms: Some(f64::from(*duration) / 10.0),
+                    ..talkover_count::api::LogEntry::default()
+                };
+                talkover_count::collect::record(
+                    &mut state.counts, &id, &entry, Some(created_ms), &judge,
+                );
+                state.handle(&id, created_ms);
+                if status != "success" {
+                    let fields = AttemptFields {
+                        id: &id,
+                        created_ms,
+                        event: Some(&event),
+                        status: Some(status),
+                        http_status: Some(*code),
+                        error: Some("HTTP 500"),
+                        response_body: Some("{\"error\":\"down\"}"),
+                        ..AttemptFields::default()
+                    };
+                    Arc::make_mut(&mut state.failures)
+                        .record(FailedAttempt::new(&fields, response_body), keep);
+                }
+            }
+            state.journal.clear();
+            for (id, at) in &pending {
+                state.pending.insert(
+                    format!("pending-{id}"),
+                    InFlight { created_ms: 2_000 + at, first_seen_ms: 60_000 },
+                );
+            }
+            for (rank, unread) in &gaps {
+                state.gaps.push(Gap {
+                    rank: *rank,
+                    total_at: rank + unread + 10,
+                    top_ms: 30_000,
+                    expected_total: rank + unread + 10,
+                    bottom_ms: 3_000,
+                    unread: *unread,
+                });
+            }
+            proptest::prop_assert_eq!(through_the_file(&state), state);
+        }
     }
 }

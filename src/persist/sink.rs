@@ -1,6 +1,5 @@
-//! Where a webhook's state goes after each poll: through the committer
-//! ("commit, then publish"), or straight to `/metrics` where nothing is
-//! committed (benchmarks).
+//! Where a webhook's state goes after each poll: to the committer, which
+//! publishes it once it is durable ("commit, then publish").
 
 use std::sync::Arc;
 
@@ -16,25 +15,29 @@ use crate::target::Target;
 /// Where a target's state goes after each poll.
 #[derive(Debug, Clone)]
 pub struct Sink {
-    /// What scrapes read.
-    pub published: Arc<Published>,
-    /// The committer; without one, snapshots are published at once.
-    pub commits: Option<mpsc::Sender<Change>>,
+    /// What scrapes read: only a target's removal goes there directly.
+    published: Arc<Published>,
+    /// The committer.
+    commits: mpsc::Sender<Change>,
 }
 
 impl Sink {
+    /// A sink handing states to the committer that reads `commits`.
+    pub fn new(published: Arc<Published>, commits: mpsc::Sender<Change>) -> Sink {
+        Sink { published, commits }
+    }
+
+    /// What scrapes read, for the self-metrics of those holding the sink.
+    pub fn published(&self) -> &Published {
+        &self.published
+    }
+
     /// Hands on a webhook's state after a poll: its row, the ids it dealt
     /// with since the last time (taken from its journal), its failures, and
     /// the snapshot to publish once they are committed. A state that cannot
     /// be encoded is not handed on at all (its journal is kept for the next
     /// time), never as an empty row: the last commit stands.
     pub async fn submit(&self, target: &Target, state: &mut TargetState, stats: &PollStats) {
-        let Some(tx) = &self.commits else {
-            state.journal.clear();
-            self.published
-                .publish(TargetSnapshot::of(target, state, stats));
-            return;
-        };
         let row = match schema::encode_row(state) {
             Ok(row) => row,
             Err(e) => {
@@ -50,29 +53,34 @@ impl Sink {
             failures: state.failures.clone(),
             snapshot: TargetSnapshot::of(target, state, stats),
         };
-        if let Err(mpsc::error::SendError(Change::Save(c))) =
-            tx.send(Change::Save(Box::new(commit))).await
+        if self
+            .commits
+            .send(Change::Save(Box::new(commit)))
+            .await
+            .is_err()
         {
-            // The committer is gone (shutting down): publishing still matters more.
-            self.published.publish(c.snapshot);
+            // Only a committer that died drops its receiver while pollers
+            // run (the process is exiting then): what it did not commit is
+            // not published, or a restart would show the counters fall.
+            error!(target = %target, "the state committer is gone; this poll's state is neither committed nor published");
         }
     }
 
     /// A target is gone for good: its series leave `/metrics`, its rows the state file.
     pub async fn forget(&self, target: &Target) {
         self.published.remove(target);
-        if let Some(tx) = &self.commits {
-            let _ = tx.send(Change::Forget(target.clone())).await;
-        }
+        let _ = self.commits.send(Change::Forget(target.clone())).await;
     }
 
     /// The target's last state handed on, once everything sent before it
     /// is committed: what a poller that died resumes from. `None` if it
-    /// never handed one on (or nothing is kept).
+    /// never handed one on.
     pub async fn last_state(&self, target: &Target) -> Option<TargetState> {
-        let tx = self.commits.as_ref()?;
         let (reply, answer) = oneshot::channel();
-        tx.send(Change::Reload(target.clone(), reply)).await.ok()?;
+        self.commits
+            .send(Change::Reload(target.clone(), reply))
+            .await
+            .ok()?;
         answer.await.ok().flatten()
     }
 }

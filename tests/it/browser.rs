@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::json;
-use talkover_exporter::sim::{AttemptSpec, Order, Profile};
-use talkover_exporter::target::Target;
+use talkover_count::target::Target;
+use talkover_sim::{AttemptSpec, Order, Profile};
 
 use crate::support::*;
 

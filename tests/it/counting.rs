@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use talkover_exporter::sim::{Order, Profile};
-use talkover_exporter::target::Target;
+use talkover_count::target::Target;
+use talkover_sim::{Order, Profile};
 
 use crate::support::*;
 
@@ -31,18 +31,18 @@ async fn counts_exactly(order: Order) {
     // knows on the API's clock to about a second.
     s.sim.backdate(Duration::from_secs(60));
     // Every family on: the lag histogram is checked below.
-    let everything = talkover_exporter::metrics::Budget {
-        lag: true,
-        attempt_number: true,
-        duration_by_status: true,
-        poll_stats: true,
-        native_histograms: true,
-    };
+    let everything = flags(&[
+        "--collector.lag",
+        "--collector.attempt-number",
+        "--collector.duration-by-status",
+        "--collector.poll-stats",
+        "--collector.native-histograms",
+    ]);
     let exporter = start_exporter(
         &s.url,
         &[A, B],
         ExporterOptions {
-            budget: everything,
+            flags: everything,
             ..ExporterOptions::default()
         },
     )
@@ -301,10 +301,7 @@ async fn entries_expired_before_read_are_counted_as_missed() {
             max_pages: 2,
             interval: Duration::from_millis(400),
             // The per-webhook backlog, as well as the count.
-            budget: talkover_exporter::metrics::Budget {
-                poll_stats: true,
-                ..Default::default()
-            },
+            flags: flags(&["--collector.poll-stats"]),
             ..ExporterOptions::default()
         },
     )

@@ -3,8 +3,8 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use talkover_exporter::model::bucket_upper_bound;
-use talkover_exporter::sim::{Fault, FaultRule, Order};
+use talkover_count::model::bucket_upper_bound;
+use talkover_sim::{Fault, FaultRule, Order};
 use tokio::io::AsyncWriteExt;
 
 use crate::support::*;
@@ -150,10 +150,7 @@ async fn poll_self_metrics() {
 async fn poll_self_metrics_per_webhook() {
     let s = start_sim(33, Order::NewestFirst, &[A, B], quiet_profile()).await;
     let options = ExporterOptions {
-        budget: talkover_exporter::metrics::Budget {
-            poll_stats: true,
-            ..Default::default()
-        },
+        flags: flags(&["--collector.poll-stats"]),
         ..ExporterOptions::default()
     };
     let exporter = start_exporter(&s.url, &[A, B], options).await;
@@ -225,10 +222,7 @@ async fn every_format_has_the_samples_of_a_plain_scrape() {
     use std::io::Read as _;
     let s = start_sim(33, Order::NewestFirst, &[A, B], quiet_profile()).await;
     let options = ExporterOptions {
-        budget: talkover_exporter::metrics::Budget {
-            native_histograms: true,
-            ..Default::default()
-        },
+        flags: flags(&["--collector.native-histograms"]),
         ..ExporterOptions::default()
     };
     let exporter = start_exporter(&s.url, &[A, B], options).await;
@@ -321,9 +315,8 @@ async fn every_format_has_the_samples_of_a_plain_scrape() {
         let mut body = &proto[..];
         let mut ids = std::collections::BTreeSet::new();
         while !body.is_empty() {
-            let family =
-                talkover_exporter::metrics::proto::MetricFamily::decode_length_delimited(&mut body)
-                    .expect("a family");
+            let family = talkover_exporter::proto::MetricFamily::decode_length_delimited(&mut body)
+                .expect("a family");
             if family.name == "talkover_webhook_delivery_attempts_total" {
                 ids.extend(
                     family

@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use talkover_exporter::model::{clean, FailurePolicy, ERROR_CAP, RESPONSE_CAP};
-use talkover_exporter::sim::{Order, Profile, SimFailure};
-use talkover_exporter::target::Target;
+use talkover_count::model::{clean, ERROR_CAP, RESPONSE_CAP};
+use talkover_count::target::Target;
+use talkover_sim::{Order, Profile, SimFailure};
 
 use crate::support::*;
 
@@ -150,10 +150,7 @@ async fn the_simulators_failures_are_listed_with_error_and_response() {
 async fn with_response_bodies_off_no_excerpt_is_kept() {
     let s = sim_with_history(62).await;
     let opts = ExporterOptions {
-        failures: FailurePolicy {
-            keep: 20,
-            response_body: false,
-        },
+        flags: flags(&["--failures.keep=20", "--failures.response-body=false"]),
         ..ExporterOptions::default()
     };
     let exporter = start_exporter(&s.url, &[A, B], opts).await;
@@ -173,10 +170,10 @@ async fn failures_are_still_listed_after_a_restart() {
     let state = dir.path().join("state.redb");
     let opts = |response_body| ExporterOptions {
         state_file: Some(state.clone()),
-        failures: FailurePolicy {
-            keep: 20,
-            response_body,
-        },
+        flags: vec![
+            "--failures.keep=20".into(),
+            format!("--failures.response-body={response_body}"),
+        ],
         ..ExporterOptions::default()
     };
     let s = sim_with_history(63).await;
@@ -187,8 +184,7 @@ async fn failures_are_still_listed_after_a_restart() {
     exporter.stop().await;
 
     // The API down: what is listed can only come from the state file.
-    s.sim
-        .set_outage(Some(talkover_exporter::sim::Outage::Unavailable));
+    s.sim.set_outage(Some(talkover_sim::Outage::Unavailable));
     let exporter = start_exporter(&s.url, &[A, B], opts(true)).await;
     let after = webhook(&exporter, &a).await;
     assert_eq!(after["failures"], before["failures"]);
@@ -321,10 +317,9 @@ async fn basic_auth_guards_the_pages_and_they_are_counted() {
     let hash = bcrypt::hash("s3cret", 4).expect("hash");
     let path = dir.path().join("web.yml");
     std::fs::write(&path, format!("basic_auth_users:\n  ops: {hash}\n")).expect("write");
-    let web = talkover_exporter::http::WebConfig::load(&path).expect("web config");
     let s = start_sim(65, Order::NewestFirst, &[A], failing_profile()).await;
     let opts = ExporterOptions {
-        web: Some(web),
+        flags: vec![format!("--web.config.file={}", path.display())],
         ..ExporterOptions::default()
     };
     let exporter = start_exporter(&s.url, &[A], opts).await;

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 use axum::routing::get;
-use talkover_exporter::sim::{Fault, FaultRule, Order};
-use talkover_exporter::target::Target;
+use talkover_count::target::Target;
+use talkover_sim::{Fault, FaultRule, Order};
 use tokio::net::TcpListener;
 
 use crate::support::*;
@@ -203,7 +203,7 @@ async fn oversized_pages_are_split_and_oversized_entries_missed_once() {
         25,
         Order::NewestFirst,
         &[A],
-        talkover_exporter::sim::Profile {
+        talkover_sim::Profile {
             payload_bytes: 4096,
             ..quiet_profile()
         },
@@ -259,7 +259,7 @@ async fn oversized_pages_are_split_and_oversized_entries_missed_once() {
 /// Waits until the counted total is the truth minus `missing` attempts.
 async fn wait_exact_except(
     exporter: &Exporter,
-    sim: &talkover_exporter::sim::Simulator,
+    sim: &talkover_sim::Simulator,
     mark: u64,
     missing: u64,
 ) {

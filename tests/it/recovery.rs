@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use talkover_exporter::sim::{Fault, Order, Outage, Profile};
-use talkover_exporter::target::Target;
+use talkover_count::target::Target;
+use talkover_sim::{Fault, Order, Outage, Profile};
 
 use crate::support::*;
 

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use talkover_exporter::sim::{AttemptSpec, Order, Outage, Profile};
-use talkover_exporter::target::Target;
+use talkover_count::target::Target;
+use talkover_sim::{AttemptSpec, Order, Outage, Profile};
 
 use crate::support::*;
 

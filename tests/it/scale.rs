@@ -1,15 +1,10 @@
 //! Discovery, stale series, sharding across replicas, and the API cost of a poll.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use talkover_exporter::api::{Client, ClientOptions, Credentials, Token};
-use talkover_exporter::collect::{poll_once, PollConfig};
-use talkover_exporter::discovery::{Filters, Pattern, Shard};
-use talkover_exporter::model::{PollStats, TargetState};
-use talkover_exporter::sim::Order;
-use talkover_exporter::target::{Scope, Target};
+use talkover_count::target::{Scope, Target};
+use talkover_sim::Order;
 
 use crate::support::*;
 
@@ -119,10 +114,11 @@ async fn discovery_filters() {
         &s.url,
         &[],
         ExporterOptions {
-            filters: Filters {
-                include: vec![Pattern::new("prod-*"), Pattern::new("test-*")],
-                exclude: vec![Pattern::new("agents/*")],
-            },
+            flags: flags(&[
+                "--discover.include=prod-*",
+                "--discover.include=test-*",
+                "--discover.exclude=agents/*",
+            ]),
             ..discovering()
         },
     )
@@ -153,7 +149,7 @@ async fn three_shards_watch_every_webhook_once() {
     let mut replicas = Vec::new();
     for index in 0..3 {
         let opts = ExporterOptions {
-            shard: Shard { index, count: 3 },
+            flags: vec![format!("--shard.index={index}"), "--shard.count=3".into()],
             ..discovering()
         };
         replicas.push(start_exporter(&s.url, &[], opts).await);
@@ -194,121 +190,4 @@ async fn three_shards_watch_every_webhook_once() {
     for r in replicas {
         r.stop().await;
     }
-}
-
-/// An idle webhook costs one request per poll; a busy one
-/// ceil((new + 1) / 100) when nothing shifts, within the budget formula
-/// ceil(new / 100) + 1.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_per_poll_follow_the_formula() {
-    requests_per_poll(Order::NewestFirst, true).await;
-}
-
-/// Oldest-first listings stay within the same budget formula (the newest
-/// page is the last one, found from a total that may have moved).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oldest_first_requests_stay_within_the_formula() {
-    requests_per_poll(Order::OldestFirst, false).await;
-}
-
-async fn requests_per_poll(order: Order, exact: bool) {
-    let hook = "campaigns/c1/webhooks/w1";
-    let s = start_sim(54, order, &[hook], quiet_profile()).await;
-    let target: Target = hook.parse().expect("t");
-    s.sim.generate(&target, 500);
-    s.sim.finish_pending();
-    let client = Arc::new(
-        Client::new(ClientOptions {
-            base_url: s.url.parse().expect("url"),
-            credentials: Token::new(TOKEN).map(Credentials::Token),
-            timeout: Duration::from_secs(5),
-            max_body_bytes: 32 << 20,
-            allow_insecure: true,
-            max_requests_per_second: 1000.0,
-            probe_max: std::time::Duration::from_secs(1),
-        })
-        .expect("client"),
-    );
-    let config = PollConfig {
-        interval: Duration::from_secs(1),
-        max_pages: 10,
-        per_page: 100,
-        failures: talkover_exporter::model::FailurePolicy::default(),
-    };
-    let mut state = TargetState::default();
-    let mut stats = PollStats::default();
-    poll_once(&*client, &target, &config, &mut state, &mut stats)
-        .await
-        .expect("baseline");
-    let counted = |state: &TargetState| state.counts.attempts.values().sum::<u64>();
-    // 899 and 999 new entries need all ten pages of the budget or more.
-    for new in [0usize, 0, 1, 50, 99, 100, 150, 250, 899, 999, 0] {
-        s.sim.generate(&target, new);
-        s.sim.finish_pending();
-        let before = s.sim.requests(&target);
-        let goal = counted(&state) + new as u64;
-        let mut polls = 0;
-        loop {
-            poll_once(&*client, &target, &config, &mut state, &mut stats)
-                .await
-                .expect("poll");
-            polls += 1;
-            if counted(&state) == goal || polls == 3 {
-                break;
-            }
-        }
-        assert_eq!(counted(&state), goal, "{order:?}, {new} new entries");
-        let used = s.sim.requests(&target) - before;
-        // A burst beyond the page budget is finished by later polls, each
-        // reading the newest page and the page where the burst met old ground.
-        let formula = (new as u64).div_ceil(100) + 1 + 2 * (polls - 1);
-        if exact {
-            assert_eq!(used, (new as u64 + 1).div_ceil(100), "{new} new entries");
-        }
-        assert!(
-            used <= formula,
-            "{order:?}, {new} new entries: {used} > {formula}"
-        );
-    }
-}
-
-/// A slow API and many targets: requests in flight stop at the client's
-/// cap instead of one connection per poller, and every poll still finishes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_in_flight_are_capped() {
-    use talkover_exporter::api::MAX_IN_FLIGHT;
-    use talkover_exporter::sim::{Fault, FaultRule};
-
-    let names: Vec<String> = (0..100)
-        .map(|i| format!("campaigns/c{}/webhooks/w{i}", i / 10))
-        .collect();
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let s = start_sim(61, Order::NewestFirst, &refs, quiet_profile()).await;
-    // Every first poll takes 400 ms: without a cap, about all 100 would be
-    // in flight together (polls are spread over the 100 ms interval).
-    s.sim.inject(FaultRule {
-        target: None,
-        fault: Fault::Delay { ms: 400 },
-        count: 100,
-    });
-    let exporter = start_exporter(
-        &s.url,
-        &refs,
-        ExporterOptions {
-            max_rps: 100_000.0,
-            timeout: Duration::from_secs(10),
-            ..ExporterOptions::default()
-        },
-    )
-    .await;
-    exporter.wait_ready().await;
-    let most = s.sim.max_log_requests_in_flight();
-    assert!(most <= MAX_IN_FLIGHT, "{most} requests in flight at once");
-    assert!(
-        most >= MAX_IN_FLIGHT / 2,
-        "only {most} in flight: the cap was never reached, so nothing was tested"
-    );
-    let up = exporter.scrape().await.sum("talkover_up", &[]);
-    assert_eq!(up, 100.0);
-    exporter.stop().await;
 }

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use talkover_exporter::sim::{AttemptSpec, Order, Profile};
-use talkover_exporter::target::{Scope, Target};
+use talkover_count::target::{Scope, Target};
+use talkover_sim::{AttemptSpec, Order, Profile};
 
 use crate::support::*;
 

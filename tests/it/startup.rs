@@ -13,8 +13,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use talkover_exporter::sim::{Fault, FaultRule, Order, Outage};
-use talkover_exporter::target::{Scope, Target};
+use talkover_count::target::{Scope, Target};
+use talkover_sim::{Fault, FaultRule, Order, Outage};
 
 use crate::support::*;
 
@@ -226,13 +226,15 @@ async fn forty_webhooks_recover_within_a_few_poll_intervals() {
     wait_exact_at(port, &s.sim, mark).await;
 }
 
-/// The token Secret is mounted a few seconds late: 401s first (the file
-/// is missing), then the file appears. Everything created after the start
-/// is counted.
+/// The token Secret is filled a few seconds late: 401s first (the file
+/// holds a token the API refuses; a missing one is refused at start),
+/// then the right token appears. Everything created after the start is
+/// counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn token_mounted_late_loses_nothing() {
+async fn token_filled_late_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "talq_placeholder_until_the_secret_is_filled\n").expect("token");
     let s = start_sim(306, Order::NewestFirst, &[A], quiet_profile()).await;
     let a: Target = A.parse().expect("a");
     s.sim.generate(&a, 50);

@@ -2,12 +2,13 @@
 //! certificates), basic auth and headers, against the real server; and a
 //! real Prometheus scraping over https with basic auth.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clap::Parser as _;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use talkover_exporter::http::WebConfig;
-use talkover_exporter::sim::Order;
+use talkover_exporter::Cli;
+use talkover_sim::Order;
 
 use crate::support::*;
 
@@ -57,10 +58,10 @@ impl Ca {
     }
 }
 
-fn write_config(dir: &Path, yaml: &str) -> WebConfig {
+fn write_config(dir: &Path, yaml: &str) -> PathBuf {
     let path = dir.join("web.yml");
     std::fs::write(&path, yaml).expect("write web config");
-    WebConfig::load(&path).expect("valid web config")
+    path
 }
 
 fn client(ca_pem: &str, identity: Option<(&Path, &Path)>) -> reqwest::Client {
@@ -75,13 +76,13 @@ fn client(ca_pem: &str, identity: Option<(&Path, &Path)>) -> reqwest::Client {
     b.build().expect("client")
 }
 
-async fn start(web: WebConfig) -> (Sim, Exporter) {
+async fn start(web_config: PathBuf) -> (Sim, Exporter) {
     let s = start_sim(61, Order::NewestFirst, &[A], quiet_profile()).await;
     let e = start_exporter(
         &s.url,
         &[A],
         ExporterOptions {
-            web: Some(web),
+            flags: vec![format!("--web.config.file={}", web_config.display())],
             ..ExporterOptions::default()
         },
     )
@@ -243,7 +244,9 @@ fn unsupported_keys_are_refused() {
         ("rate_limit:\n  interval: 1s\n", "rate_limit"),
     ] {
         std::fs::write(&path, yaml).expect("write");
-        let err = WebConfig::load(&path).expect_err(yaml).to_string();
+        let flag = format!("--web.config.file={}", path.display());
+        let cli = Cli::try_parse_from(["talkover-exporter", "--demo", &flag]).expect("flags parse");
+        let err = cli.into_config().expect_err(yaml).to_string();
         assert!(err.contains("--web.config.file") && err.contains(needle), "{err}");
     }
 }

@@ -43,7 +43,7 @@ use support::{
     spawn_demo_exporter_with, spawn_prometheus_with, unstable_tool, yaml_quote, Key, Prom,
     ATTEMPTS,
 };
-use talkover_exporter::model::DURATION_BUCKETS;
+use talkover_count::model::DURATION_BUCKETS;
 
 /// How long the demo traffic runs before the queries, so that `rate(…[1m])`
 /// and `rate(…[5m])` have many samples per series.

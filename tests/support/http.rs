@@ -98,7 +98,7 @@ pub const ACCEPT_PROTOBUF: &str =
 /// began, as its protobuf format says (Unix ms), by `name{labels}`.
 pub async fn created_at(port: u16) -> BTreeMap<String, i64> {
     use prost::Message as _;
-    use talkover_exporter::metrics::proto::{MetricFamily, Timestamp};
+    use talkover_exporter::proto::{MetricFamily, Timestamp};
     let body = http_client()
         .get(format!("http://127.0.0.1:{port}/metrics"))
         .header("accept", ACCEPT_PROTOBUF)

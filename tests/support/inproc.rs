@@ -6,11 +6,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use talkover_exporter::api::{Credentials, Token};
-use talkover_exporter::cli::{Config, Source};
-use talkover_exporter::discovery::{Filters, Shard};
-use talkover_exporter::sim::{Order, Profile, Simulator, Truth};
-use talkover_exporter::target::{Scope, Target};
+use clap::Parser as _;
+use talkover_count::target::Scope;
+use talkover_exporter::Cli;
+use talkover_sim::{Order, Profile, Simulator, Truth};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -50,10 +49,17 @@ pub struct Exporter {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// Holds the token file for as long as the exporter runs.
+    _dir: tempfile::TempDir,
 }
 
+/// What the exporter is started with. Each field is a flag; `flags` are more
+/// of them, as written on a command line: the tests reach the exporter
+/// through the same surface as its users.
 pub struct ExporterOptions {
+    /// Written to a token file (`--talkover.token-file`).
     pub token: String,
+    /// A token file of the test's own, used instead of `token`.
     pub token_file: Option<std::path::PathBuf>,
     pub interval: Duration,
     pub max_pages: u32,
@@ -63,13 +69,9 @@ pub struct ExporterOptions {
     pub max_rps: f64,
     pub discover: Vec<Scope>,
     pub discover_interval: Duration,
-    pub filters: Filters,
-    pub shard: Shard,
     pub stale_after: Duration,
-    pub web: Option<talkover_exporter::http::WebConfig>,
-    pub failures: talkover_exporter::model::FailurePolicy,
-    /// `--[no-]collector.*`.
-    pub budget: talkover_exporter::metrics::Budget,
+    /// Any other flags, e.g. `["--collector.poll-stats", "--shard.count=3"]`.
+    pub flags: Vec<String>,
 }
 
 impl Default for ExporterOptions {
@@ -85,46 +87,71 @@ impl Default for ExporterOptions {
             max_rps: 1000.0,
             discover: Vec::new(),
             discover_interval: Duration::from_secs(300),
-            filters: Filters::default(),
-            shard: Shard::default(),
             stale_after: Duration::from_secs(3600),
-            web: None,
-            failures: talkover_exporter::model::FailurePolicy::default(),
-            budget: talkover_exporter::metrics::Budget::default(),
+            flags: Vec::new(),
         }
     }
 }
 
+/// `flags` as strings, for [`ExporterOptions::flags`].
+pub fn flags(flags: &[&str]) -> Vec<String> {
+    flags.iter().map(|f| f.to_string()).collect()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
+
+/// The command line `opts` stand for, token file included.
+fn command_line(
+    sim_url: &str,
+    targets: &[&str],
+    opts: &ExporterOptions,
+    dir: &std::path::Path,
+) -> Vec<String> {
+    let token_file = match &opts.token_file {
+        Some(path) => path.clone(),
+        None => {
+            let path = dir.join("token");
+            std::fs::write(&path, &opts.token).expect("write token file");
+            path
+        }
+    };
+    let mut args: Vec<String> = vec![
+        "talkover-exporter".into(),
+        format!("--talkover.url={sim_url}"),
+        "--talkover.allow-insecure".into(),
+        format!("--talkover.token-file={}", token_file.display()),
+        format!("--poll.interval={}", ms(opts.interval)),
+        format!("--poll.max-pages={}", opts.max_pages),
+        format!("--talkover.timeout={}", ms(opts.timeout)),
+        format!("--talkover.max-body-size={}", opts.max_body_size),
+        format!("--talkover.max-requests-per-second={}", opts.max_rps),
+        format!("--discover.interval={}", ms(opts.discover_interval)),
+        format!("--target.stale-after={}", ms(opts.stale_after)),
+    ];
+    args.extend(targets.iter().map(|t| format!("--target={t}")));
+    for scope in &opts.discover {
+        let kind = match scope {
+            Scope::Campaign => "campaigns",
+            Scope::Agent => "agents",
+        };
+        args.push(format!("--discover={kind}"));
+    }
+    if let Some(path) = &opts.state_file {
+        args.push(format!("--state.file={}", path.display()));
+    }
+    args.extend(opts.flags.iter().cloned());
+    args
+}
+
 pub async fn start_exporter(sim_url: &str, targets: &[&str], opts: ExporterOptions) -> Exporter {
-    let source = Source::Api {
-        url: sim_url.parse().expect("url"),
-        credentials: match &opts.token_file {
-            Some(path) => Credentials::File(path.clone()),
-            None => Credentials::Token(Token::new(&opts.token).expect("token")),
-        },
-        allow_insecure: true,
-    };
-    let config = Config {
-        targets: targets
-            .iter()
-            .map(|t| t.parse::<Target>().expect("target"))
-            .collect(),
-        poll_interval: opts.interval,
-        max_pages: opts.max_pages,
-        timeout: opts.timeout,
-        max_body_size: opts.max_body_size,
-        max_requests_per_second: opts.max_rps,
-        state_file: opts.state_file.clone(),
-        discover: opts.discover.clone(),
-        discover_interval: opts.discover_interval,
-        filters: opts.filters.clone(),
-        shard: opts.shard,
-        stale_after: opts.stale_after,
-        web: opts.web.clone(),
-        failures: opts.failures,
-        budget: opts.budget,
-        ..Config::new(source)
-    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = command_line(sim_url, targets, &opts, dir.path());
+    let config = Cli::try_parse_from(&args)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+        .into_config()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind exporter");
@@ -141,6 +168,7 @@ pub async fn start_exporter(sim_url: &str, targets: &[&str], opts: ExporterOptio
         addr,
         stop: Some(tx),
         task: Some(task),
+        _dir: dir,
     }
 }
 

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use talkover_exporter::sim::Truth;
-use talkover_exporter::target::Target;
+use talkover_count::target::Target;
+use talkover_sim::Truth;
 
 /// The counter every exactness test compares with the simulator.
 pub const ATTEMPTS: &str = "talkover_webhook_delivery_attempts_total";
@@ -61,7 +61,7 @@ impl Scrape {
     /// back beside it, by series.
     pub fn from_protobuf(mut body: &[u8]) -> (Scrape, Vec<NativeSample>) {
         use prost::Message as _;
-        use talkover_exporter::metrics::proto::{MetricFamily, MetricType};
+        use talkover_exporter::proto::{MetricFamily, MetricType};
         let mut series = Vec::new();
         let mut native = Vec::new();
         while !body.is_empty() {

@@ -62,9 +62,10 @@ pub enum ApiError {
     Connection {
         /// Request path.
         path: String,
-        /// The transport error.
+        /// The transport error (the client's own type, boxed: this crate
+        /// knows no HTTP library).
         #[source]
-        source: reqwest::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Not sent: the API is down and another request is probing it.
     #[error("GET {path}: not sent: the Talkover API is down, and another request probes it")]

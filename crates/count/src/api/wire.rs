@@ -130,19 +130,25 @@ pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
 
 /// `{success, data, pagination, message}`: `D` is a list for the listing
 /// endpoints and an object for a single webhook.
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(bound = "D: Deserialize<'de>")]
-pub(super) struct Envelope<D> {
-    pub(super) success: Option<bool>,
-    pub(super) data: Option<D>,
-    pub(super) pagination: Option<Pagination>,
-    pub(super) message: Option<String>,
+pub struct Envelope<D> {
+    /// `false` when the API reports an error in a 2xx answer.
+    pub success: Option<bool>,
+    /// The payload.
+    pub data: Option<D>,
+    /// Present on the listing endpoints.
+    pub pagination: Option<Pagination>,
+    /// The API's message, on errors.
+    pub message: Option<String>,
 }
 
-#[derive(Deserialize)]
-pub(super) struct Pagination {
+/// The `pagination` object of a listing answer.
+#[derive(Debug, Deserialize)]
+pub struct Pagination {
+    /// How many items the whole listing has, if the API says.
     #[serde(default, deserialize_with = "lenient_u64")]
-    pub(super) total: Option<u64>,
+    pub total: Option<u64>,
 }
 
 fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::failures::{texts, Texts};
 use super::{AttemptSpec, FaultRule, Order, Outage, Profile};
-use crate::target::Target;
+use talkover_count::target::Target;
 
 /// One log entry as the simulator keeps it.
 #[derive(Debug, Clone)]
@@ -154,7 +154,8 @@ impl SimState {
 
     /// Strictly increasing wall-clock milliseconds, so listings have a total order.
     pub(super) fn now_ms(&mut self) -> i64 {
-        let now = (crate::clock::unix_now_ms() + self.clock_offset_ms).max(self.last_ms + 1);
+        let now =
+            (talkover_count::clock::unix_now_ms() + self.clock_offset_ms).max(self.last_ms + 1);
         self.last_ms = now;
         now
     }

@@ -9,6 +9,8 @@
 //! - `failures`: what attempts say about themselves (errors, bodies); failed attempts as truth.
 //! - `http`: the API's routes, its control routes, and serving (outages included).
 
+#![forbid(unsafe_code)]
+
 mod failures;
 mod http;
 mod traffic;
@@ -20,12 +22,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::target::Target;
+use talkover_count::target::Target;
 use traffic::{finish, Hostility, SimState, WebhookLog};
 
 pub use failures::SimFailure;
 
-pub use crate::model::Order;
+pub use talkover_count::model::Order;
 
 /// The shape of one webhook's traffic.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Mutex, MutexGuard};
 
-use talkover_exporter::api::{ApiError, LogEntry, LogPage};
-use talkover_exporter::clock::ClockOffset;
-use talkover_exporter::collect::PageSource;
-use talkover_exporter::model::AttemptKey;
-use talkover_exporter::target::Target;
+use talkover_count::api::{ApiError, LogEntry, LogPage};
+use talkover_count::clock::ClockOffset;
+use talkover_count::collect::PageSource;
+use talkover_count::model::AttemptKey;
+use talkover_count::target::Target;
 use time::macros::format_description;
 use time::OffsetDateTime;
 

@@ -3,9 +3,9 @@
 //! An in-memory model of the Talkover delivery-log API (a list of entries in
 //! creation order, listed newest-first or oldest-first, paginated like the
 //! real API) serves pages to [`poll_once`]. Arbitrary interleavings of new
-//! entries, status changes, polls, restarts (the state goes through its JSON
-//! encoding, as the state file does), lost commits, request failures and
-//! arrivals *between the page reads of one poll* must converge, once traffic
+//! entries, status changes, polls, restarts (the state alone survives),
+//! lost commits, request failures and arrivals *between the page reads of
+//! one poll* must converge, once traffic
 //! stops and every attempt is final, to exactly the counts of the entries
 //! created after the baseline: nothing lost, nothing counted twice. The
 //! baseline is a moment, not a read: the first reads may fail for any
@@ -27,7 +27,7 @@ mod model;
 
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use talkover_exporter::collect::LATENESS_MS;
+use talkover_count::collect::LATENESS_MS;
 
 use harness::*;
 use model::*;

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::traffic::SimEntry;
 use super::Simulator;
-use crate::target::Target;
+use talkover_count::target::Target;
 
 /// A failed attempt as the simulator listed it: what a status page must show.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -166,7 +166,7 @@ pub(super) async fn failed(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::{Order, Profile};
+    use crate::{Order, Profile};
 
     #[test]
     fn failures_say_why_and_the_same_each_time() {
@@ -193,8 +193,8 @@ mod tests {
                 }
                 // Each says why in words a receiver's failure really has.
                 None => assert_ne!(
-                    crate::model::classify(None, Some(error), None, None),
-                    crate::model::FailureClass::Other,
+                    talkover_count::model::classify(None, Some(error), None, None),
+                    talkover_count::model::FailureClass::Other,
                     "{error}"
                 ),
             }

@@ -1,6 +1,6 @@
 //! Focused cases, and regressions: minimal cases the property once failed on.
 
-use talkover_exporter::collect::PENDING_TIMEOUT;
+use talkover_count::collect::PENDING_TIMEOUT;
 
 use crate::harness::*;
 use crate::model::*;

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 
 use super::traffic::{entry_json, SimState, WebhookLog};
 use super::{AttemptSpec, Fault, FaultRule, Order, Outage, Simulator};
-use crate::target::{Scope, Target};
+use talkover_count::target::{Scope, Target};
 
 impl Simulator {
     /// Serves the API on `listener` until the task is dropped. During an
@@ -137,7 +137,7 @@ async fn api_clock_and_outage(
     // stamped ahead of the wall clock (entries get distinct, increasing
     // times, a millisecond apart), the `Date` header is as far ahead, as a
     // real API's would be, since its entries never come from its future.
-    let api_now_ms = (crate::clock::unix_now_ms() + offset_ms).max(last_ms);
+    let api_now_ms = (talkover_count::clock::unix_now_ms() + offset_ms).max(last_ms);
     let api_now =
         std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(api_now_ms).unwrap_or(0));
     if let Ok(date) = header::HeaderValue::from_str(&httpdate::fmt_http_date(api_now)) {
