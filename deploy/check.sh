@@ -11,9 +11,10 @@
 # prometheus-alertmanager (amtool). Needs root or sudo for apt the first time.
 # Nothing here talks to a cluster or a container engine. If kubectl is on
 # PATH, its built-in kustomize is used as a cross-check of the rendering.
-# Then runs deploy/checks.py, where the checks are (each in its own process;
+# Then runs deploy/checks.py, the checks' runner (deploy/deploychecks/ holds
+# them; each runs in its own process;
 # all run even when one fails; the exit status is non-zero if any failed),
-# starting with their unit tests, deploy/test_checks.py (checks-selftest).
+# starting with their unit tests, deploy/test_checks*.py (checks-selftest).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

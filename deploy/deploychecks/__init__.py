@@ -1,0 +1,1 @@
+"""The deployment checks, one module per artifact; deploy/checks.py runs them."""
