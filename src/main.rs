@@ -3,23 +3,20 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use talkover_exporter::{Cli, LogFormat, Source};
+use talkover_exporter::{Cli, LogFormat};
 use tokio::net::TcpListener;
-use tracing::{error, info};
+use tracing::error;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_level.as_filter(), cli.log_format);
     let listen = cli.listen_address;
-    let telemetry_path = cli.telemetry_path.clone();
     let config = match cli.into_config() {
         Ok(c) => c,
         Err(e) => Cli::command()
             .error(clap::error::ErrorKind::ValueValidation, e)
             .exit(),
     };
-    let demo = matches!(config.source, Source::Demo { .. });
-    let poll_interval = config.poll_interval;
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -31,31 +28,17 @@ fn main() -> ExitCode {
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|e| anyhow::anyhow!("binding --web.listen-address {listen}: {e}"))?;
-        let addr = listener.local_addr()?;
-        // What a browser on this host opens: 0.0.0.0 is where we listen, not
-        // where anyone connects.
-        let host = if addr.ip().is_unspecified() {
-            format!("localhost:{}", addr.port())
-        } else {
-            addr.to_string()
-        };
-        info!(
-            version = env!("CARGO_PKG_VERSION"),
-            webhooks = %format!("http://{host}/webhooks"),
-            metrics = %format!("http://{host}{telemetry_path}"),
-            "talkover-exporter listening"
-        );
-        if demo {
-            info!(
-                "demo: open http://{host}/webhooks to see each webhook's attempts and its last failures, with why they failed (polling every {}s)",
-                poll_interval.as_secs_f64()
-            );
-        }
         talkover_exporter::run(config, listener, shutdown_signal()).await?;
         Ok(())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A file a flag names is bad input, like a bad flag: exit 2.
+        Err(e) if matches!(e.downcast_ref(), Some(talkover_exporter::Error::Invalid(_))) => {
+            Cli::command()
+                .error(clap::error::ErrorKind::ValueValidation, e)
+                .exit()
+        }
         Err(e) => {
             error!("{e:#}");
             ExitCode::FAILURE

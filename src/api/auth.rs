@@ -41,6 +41,29 @@ pub enum Credentials {
     File(std::path::PathBuf),
 }
 
+impl Credentials {
+    /// Whether a token can be read now: a token file that is missing,
+    /// unreadable or empty is refused at start, naming the flag.
+    pub fn check(&self) -> Result<(), String> {
+        let Credentials::File(path) = self else {
+            return Ok(());
+        };
+        let raw = std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "invalid value '{}' for '--talkover.token-file': {e}",
+                path.display()
+            )
+        })?;
+        match Token::new(&raw) {
+            Some(_) => Ok(()),
+            None => Err(format!(
+                "invalid value '{}' for '--talkover.token-file': the file is empty",
+                path.display()
+            )),
+        }
+    }
+}
+
 /// The current `Authorization` header, following a token file.
 #[derive(Debug)]
 pub(super) struct Auth {

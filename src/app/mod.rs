@@ -13,7 +13,7 @@ use tracing::info;
 use crate::api::{Client, ClientOptions};
 use crate::cli::{Config, Source};
 use crate::collect::{Fleet, PollConfig};
-use crate::http::AppState;
+use crate::http::{AppState, WebConfig};
 use crate::metrics::Published;
 use crate::model::Readiness;
 use crate::target::Target;
@@ -25,6 +25,11 @@ mod parts;
 /// Why the exporter could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A file a flag names cannot be used (`--web.config.file`,
+    /// `--talkover.token-file`): bad input, refused before anything starts,
+    /// with a message naming the flag and the value.
+    #[error("{0}")]
+    Invalid(String),
     /// A socket could not be bound or served.
     #[error("{what}: {source}")]
     Io {
@@ -64,6 +69,14 @@ pub async fn run(
     // What the webhooks given on the command line begin to count from,
     // however long the API takes to answer.
     let started_ms = clock::unix_now_ms();
+    let web = match &config.web_config_file {
+        Some(path) => WebConfig::load(path).map_err(|e| Error::Invalid(e.to_string()))?,
+        None => WebConfig::default(),
+    };
+    if let Source::Api { credentials, .. } = &config.source {
+        credentials.check().map_err(Error::Invalid)?;
+    }
+    announce(&listener, &config);
     let (base_url, credentials, allow_insecure, mut static_targets) = match &config.source {
         Source::Api {
             url,
@@ -154,7 +167,6 @@ pub async fn run(
         config.max_requests,
     );
     let http_metrics = state.http.clone();
-    let web = config.web.clone().unwrap_or_default();
     let app = http::counted(web.wrap(http::router(state.clone())), state);
     // The parts that live as long as the process are watched: one that
     // ends before shutdown ends the process too.
@@ -189,5 +201,30 @@ pub async fn run(
             part: "part watcher",
             how: e.to_string(),
         }),
+    }
+}
+
+/// The first log lines: where to look. A browser on this host opens
+/// localhost: 0.0.0.0 is where we listen, not where anyone connects.
+fn announce(listener: &TcpListener, config: &Config) {
+    let Ok(addr) = listener.local_addr() else {
+        return;
+    };
+    let host = if addr.ip().is_unspecified() {
+        format!("localhost:{}", addr.port())
+    } else {
+        addr.to_string()
+    };
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        webhooks = %format!("http://{host}/webhooks"),
+        metrics = %format!("http://{host}{}", config.telemetry_path),
+        "talkover-exporter listening"
+    );
+    if matches!(config.source, Source::Demo { .. }) {
+        info!(
+            "demo: open http://{host}/webhooks to see each webhook's attempts and its last failures, with why they failed (polling every {}s)",
+            config.poll_interval.as_secs_f64()
+        );
     }
 }

@@ -11,7 +11,7 @@ use super::parse::*;
 use super::Cli;
 use crate::api::Credentials;
 use crate::discovery::{Filters, Pattern, Shard};
-use crate::http::{ServeLimits, WebConfig};
+use crate::http::ServeLimits;
 use crate::metrics::Budget;
 use crate::model::{FailurePolicy, MAX_KEEP};
 use crate::target::{Scope, Target};
@@ -66,8 +66,9 @@ pub struct Config {
     pub shard: Shard,
     /// Grace period before a vanished webhook's series are removed.
     pub stale_after: Duration,
-    /// `--web.config.file`, loaded.
-    pub web: Option<WebConfig>,
+    /// `--web.config.file`: read by `run`, which refuses a bad one before
+    /// anything starts (flags name files; they do not load them).
+    pub web_config_file: Option<PathBuf>,
     /// `--web.max-connections` and `--web.read-header-timeout`.
     pub serve_limits: ServeLimits,
     /// `--web.max-requests`.
@@ -99,7 +100,7 @@ impl Config {
             filters: Filters::default(),
             shard: Shard::default(),
             stale_after: Duration::from_secs(3600),
-            web: None,
+            web_config_file: None,
             serve_limits: ServeLimits::default(),
             max_requests: 40,
             budget: Budget::default(),
@@ -231,12 +232,7 @@ impl Cli {
                 count: self.shard_count,
             },
             stale_after: self.stale_after,
-            web: self
-                .web_config_file
-                .as_deref()
-                .map(WebConfig::load)
-                .transpose()
-                .map_err(|e| ConfigError(e.to_string()))?,
+            web_config_file: self.web_config_file,
             serve_limits: ServeLimits {
                 max_connections: self.max_connections,
                 read_header_timeout: self.read_header_timeout,

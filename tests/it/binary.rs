@@ -6,7 +6,7 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_talkover-exporter");
 
-fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+pub(crate) fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env_remove("TALKOVER_TOKEN")

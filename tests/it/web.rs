@@ -5,9 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser as _;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use talkover_exporter::Cli;
 use talkover_sim::Order;
 
 use crate::support::*;
@@ -230,7 +228,8 @@ async fn certificates_rotate_without_restart() {
     e.stop().await;
 }
 
-/// Keys the exporter does not support are refused at start, naming them.
+/// Keys the exporter does not support are refused at start, naming them:
+/// the binary exits 2 before it serves anything, as for a bad flag.
 #[test]
 fn unsupported_keys_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -245,9 +244,13 @@ fn unsupported_keys_are_refused() {
     ] {
         std::fs::write(&path, yaml).expect("write");
         let flag = format!("--web.config.file={}", path.display());
-        let cli = Cli::try_parse_from(["talkover-exporter", "--demo", &flag]).expect("flags parse");
-        let err = cli.into_config().expect_err(yaml).to_string();
+        let (code, err) = crate::binary::run(
+            &["--demo", "--web.listen-address", "127.0.0.1:0", &flag],
+            &[],
+        );
+        assert_eq!(code, 2, "{yaml}: {err}");
         assert!(err.contains("--web.config.file") && err.contains(needle), "{err}");
+        assert!(!err.contains("listening") && !err.contains("panicked"), "{err}");
     }
 }
 
